@@ -1,0 +1,52 @@
+# lstm-bench: `make bench` runs the main job, `make test` the tests. Both build .venv when it is
+# missing or older than pyproject.toml. Without an NVIDIA GPU the CPU wheel of torch is installed
+# first (a bare `torch` requirement would pull a multi-GB CUDA build); with one, pip's default CUDA torch.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PROFILE ?= quick
+RESULTS ?= results/$(PROFILE)
+TORCH_CPU ?= torch==2.13.0
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+export HF_HUB_OFFLINE ?= 1
+export HF_DATASETS_OFFLINE ?= 1
+export PYTHONUNBUFFERED = 1
+
+.PHONY: bench test smoke microbench report clean-results install
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+		echo "NVIDIA GPU found: installing CUDA torch"; $(PY) -m pip install -q torch; \
+	else \
+		echo "no NVIDIA GPU: installing the CPU build of torch"; \
+		$(PY) -m pip install -q $(TORCH_CPU) || $(PY) -m pip install -q torch --index-url $(TORCH_CPU_INDEX); \
+	fi
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest -q tests
+
+smoke: $(VENV)/.installed
+	$(PY) -m suite run --profile smoke --out results/smoke
+	$(PY) -m suite report results/smoke
+
+microbench: $(VENV)/.installed
+	mkdir -p $(RESULTS)
+	$(PY) -m pytest -q benchmarks --benchmark-enable --benchmark-only --benchmark-json=$(RESULTS)/microbench.json -p no:cacheprovider
+
+# The main job: the profile's runs, the micro-benchmarks, then the report (its path is printed last).
+bench: $(VENV)/.installed
+	$(PY) -m suite run --profile $(PROFILE) --out $(RESULTS); status=$$?; \
+	$(MAKE) --no-print-directory microbench RESULTS=$(RESULTS) || status=1; \
+	$(PY) -m suite report $(RESULTS) || exit 1; exit $$status
+
+report: $(VENV)/.installed
+	$(PY) -m suite report $(RESULTS)
+
+clean-results:
+	rm -rf results/*/ reports/*/ reports/index.html

@@ -1,0 +1,150 @@
+"""Command line: python -m suite {list,run,report,compare} (also installed as `lstm-bench`).
+
+Every user error ends as one line on stderr, exit status 2, and nothing written to the store."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from suite.errors import SuiteError, one_line
+
+EPILOG = "Profiles live in suite/profiles/*.toml; copy one and pass its path to --profile."
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m suite", description="lstm-bench: LSTMs and their variants against small Transformers.", epilog=EPILOG)
+    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
+                   help="load tasks/models from a .py file or module (repeatable; also $LSTM_BENCH_PLUGINS)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="list registered tasks, models or profiles")
+    ls.add_argument("what", choices=["tasks", "models", "profiles"])
+
+    run = sub.add_parser("run", help="run a profile's jobs (skips jobs already in the results directory)", epilog=EPILOG)
+    run.add_argument("--profile", default="smoke", help="profile name or path of a .toml file (default: smoke)")
+    run.add_argument("--task", action="append", help="only these tasks (repeatable or comma-separated)")
+    run.add_argument("--model", action="append", help="only these models (repeatable or comma-separated)")
+    run.add_argument("--experiment", action="append", help="only these experiments of the profile")
+    run.add_argument("--seeds", help="number of seeds (3) or a list (0,1,2); default: the profile's")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
+    run.add_argument("--dtype", default="float32", help="float32, float64 or bfloat16 (default: float32)")
+    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--out", help="results directory (default: results/<profile>)")
+    run.add_argument("--retry-failed", action="store_true", help="run again the jobs recorded as failed")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    rep = sub.add_parser("report", help="write the HTML report of a results directory")
+    rep.add_argument("results_dir")
+    rep.add_argument("--out", help="report directory (default: reports/<results dir name>)")
+
+    cmp_ = sub.add_parser("compare", help="per (task, model) change between two results directories")
+    cmp_.add_argument("a")
+    cmp_.add_argument("b")
+    cmp_.add_argument("--out", help="also write an HTML page here")
+    return p
+
+
+def cmd_list(args, registry) -> int:
+    from suite.profiles import available_profiles, load_profile
+
+    if args.what == "tasks":
+        for name, cls in sorted(registry.tasks.items()):
+            print(f"{name:20s} {cls.family:18s} {cls.description}")
+    elif args.what == "models":
+        for name, spec in sorted(registry.models.items()):
+            print(f"{name:18s} {spec.family:15s} {spec.description}")
+    else:
+        for name in available_profiles():
+            print(f"{name:10s} {load_profile(name).description}")
+    return 0
+
+
+def cmd_run(args, registry) -> int:
+    import torch
+
+    from suite.environment import environment, resolve_device
+    from suite.executor import Context, execute
+    from suite.profiles import check_device, check_dtype, expand, load_profile
+    from suite.registry import check_task_instance
+    from suite.store import ResultsStore
+
+    # everything is validated before the results directory is touched
+    device = resolve_device(check_device(args.device))
+    dtype = check_dtype(args.dtype)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SuiteError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    profile = load_profile(args.profile)
+    jobs = expand(profile, registry, seeds=args.seeds, tasks=args.task, models=args.model, experiments=args.experiment)
+    probed = set()
+    for job in jobs:
+        if job.kind in ("train", "throughput") and (job.task, str(job.task_params)) not in probed:
+            probed.add((job.task, str(job.task_params)))
+            try:
+                check_task_instance(registry.make_task(job.task, job.task_params, seed=0))
+            except (ValueError, TypeError) as exc:
+                raise SuiteError(f"task {job.task!r} with {job.task_params}: {one_line(exc)}") from None
+
+    out = Path(args.out or Path("results") / profile.name)
+    store = ResultsStore(out)
+    store.open_for_append()
+    env = environment(device, dtype)
+    store.write_run_info({"profile": profile.name, "profile_path": str(profile.path), "profile_data": profile.data,
+                          "command": sys.argv, "env": env, "jobs": len(jobs), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "plugins": args.plugin + [p for p in os.environ.get("LSTM_BENCH_PLUGINS", "").split(os.pathsep) if p]})
+    print(f"profile {profile.name}: {len(jobs)} jobs on {env['device']} ({env['device_name']}), {dtype}, "
+          f"{env['threads']} threads -> {out}", file=sys.stderr)
+    start = time.perf_counter()
+    counts = execute(jobs, store, Context(registry, device, dtype, env), args.retry_failed, not args.no_progress)
+    print(f"done in {time.perf_counter() - start:.1f}s: {counts['ok']} ok, {counts['diverged']} diverged, "
+          f"{counts['failed']} failed, {counts['skipped']} already finished (skipped)", file=sys.stderr)
+    print(out)
+    return 1 if counts["failed"] else 0
+
+
+def cmd_report(args, registry) -> int:
+    from suite.report.build import write_report
+    from suite.store import open_existing
+
+    store = open_existing(args.results_dir)
+    out = Path(args.out) if args.out else Path("reports") / Path(args.results_dir).resolve().name
+    path = write_report(store, out)
+    print(path)
+    return 0
+
+
+def cmd_compare(args, registry) -> int:
+    from suite.report.compare import compare, write_compare_html
+    from suite.store import open_existing
+
+    a, b = open_existing(args.a), open_existing(args.b)
+    table = compare(a, b)
+    from suite.report.compare import format_text
+
+    print(format_text(table, args.a, args.b))
+    if args.out:
+        print(write_compare_html(table, args.a, args.b, Path(args.out)))
+    return 0
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        from suite.registry import load_registry
+
+        registry = load_registry(args.plugin)
+        return COMMANDS[args.command](args, registry)
+    except SuiteError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished jobs are saved; run the same command again to resume", file=sys.stderr)
+        return 130

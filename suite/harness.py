@@ -1,0 +1,149 @@
+"""The one training/evaluation loop, shared by every (task, model, seed).
+
+Recipe (the same for every model, from the job's TrainConfig): AdamW (β = 0.9, 0.99), linear
+warm-up then cosine decay to min_lr_ratio·lr, gradient-norm clipping, evaluation on the validation
+split every eval_every steps and at the end. The test split is scored once, with the parameters
+of the best validation evaluation ("best-validation checkpoint rule").
+
+Divergence: a non-finite loss or gradient norm, or a running loss above divergence_factor times
+its initial value, stops the run; it is recorded as status "diverged" with the step, and the
+bench goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import torch
+
+from suite.interfaces import Batch, ModelSpec, Task, parameter_count, split_seed
+from suite.jobs import Job, TrainConfig
+from suite.measure.flops import flops_per_token
+from suite.measure.stability import GradientStats, LossWatch
+from suite.models.sizing import build_for_budget
+
+
+def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
+    """Warm-up over cfg.warmup steps, then cosine from 1 to min_lr_ratio as progress goes 0 -> 1."""
+    if step < cfg.warmup:
+        return (step + 1) / cfg.warmup
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine
+
+
+def to_device(batch: Batch, device, dtype) -> Batch:
+    batch = batch.to(device)
+    if batch.x.is_floating_point():
+        batch.x = batch.x.to(dtype)
+    if batch.y.is_floating_point():
+        batch.y = batch.y.to(dtype)
+    return batch
+
+
+def predictor(model, device, dtype):
+    def predict(x):
+        x = x.to(device)
+        return model(x.to(dtype) if x.is_floating_point() else x).float()
+    return predict
+
+
+def better(a: float, b: float | None, higher: bool) -> bool:
+    return b is None or (a > b if higher else a < b)
+
+
+def reached(value: float, threshold: float | None, higher: bool) -> bool:
+    return threshold is not None and value is not None and (value >= threshold if higher else value <= threshold)
+
+
+def build_model(job: Job, model_spec: ModelSpec, task: Task, device, dtype):
+    torch.manual_seed(job.seed)  # same initialisation for the same seed
+    model, width = build_for_budget(model_spec, task.spec, job.param_budget, job.layers, job.model_options)
+    return model.to(device=device, dtype=dtype), width
+
+
+def train(job: Job, task: Task, model_spec: ModelSpec, device: torch.device, dtype: torch.dtype, progress=None) -> dict:
+    cfg = job.train_config
+    model, width = build_model(job, model_spec, task, device, dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    gen = torch.Generator().manual_seed(split_seed(job.seed, "train"))
+    threshold = task.success_threshold
+    higher = task.higher_is_better
+    metric = task.primary_metric
+    grads, watch = GradientStats(cfg.clip), LossWatch(cfg.divergence_factor, cfg.spike_factor)
+    curve, best, best_state = [], None, None
+    status, reason, diverged_step = "ok", None, None
+    ttt_steps = ttt_seconds = None
+    train_seconds, step, tokens = 0.0, 0, 0
+
+    def evaluate(at_step):
+        nonlocal best, best_state, ttt_steps, ttt_seconds
+        model.eval()
+        val = task.evaluate(predictor(model, device, dtype), "val", cfg.eval_batch_size, device)
+        model.train()
+        curve.append({"step": at_step, "seconds": round(train_seconds, 4), "train_loss": watch.recent(),
+                      **{f"val_{k}": v for k, v in val.items()}})
+        if math.isfinite(val[metric]) and better(val[metric], best, higher):
+            best, best_state = val[metric], copy.deepcopy(model.state_dict())
+        if ttt_steps is None and reached(val[metric], threshold, higher):
+            ttt_steps, ttt_seconds = at_step, train_seconds
+
+    model.train()
+    while step < cfg.steps and (cfg.seconds is None or train_seconds < cfg.seconds):
+        start = time.perf_counter()
+        batch = to_device(task.train_batch(cfg.batch_size, gen), device, dtype)
+        progress_frac = train_seconds / cfg.seconds if cfg.seconds else step / cfg.steps
+        for group in opt.param_groups:
+            group["lr"] = cfg.lr * lr_factor(progress_frac, step, cfg)
+        loss = task.loss(model(batch.x), batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip))
+        loss_value = loss.item()
+        reason = watch.check(loss_value) or (None if math.isfinite(norm) else "non-finite gradient norm")
+        if reason:
+            status, diverged_step = "diverged", step
+            break
+        grads.add(norm)
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_seconds += time.perf_counter() - start
+        tokens += batch.tokens
+        step += 1
+        if progress is not None:
+            progress(step, cfg.steps, loss_value)
+        if step % cfg.eval_every == 0:
+            evaluate(step)
+    if status == "ok" and (not curve or curve[-1]["step"] != step):
+        evaluate(step)
+
+    test = None
+    if best_state is not None:
+        model.load_state_dict(best_state)
+        model.eval()
+        test = task.evaluate(predictor(model, device, dtype), "test", cfg.eval_batch_size, device)
+    return {
+        "status": status,
+        "divergence_reason": reason,
+        "diverged_step": diverged_step,
+        "test": test,
+        "best_val": best,
+        "success": bool(test is not None and status == "ok" and reached(test[metric], threshold, higher)),
+        "curve": curve,
+        "loss_curve": watch.curve(),
+        "grad_norm": grads.summary(),
+        "loss_spikes": watch.spikes,
+        "time_to_threshold_steps": ttt_steps,
+        "time_to_threshold_seconds": ttt_seconds,
+        "steps_done": step,
+        "train_seconds": train_seconds,
+        "train_tokens_per_s_in_loop": tokens / train_seconds if train_seconds else None,
+        "params": parameter_count(model),
+        "width": width,
+        "layers": job.layers or model_spec.default_layers,
+        "flops_per_token": flops_per_token(model, task.spec),
+        "backend": model.backend(device, dtype) if hasattr(model, "backend") else f"{device.type}: ATen",
+    }

@@ -1,0 +1,201 @@
+"""The two interfaces of the suite: Task and Model.
+
+A *task* says what goes in and what comes out (a TaskSpec), hands out batches, and scores
+predictions. A *model* is a recipe (ModelSpec) that builds an nn.Module for any TaskSpec.
+Built-in tasks and models implement exactly these interfaces and are loaded the same way
+as third-party plugins (see suite/registry.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
+
+import torch
+import torch.nn.functional as F
+
+from suite.errors import ConfigError
+
+FAMILIES = ("long-dependency", "language-modeling", "forecasting", "other")
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Shapes of a task, which is all a model needs to know to be built for it.
+
+    Inputs are either tokens, x: (B, T) int64 in [0, input_vocab), or features, x: (B, T, input_dim).
+    Outputs are logits over output_dim classes or output_dim regression values,
+    at every position (readout="all": (B, T, output_dim)) or once from the final position
+    (readout="last": (B, output_dim)).
+    """
+
+    seq_len: int
+    output_dim: int
+    output: Literal["classes", "regression"] = "classes"
+    readout: Literal["all", "last"] = "all"
+    input_vocab: int | None = None
+    input_dim: int = 1
+    causal: bool = True  # False: the model may look at the whole input (e.g. a forecasting lookback)
+
+    def __post_init__(self):
+        if self.seq_len < 1 or self.output_dim < 1 or self.input_dim < 1:
+            raise ConfigError(f"TaskSpec sizes must be positive, got {self}")
+        if self.output not in ("classes", "regression") or self.readout not in ("all", "last"):
+            raise ConfigError(f"TaskSpec output/readout invalid: {self}")
+
+
+@dataclass
+class Batch:
+    """x: inputs; y: targets (class ids (B,T)/(B,) or values (B,T,D)/(B,D));
+    mask: (B, T) bool, the positions that count (None: all of them)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    mask: torch.Tensor | None = None
+
+    def to(self, device) -> "Batch":
+        mask = None if self.mask is None else self.mask.to(device)
+        return Batch(self.x.to(device), self.y.to(device), mask)
+
+    @property
+    def tokens(self) -> int:
+        return int(self.x.shape[0] * self.x.shape[1])
+
+
+class Task:
+    """Base class of every task. A generated task implements `sample` and `baseline`;
+    a data-backed task overrides `train_batch` and `eval_batches` instead of `sample`.
+
+    Class attributes a task sets: name, description, family, primary_metric, higher_is_better,
+    success_threshold (value of primary_metric that counts as "solved").
+    Constructor parameters (e.g. seq_len, delay) are keyword arguments with defaults; the
+    constructor sets self.spec. `seed` fixes the data (the evaluation sets in particular).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    family: ClassVar[str] = "other"
+    primary_metric: ClassVar[str] = "loss"
+    higher_is_better: ClassVar[bool] = False
+    success_threshold: ClassVar[float | None] = None
+    eval_size: ClassVar[int] = 512  # samples per evaluation split for generated tasks
+
+    spec: TaskSpec
+
+    def __init__(self, seed: int = 0):
+        self.seed = int(seed)
+
+    # ---- data -------------------------------------------------------------------------
+    def sample(self, n: int, generator: torch.Generator) -> Batch:
+        raise NotImplementedError(f"task {self.name!r} implements neither sample() nor train_batch()")
+
+    def train_batch(self, batch_size: int, generator: torch.Generator) -> Batch:
+        return self.sample(batch_size, generator)
+
+    def eval_batches(self, split: str, batch_size: int) -> Iterable[Batch]:
+        """Fixed evaluation data for split in {"val", "test"}: the same for every model."""
+        g = torch.Generator().manual_seed(split_seed(self.seed, split))
+        left = self.eval_size
+        while left > 0:
+            n = min(batch_size, left)
+            yield self.sample(n, g)
+            left -= n
+
+    # ---- scoring ----------------------------------------------------------------------
+    def loss(self, out: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if self.spec.output == "classes":
+            logits, target = _masked(out, batch.y, batch.mask)
+            return F.cross_entropy(logits.float(), target)
+        pred, target = _masked(out, batch.y, batch.mask)
+        return F.mse_loss(pred.float(), target.float())
+
+    def batch_metrics(self, out: torch.Tensor, batch: Batch) -> dict[str, float]:
+        """Metrics of one batch (means over its counted positions)."""
+        if self.spec.output == "classes":
+            logits, target = _masked(out, batch.y, batch.mask)
+            loss = F.cross_entropy(logits.float(), target).item()
+            acc = (logits.argmax(-1) == target).float().mean().item()
+            return {"loss": loss, "accuracy": acc}
+        pred, target = _masked(out, batch.y, batch.mask)
+        err = pred.float() - target.float()
+        return {"loss": err.pow(2).mean().item(), "mse": err.pow(2).mean().item(), "mae": err.abs().mean().item()}
+
+    @torch.no_grad()
+    def evaluate(self, predict: Callable[[torch.Tensor], torch.Tensor], split: str,
+                 batch_size: int = 256, device: str | torch.device = "cpu") -> dict[str, float]:
+        """Weighted mean of batch_metrics over the whole split (no batch is dropped)."""
+        totals: dict[str, float] = {}
+        weight = 0
+        for batch in self.eval_batches(split, batch_size):
+            batch = batch.to(device)
+            n = int(batch.x.shape[0])
+            for k, v in self.batch_metrics(predict(batch.x), batch).items():
+                totals[k] = totals.get(k, 0.0) + v * n
+            weight += n
+        if weight == 0:
+            raise ConfigError(f"task {self.name!r} produced no {split} data")
+        return {k: v / weight for k, v in totals.items()}
+
+    def baseline(self) -> dict[str, float]:
+        """Score of the trivial baseline ("what you get for free"), same keys as evaluate()."""
+        raise NotImplementedError
+
+    def baseline_name(self) -> str:
+        return "trivial baseline"
+
+    def describe(self) -> dict[str, Any]:
+        """Facts about the data that ran (e.g. which corpus), stored in every record."""
+        return {}
+
+
+def _masked(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None):
+    if mask is not None:
+        return out[mask], y[mask]
+    if out.dim() > y.dim():  # class logits: flatten positions
+        return out.reshape(-1, out.shape[-1]), y.reshape(-1)
+    return out, y
+
+
+def split_seed(seed: int, split: str) -> int:
+    """Distinct, stable seeds per split, far from the training stream's seed."""
+    return 1_000_003 * (seed + 1) + {"train": 0, "val": 17, "test": 31}.get(split, 97)
+
+
+def check_positive(name: str, value, minimum: float = 1) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < minimum:
+        raise ConfigError(f"{name} must be a number >= {minimum}, got {value!r}")
+
+
+# ---- models ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, eq=False)  # hashed by identity (options is a dict)
+class ModelSpec:
+    """A model recipe. `build(spec, width, layers, **options)` returns an nn.Module whose
+    forward(x) maps a task's inputs to its outputs (see TaskSpec). `width` is the model's
+    main size knob (hidden size or d_model); the harness picks it to match a parameter budget.
+
+    Optional on the built module (the suite checks with hasattr):
+      init_state(batch_size) and step(x_t, state) -> (out_t, state): incremental decoding;
+      backend() -> str: the kernel that really runs (e.g. "cudnn", "onednn", "aten-native");
+      flop_twin() -> nn.Module: a plain-ops equivalent to count FLOPs on when the module's
+      kernels are opaque to torch.utils.flop_counter.
+    """
+
+    name: str
+    family: str  # "lstm", "lstm-variant", "gru", "minlstm", "transformer", ... (groups in reports)
+    build: Callable[..., torch.nn.Module]
+    description: str = ""
+    implementation: str = ""  # "reference", "manual-bptt", "fast", "library", ...
+    options: dict = field(default_factory=dict)
+    default_layers: int = 1
+    width_step: int = 1  # widths are multiples of this (e.g. 8 so that heads divide d_model)
+
+
+def parameter_count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def iter_chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, n, size):
+        yield start, min(n, start + size)

@@ -1,0 +1,100 @@
+"""Jobs as data: a profile expands into a flat list of Job records, each fully describing one
+unit of work (train a model on a task with a seed, or take one measurement). An executor runs
+them; the key of a job is the hash of everything that defines it, so a finished job is never
+run twice and a changed config is a new job."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+
+from suite.errors import ConfigError
+
+JOB_KINDS = ("train", "throughput", "scaling", "latency")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The one training recipe shared by every model: AdamW, linear warm-up then cosine decay,
+    gradient-norm clipping, evaluation every `eval_every` steps, best-validation checkpoint."""
+
+    steps: int = 200
+    seconds: float | None = None  # wall-clock budget; when set, `steps` is only a cap
+    batch_size: int = 32
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 20
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    eval_every: int = 50
+    eval_batch_size: int = 256
+    divergence_factor: float = 20.0  # loss above this multiple of its initial value = diverged
+    spike_factor: float = 3.0  # a step loss above this multiple of its running median = a spike
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ConfigError(f"unknown training setting(s) {sorted(unknown)}; known: {sorted(names)}")
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"training setting {name} must be a positive integer, got {value!r}")
+        for name in ("lr", "clip", "divergence_factor", "spike_factor"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ConfigError(f"training setting {name} must be a positive number, got {value!r}")
+        if self.seconds is not None and (not isinstance(self.seconds, (int, float)) or self.seconds <= 0):
+            raise ConfigError(f"training setting seconds must be a positive number, got {self.seconds!r}")
+        if not 0 <= self.warmup or not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0:
+            raise ConfigError("training settings warmup >= 0, 0 <= min_lr_ratio <= 1 and weight_decay >= 0 are required")
+
+    @property
+    def budget(self) -> str:
+        return f"{self.seconds:g}s wall-clock" if self.seconds else f"{self.steps} steps"
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: str
+    experiment: str
+    task: str
+    model: str
+    seed: int
+    task_params: dict = field(default_factory=dict)
+    model_options: dict = field(default_factory=dict)
+    param_budget: int = 0
+    layers: int | None = None
+    train: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # kind-specific settings (e.g. seq_len of a scaling point)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return TrainConfig.from_dict(self.train)
+
+    def label(self) -> str:
+        params = ",".join(f"{k}={v}" for k, v in sorted(self.task_params.items()))
+        extra = ",".join(f"{k}={v}" for k, v in sorted(self.extra.items()))
+        where = f"{self.task}({params})" if params else self.task
+        return f"{self.kind}:{where} {self.model} seed={self.seed}" + (f" [{extra}]" if extra else "")
+
+
+def sweep(values: dict) -> list[dict]:
+    """{a: [1, 2], b: 3} -> [{a: 1, b: 3}, {a: 2, b: 3}]; lists are sweep axes."""
+    keys = sorted(values)
+    axes = [v if isinstance(v, list) else [v] for v in (values[k] for k in keys)]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]

@@ -1,0 +1,115 @@
+"""Throughput and cost, measured apart from training so that no evaluation or logging is mixed in.
+
+  train tokens/s     one optimizer step (forward, backward, AdamW) on a task batch
+  inference tokens/s one forward pass under no_grad
+  per-token latency  one step of incremental decoding with a context of c positions
+                     (LSTM: carried state; Transformer: KV cache)
+  length scaling     forward and forward+backward time and peak memory against sequence length
+
+Timed with torch.utils.benchmark.Timer.blocked_autorange after warm-up (it synchronises CUDA);
+each figure carries its median and interquartile range, and is measured twice (repeat_*) so the
+report can show how well it repeats. Build/compile time of a compiled path is recorded apart.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch.utils.benchmark import Timer
+
+from suite.interfaces import Batch, TaskSpec
+from suite.measure.flops import example_input
+from suite.measure.memory import peak_memory
+
+MIN_RUN_TIME = 0.3
+
+
+def _time(stmt_fn, min_run_time: float = MIN_RUN_TIME, warmup: int = 2) -> dict:
+    for _ in range(warmup):
+        stmt_fn()
+    m = Timer("fn()", globals={"fn": stmt_fn}).blocked_autorange(min_run_time=min_run_time)
+    return {"median": m.median, "iqr": m.iqr, "runs": len(m.times)}
+
+
+def measure_model(model, batch: Batch, loss_fn, device, min_run_time: float = MIN_RUN_TIME) -> dict:
+    """Train-step and inference throughput of `model` on `batch`, twice each, plus peak memory."""
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+    def train_step():
+        loss = loss_fn(model(batch.x), batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def infer():
+        with torch.no_grad():
+            model(batch.x)
+
+    model.train()
+    tokens = batch.tokens
+    out = {}
+    for name, fn in (("train", train_step), ("inference", infer)):
+        first, second = _time(fn, min_run_time), _time(fn, min_run_time, warmup=0)
+        out[f"{name}_tokens_per_s"] = tokens / first["median"]
+        out[f"{name}_step_seconds"] = first["median"]
+        out[f"{name}_iqr_seconds"] = first["iqr"]
+        out[f"{name}_repeat_step_seconds"] = second["median"]
+        out[f"{name}_repeat_iqr_seconds"] = second["iqr"]
+        out[f"{name}_spread_tokens_per_s"] = tokens * first["iqr"] / first["median"] ** 2  # delta method
+    out.update({f"train_{k}": v for k, v in peak_memory(train_step, device).items()})
+    out.update({f"inference_{k}": v for k, v in peak_memory(infer, device).items()})
+    return out
+
+
+def token_batch(spec: TaskSpec, batch_size: int, device, dtype, seed: int = 0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    if spec.input_vocab:
+        x = torch.randint(0, spec.input_vocab, (batch_size, spec.seq_len), generator=g)
+    else:
+        x = torch.randn(batch_size, spec.seq_len, spec.input_dim, generator=g)
+    y = torch.randint(0, spec.output_dim, (batch_size, spec.seq_len), generator=g)
+    return Batch(x.to(device), y.to(device))
+
+
+def step_latency(model, context: int, device, dtype, batch_size: int = 1, steps: int = 16) -> dict:
+    """Prefill `context - steps` positions one at a time, then time `steps` single-token steps.
+    perf_counter per step (not Timer): a decoding step changes the state it is timed on."""
+    model.eval()
+    spec = model.spec
+    x = example_input(TaskSpec(seq_len=context, input_vocab=spec.input_vocab, input_dim=spec.input_dim,
+                               output_dim=spec.output_dim), batch_size, dtype, device)
+    times = []
+    with torch.no_grad():
+        state = model.init_state(batch_size)
+        for t in range(context):
+            if t >= context - steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                start = time.perf_counter()
+            _, state = model.step(x[:, t], state)
+            if t >= context - steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                times.append(time.perf_counter() - start)
+    q = statistics.quantiles(times, n=4)
+    return {"latency_seconds": statistics.median(times), "latency_iqr_seconds": q[2] - q[0], "latency_steps": len(times)}
+
+
+def length_scaling(model, spec: TaskSpec, batch_size: int, device, dtype) -> dict:
+    batch = token_batch(spec, batch_size, device, dtype)
+
+    def fwd():
+        with torch.no_grad():
+            model(batch.x)
+
+    def fwd_bwd():
+        out = model(batch.x)
+        out.float().pow(2).mean().backward()
+
+    model.train()
+    f, fb = _time(fwd, 0.2, warmup=1), _time(fwd_bwd, 0.2, warmup=1)
+    mem = peak_memory(fwd_bwd, device)
+    return {"forward_seconds": f["median"], "forward_iqr_seconds": f["iqr"], "train_seconds": fb["median"],
+            "train_iqr_seconds": fb["iqr"], "peak_bytes": mem["peak_bytes"], "memory_method": mem["memory_method"]}

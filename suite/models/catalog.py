@@ -1,0 +1,69 @@
+"""Every built-in model of the suite, as ModelSpec entries (the runner registry, in the spirit of
+PyTorch's benchmarks/fastrnns). Registered through the "lstm_bench.models" entry point, like any
+third-party model. One name per implementation x variant."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from suite.interfaces import ModelSpec, TaskSpec
+from suite.models.gru_minlstm import MinLSTM, ReferenceGRU
+from suite.models.lstm import VARIANTS, ReferenceLSTM
+from suite.models.lstm_fast import FastLSTM
+from suite.models.lstm_library import LibraryLSTM
+from suite.models.lstm_manual_bptt import ManualBPTTLSTM
+from suite.models.sequence_model import SequenceModel
+from suite.models.transformer import Transformer
+
+
+def _rnn(cls, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0, **kw) -> SequenceModel:
+    return SequenceModel(spec, cls(width, width, layers, dropout=dropout, **kw), width)
+
+
+def _lstm_variant(variant: str, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0, forget_bias: float = 0.0):
+    return SequenceModel(spec, ReferenceLSTM(width, width, layers, variant, dropout, forget_bias), width)
+
+
+def _transformer(spec: TaskSpec, width: int, layers: int, heads: int = 4, positions: str = "learned",
+                 dropout: float = 0.0, tie_weights: bool = False) -> SequenceModel:
+    backbone = Transformer(width, layers, heads, max_len=spec.seq_len, positions=positions, dropout=dropout, causal=spec.causal)
+    return SequenceModel(spec, backbone, width, tie_weights=tie_weights)
+
+
+def _hf(factory: str, spec: TaskSpec, width: int, layers: int, heads: int = 4, dropout: float = 0.0) -> SequenceModel:
+    from suite.models import hf_transformers
+
+    return SequenceModel(spec, getattr(hf_transformers, factory)(width, layers, heads, spec.seq_len, dropout), width)
+
+
+_VARIANT_TEXT = {
+    "peephole": "peephole LSTM (Gers & Schmidhuber 2000), Greff's 'V'",
+    "nig": "no input gate (i = 1)", "nfg": "no forget gate (f = 1, the 1997 LSTM)", "nog": "no output gate (o = 1)",
+    "niaf": "no input activation (g(z) = z)", "noaf": "no output activation (h(c) = c)",
+    "np": "no peepholes (= vanilla)", "cifg": "coupled input-forget gate (f = 1 - i)",
+    "fgr": "full gate recurrence (gates see previous gates)",
+}
+
+MODELS: list[ModelSpec] = [
+    ModelSpec("lstm-reference", "lstm", partial(_lstm_variant, "vanilla"),
+              "our LSTM from the gate equations, autograd through a Python time loop", "reference"),
+    ModelSpec("lstm-manual", "lstm", partial(_rnn, ManualBPTTLSTM),
+              "vanilla LSTM with hand-derived BPTT (torch.autograd.Function)", "manual-bptt"),
+    ModelSpec("lstm-fast", "lstm", partial(_rnn, FastLSTM),
+              "our fastest vanilla LSTM: C++ time loop, fused gates, hand-derived BPTT", "fast"),
+    ModelSpec("nn-lstm", "lstm", partial(_rnn, LibraryLSTM),
+              "torch.nn.LSTM (cuDNN on CUDA, oneDNN or native ATen on the CPU)", "library"),
+    *[ModelSpec(f"lstm-{v}", "lstm-variant", partial(_lstm_variant, v), f"reference LSTM variant: {_VARIANT_TEXT[v]}", "reference")
+      for v in VARIANTS if v != "vanilla"],
+    ModelSpec("gru", "gru", partial(_rnn, ReferenceGRU), "GRU (Cho et al. 2014) from its equations", "reference"),
+    ModelSpec("minlstm", "minlstm", partial(_rnn, MinLSTM),
+              "minLSTM (Feng et al. 2024), trained with a log-space parallel scan", "parallel-scan"),
+    ModelSpec("transformer", "transformer", _transformer,
+              "our pre-LN causal Transformer (learned positions, SDPA attention)", "ours", default_layers=2, width_step=4),
+    ModelSpec("transformer-rope", "transformer", partial(_transformer, positions="rope"),
+              "our pre-LN Transformer with rotary positions", "ours", default_layers=2, width_step=8),
+    ModelSpec("hf-gpt2", "transformer-hf", partial(_hf, "gpt2"),
+              "Hugging Face GPT-2 built from GPT2Config, random init", "huggingface", default_layers=2, width_step=4),
+    ModelSpec("hf-llama", "transformer-hf", partial(_hf, "llama"),
+              "Hugging Face Llama (RoPE, RMSNorm, SwiGLU) from LlamaConfig, random init", "huggingface", default_layers=2, width_step=8),
+]

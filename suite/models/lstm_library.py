@@ -1,0 +1,54 @@
+"""torch.nn.LSTM (cuDNN on CUDA, oneDNN/mkldnn or native ATen on the CPU) in the suite's interface,
+and the detection of which of those kernels really ran."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+import torch.nn as nn
+
+from suite.models.lstm import ReferenceLSTM
+
+# operator names (as the profiler shows them) -> backend label
+_KERNELS = (("cudnn_rnn", "cudnn"), ("mkldnn_rnn", "onednn (mkldnn)"), ("miopen_rnn", "miopen"))
+
+
+@lru_cache(maxsize=None)
+def detect_backend(device_type: str, dtype: torch.dtype, grad: bool = True) -> str:
+    """Run a tiny nn.LSTM once under the profiler and read which RNN kernel was dispatched."""
+    from suite.measure.memory import quiet_profiler
+
+    lstm = nn.LSTM(4, 8, batch_first=True).to(device_type, dtype)
+    x = torch.randn(2, 3, 4, device=device_type, dtype=dtype, requires_grad=grad)
+    with torch.set_grad_enabled(grad), quiet_profiler() as prof:
+        lstm(x)
+    names = {e.key for e in prof.key_averages()}
+    for needle, label in _KERNELS:
+        if any(needle in n for n in names):
+            return label
+    return "aten-native (lstm cells)"
+
+
+class LibraryLSTM(nn.LSTM):
+    """nn.LSTM, batch-first, with the suite's optional methods."""
+
+    def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0):
+        super().__init__(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
+
+    def backend(self, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> str:
+        device = device or next(self.parameters()).device
+        return detect_backend(device.type, dtype)
+
+    def flop_twin(self) -> nn.Module:
+        twin = ReferenceLSTM(self.input_size, self.hidden_size, self.num_layers, "vanilla")
+        twin.load_state_dict(self.state_dict())
+        return twin
+
+    def init_step_state(self, batch_size, like):
+        z = like.new_zeros(self.num_layers, batch_size, self.hidden_size)
+        return z, z.clone()
+
+    def step(self, x_t, state):
+        out, state = self.forward(x_t.unsqueeze(1), state)
+        return out[:, 0], state

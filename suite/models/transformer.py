@@ -1,0 +1,135 @@
+"""Our own small Transformer: pre-LayerNorm blocks, multi-head attention through
+F.scaled_dot_product_attention, GELU MLP, positions learned / sinusoidal / rotary (RoPE).
+
+    x = x + pos                                  (learned or sinusoidal; RoPE rotates q, k instead)
+    for each block:
+        x = x + W_o · Attention(LN(x))           Attention = softmax(q kᵀ / √d_head + causal mask) v
+        x = x + W_2 · GELU(W_1 · LN(x))
+    return LN_f(x)
+
+Causal for sequence-to-sequence tasks and language modelling; a full (non-causal) encoder when the
+task allows it (TaskSpec.causal False, e.g. a forecasting lookback). Initialisation as GPT-2:
+N(0, 0.02), residual projections scaled by 1/√(2·layers). step() decodes one token at a time
+with a key/value cache.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+POSITIONS = ("learned", "sinusoidal", "rope")
+
+
+def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
+    pos = torch.arange(length, dtype=torch.float64)[:, None]
+    freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float64) * (-math.log(10000.0) / dim))
+    table = torch.zeros(length, dim, dtype=torch.float64)
+    table[:, 0::2] = torch.sin(pos * freq)
+    table[:, 1::2] = torch.cos(pos * freq[: dim // 2])
+    return table.float()
+
+
+def rope(x: torch.Tensor, start: int) -> torch.Tensor:
+    """Rotate pairs of channels of q or k (B, heads, T, d_head) by position-dependent angles."""
+    d = x.shape[-1]
+    T = x.shape[-2]
+    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
+    angles = torch.arange(start, start + T, device=x.device, dtype=torch.float32)[:, None] * inv
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
+
+
+class Attention(nn.Module):
+    def __init__(self, d_model, heads, dropout, use_rope):
+        super().__init__()
+        assert d_model % heads == 0, "d_model must be divisible by heads"
+        self.heads, self.use_rope, self.dropout = heads, use_rope, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+
+    def forward(self, x, causal: bool, cache=None, start: int = 0):
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        if self.use_rope:
+            q, k = rope(q, start), rope(k, start)
+        if cache is not None:  # incremental decoding: attend to every cached position
+            if cache[0] is not None:
+                k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
+            cache[0], cache[1] = k, v
+            causal = causal and T > 1
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class Block(nn.Module):
+    def __init__(self, d_model, heads, dropout, use_rope):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, heads, dropout, use_rope)
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x, causal, cache=None, start=0):
+        x = x + self.drop(self.attn(self.ln1(x), causal, cache, start))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class Transformer(nn.Module):
+    """forward(h: (B, T, d_model)) -> (B, T, d_model). Inputs are already embedded."""
+
+    def __init__(self, d_model: int, layers: int = 2, heads: int = 4, max_len: int = 1024, positions: str = "learned",
+                 dropout: float = 0.0, causal: bool = True):
+        super().__init__()
+        if positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
+        self.causal, self.positions, self.max_len = causal, positions, max_len
+        self.pos = nn.Parameter(torch.zeros(max_len, d_model)) if positions == "learned" else None
+        if positions == "sinusoidal":
+            self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
+        self.blocks = nn.ModuleList(Block(d_model, heads, dropout, positions == "rope") for _ in range(layers))
+        self.ln_f = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+        self._init(layers)
+
+    def _init(self, layers):
+        for name, p in self.named_parameters():
+            if name.endswith("weight") and p.dim() == 2:
+                std = 0.02 / math.sqrt(2 * layers) if name.endswith(("attn.out.weight", "mlp.2.weight")) else 0.02
+                nn.init.normal_(p, 0.0, std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+        if self.pos is not None:
+            nn.init.normal_(self.pos, 0.0, 0.02)
+
+    def _add_positions(self, h, start):
+        T = h.shape[1]
+        if start + T > self.max_len and self.positions != "rope":
+            raise ValueError(f"sequence of {start + T} positions is longer than max_len={self.max_len}")
+        if self.positions == "learned":
+            return h + self.pos[start:start + T]
+        if self.positions == "sinusoidal":
+            return h + self.table[start:start + T].to(h.dtype)
+        return h
+
+    def forward(self, h, state=None):
+        h = self.drop(self._add_positions(h, 0))
+        for block in self.blocks:
+            h = block(h, self.causal)
+        return self.ln_f(h), None
+
+    # incremental decoding with a key/value cache per block
+    def init_step_state(self, batch_size, like):
+        return {"pos": 0, "cache": [[None, None] for _ in self.blocks]}
+
+    def step(self, h_t, state):
+        start = state["pos"]
+        h = self._add_positions(h_t.unsqueeze(1), start)
+        for block, cache in zip(self.blocks, state["cache"]):
+            h = block(h, True, cache, start)
+        state["pos"] = start + 1
+        return self.ln_f(h)[:, 0], state

@@ -1,0 +1,116 @@
+"""Results store: one directory per run of the suite.
+
+  RUN_DIR/records.jsonl   one JSON object per finished job, appended with one write() + fsync,
+                          so a SIGKILL leaves at worst a torn last line, which is cut on reopen
+  RUN_DIR/run.json        the profile, the command and the environment of the (latest) run
+  RUN_DIR/microbench.json pytest-benchmark output, when the micro suite ran
+
+pandas reads the records in one call: `pd.read_json(RUN_DIR / "records.jsonl", lines=True)`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from suite.errors import SuiteError
+
+RECORDS = "records.jsonl"
+RUN_INFO = "run.json"
+MICROBENCH = "microbench.json"
+
+
+def _clean(value):
+    """JSON has no NaN/inf: store them as null (and say so in the record's status)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class ResultsStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @property
+    def records_path(self) -> Path:
+        return self.root / RECORDS
+
+    def open_for_append(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._repair_torn_tail()
+
+    def _repair_torn_tail(self) -> None:
+        path = self.records_path
+        if not path.exists() or path.stat().st_size == 0:
+            return
+        data = path.read_bytes()
+        if data.endswith(b"\n"):
+            return
+        keep = data.rfind(b"\n") + 1  # drop the partial line a kill left behind
+        with open(path, "r+b") as fh:
+            fh.truncate(keep)
+
+    def append(self, record: dict) -> None:
+        line = (json.dumps(_clean(record), sort_keys=True) + "\n").encode()
+        fd = os.open(self.records_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def records(self) -> list[dict]:
+        path = self.records_path
+        if not path.exists():
+            return []
+        out = []
+        for line in path.read_bytes().split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a torn last line from a killed run
+        return out
+
+    def finished_keys(self) -> set[str]:
+        return {r["key"] for r in self.records() if r.get("status") in ("ok", "diverged")}
+
+    def write_run_info(self, info: dict) -> None:
+        tmp = self.root / (RUN_INFO + ".tmp")
+        tmp.write_text(json.dumps(_clean(info), indent=2, sort_keys=True, default=str))
+        os.replace(tmp, self.root / RUN_INFO)  # atomic: never a half-written run.json
+
+    def run_info(self) -> dict:
+        path = self.root / RUN_INFO
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def frame(self, kind: str | None = None):
+        import pandas as pd
+
+        path = self.records_path
+        if not path.exists() or path.stat().st_size == 0:
+            return pd.DataFrame()
+        df = pd.DataFrame(self.records())
+        if kind is not None and not df.empty:
+            df = df[df["kind"] == kind].reset_index(drop=True)
+        return df
+
+
+def open_existing(root: str | Path) -> ResultsStore:
+    """For `report`/`compare`: the directory must exist and be readable."""
+    path = Path(root)
+    if not path.is_dir():
+        raise SuiteError(f"results directory {str(path)!r} does not exist; pass the directory a `suite run` wrote (e.g. results/smoke)")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise SuiteError(f"results directory {str(path)!r} is not readable; check its permissions")
+    records = path / RECORDS
+    if records.exists() and not os.access(records, os.R_OK):
+        raise SuiteError(f"{records} is not readable; check its permissions")
+    return ResultsStore(path)
