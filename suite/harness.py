@@ -1,6 +1,7 @@
 """The one training/evaluation loop, shared by every (task, model, seed).
 
-Recipe (the same for every model, from the job's TrainConfig): AdamW (β = 0.9, 0.99), linear
+Recipe (the same for every model, from the job's TrainConfig): AdamW (β = 0.9, 0.99; weight decay
+on matrices only), linear
 warm-up then cosine decay to min_lr_ratio·lr, gradient-norm clipping, evaluation on the validation
 split every eval_every steps and at the end. The test split is scored once, with the parameters
 of the best validation evaluation ("best-validation checkpoint rule").
@@ -22,7 +23,7 @@ from suite.interfaces import Batch, ModelSpec, Task, parameter_count, split_seed
 from suite.jobs import Job, TrainConfig
 from suite.measure.flops import flops_per_token
 from suite.measure.stability import GradientStats, LossWatch
-from suite.models.sizing import build_for_budget
+from suite.models.sizing import build, build_for_budget
 
 
 def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
@@ -59,15 +60,31 @@ def reached(value: float, threshold: float | None, higher: bool) -> bool:
 
 def build_model(job: Job, model_spec: ModelSpec, task: Task, device, dtype):
     torch.manual_seed(job.seed)  # same initialisation for the same seed
-    model, width = build_for_budget(model_spec, task.spec, job.param_budget, job.layers, job.model_options)
+    if job.width:
+        width = job.width
+        model = build(model_spec, task.spec, width, job.layers, job.model_options)
+    else:
+        model, width = build_for_budget(model_spec, task.spec, job.param_budget, job.layers, job.model_options)
     return model.to(device=device, dtype=dtype), width
+
+
+@torch.no_grad()
+def forecast_example(task: Task, model, device, dtype) -> dict:
+    """The first test window, last channel: lookback, truth and prediction (for the report's plot)."""
+    batch = next(iter(task.eval_batches("test", 1)))
+    pred = predictor(model, device, dtype)(batch.x)
+    C = batch.x.shape[-1]
+    return {"lookback": batch.x[0, :, -1].tolist(), "truth": batch.y[0].view(-1, C)[:, -1].tolist(),
+            "prediction": pred[0].view(-1, C)[:, -1].cpu().tolist()}
 
 
 def train(job: Job, task: Task, model_spec: ModelSpec, device: torch.device, dtype: torch.dtype, progress=None) -> dict:
     cfg = job.train_config
     model, width = build_model(job, model_spec, task, device, dtype)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},  # matrices decay;
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # biases, norms, peepholes do not
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(split_seed(job.seed, "train"))
     threshold = task.success_threshold
     higher = task.higher_is_better
@@ -120,13 +137,16 @@ def train(job: Job, task: Task, model_spec: ModelSpec, device: torch.device, dty
     if status == "ok" and (not curve or curve[-1]["step"] != step):
         evaluate(step)
 
-    test = None
+    test, example = None, None
     if best_state is not None:
         model.load_state_dict(best_state)
         model.eval()
         test = task.evaluate(predictor(model, device, dtype), "test", cfg.eval_batch_size, device)
+        if task.family == "forecasting":
+            example = forecast_example(task, model, device, dtype)
     return {
         "status": status,
+        "forecast_example": example,
         "divergence_reason": reason,
         "diverged_step": diverged_step,
         "test": test,

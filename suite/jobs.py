@@ -75,6 +75,7 @@ class Job:
     param_budget: int = 0
     layers: int | None = None
     train: dict = field(default_factory=dict)
+    width: int | None = None  # a fixed width instead of matching param_budget
     extra: dict = field(default_factory=dict)  # kind-specific settings (e.g. seq_len of a scaling point)
 
     @property

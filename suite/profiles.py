@@ -93,7 +93,7 @@ def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, mode
                             jobs.append(Job("train", exp_name, cls.name, model, seed, params,
                                             exp.get("model_options", {}).get(model, {}),
                                             int(task_entry.get("param_budget", exp.get("param_budget", 0))),
-                                            exp.get("layers"), train))
+                                            exp.get("layers"), train, width=exp.get("width")))
                     if task_entry.get("measure_throughput", exp.get("measure_throughput", False)):
                         for model in exp.get("models", []):
                             if wanted_tasks and task_name not in wanted_tasks or wanted_models and model not in wanted_models:
@@ -121,8 +121,8 @@ def _measure_jobs(measure: dict, registry: Registry, wanted_models) -> list[Job]
             for point in table.get(axis, []):
                 if not isinstance(point, int) or point < 1:
                     raise ConfigError(f"[measure.{kind}] {axis} must be positive integers, got {point!r}")
-                jobs.append(Job(kind, kind, "synthetic", model, 0, {}, {}, int(table.get("param_budget", 100_000)),
-                                None, {"batch_size": int(table.get("batch_size", 8))}, {axis[:-1]: point}))
+                jobs.append(Job(kind, kind, "synthetic", model, 0, param_budget=int(table.get("param_budget", 100_000)),
+                                train={"batch_size": int(table.get("batch_size", 8))}, extra={axis[:-1]: point}))
     return jobs
 
 

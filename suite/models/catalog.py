@@ -60,10 +60,11 @@ MODELS: list[ModelSpec] = [
               "minLSTM (Feng et al. 2024), trained with a log-space parallel scan", "parallel-scan"),
     ModelSpec("transformer", "transformer", _transformer,
               "our pre-LN causal Transformer (learned positions, SDPA attention)", "ours", default_layers=2, width_step=4),
-    ModelSpec("transformer-rope", "transformer", partial(_transformer, positions="rope"),
-              "our pre-LN Transformer with rotary positions", "ours", default_layers=2, width_step=8),
+    # RoPE needs an even head size: 2 heads and widths in steps of 4 keep the 10% parameter match at small sizes
+    ModelSpec("transformer-rope", "transformer", partial(_transformer, positions="rope", heads=2),
+              "our pre-LN Transformer with rotary positions (2 heads)", "ours", default_layers=2, width_step=4),
     ModelSpec("hf-gpt2", "transformer-hf", partial(_hf, "gpt2"),
               "Hugging Face GPT-2 built from GPT2Config, random init", "huggingface", default_layers=2, width_step=4),
-    ModelSpec("hf-llama", "transformer-hf", partial(_hf, "llama"),
-              "Hugging Face Llama (RoPE, RMSNorm, SwiGLU) from LlamaConfig, random init", "huggingface", default_layers=2, width_step=8),
+    ModelSpec("hf-llama", "transformer-hf", partial(_hf, "llama", heads=2),
+              "Hugging Face Llama (RoPE, RMSNorm, SwiGLU) from LlamaConfig, random init (2 heads)", "huggingface", default_layers=2, width_step=4),
 ]

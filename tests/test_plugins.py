@@ -1,0 +1,36 @@
+"""The README's example plugin, installed and loaded exactly as a user would."""
+
+import subprocess
+import sys
+
+import pandas as pd
+
+from conftest import FIXTURES, suite
+
+
+def test_plugin_package_via_entry_point(tmp_path):
+    target = tmp_path / "site"
+    pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+                          str(FIXTURES / "example_plugin")], capture_output=True, text=True)
+    assert pip.returncode == 0, pip.stderr[-1500:]
+    env = {"PYTHONPATH": str(target)}
+    listed = suite("list", "tasks", env=env)
+    assert listed.returncode == 0 and "parity" in listed.stdout, listed.stderr
+    profile = tmp_path / "p.toml"
+    profile.write_text('seeds = 1\n[train]\nsteps = 10\nbatch_size = 8\neval_every = 5\n'
+                       '[[experiment]]\nmodels = ["nn-lstm", "transformer"]\nparam_budget = 2000\n'
+                       '[[experiment.task]]\nname = "parity"\n')
+    run = suite("run", "--profile", profile, "--out", tmp_path / "res", "--no-progress", env=env)
+    assert run.returncode == 0, run.stderr[-1500:]
+    df = pd.read_json(tmp_path / "res" / "records.jsonl", lines=True)
+    assert set(df["task"]) == {"parity"} and set(df["status"]) == {"ok"}
+    rep = suite("report", tmp_path / "res", "--out", tmp_path / "rep" / "res", env=env)
+    assert rep.returncode == 0
+    assert "parity" in (tmp_path / "rep" / "res" / "report.html").read_text()
+
+
+def test_plugin_file_via_option_and_environment(tmp_path):
+    plugin = FIXTURES / "example_plugin" / "parity_task.py"
+    assert "parity" in suite("--plugin", plugin, "list", "tasks").stdout
+    assert "parity" in suite("list", "tasks", env={"LSTM_BENCH_PLUGINS": str(plugin)}).stdout
+    assert "parity" not in suite("list", "tasks").stdout
