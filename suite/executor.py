@@ -127,6 +127,18 @@ def run_job(job: Job, ctx: Context, progress=None) -> dict:
     return record
 
 
+def _step_progress(bar, label: str):
+    """Progress inside a long job: step and loss on the bar, at most twice a second."""
+    last = [0.0]
+
+    def update(step: int, total: int, loss: float) -> None:
+        now = time.perf_counter()
+        if now - last[0] > 0.5:
+            last[0] = now
+            bar.set_postfix_str(f"{label} step {step}/{total} loss {loss:.3g}")
+    return update
+
+
 def execute(jobs: list[Job], store: ResultsStore, ctx: Context, retry_failed: bool = False, show_progress: bool = True) -> dict:
     """Run every job not already in the store. Returns counts."""
     done_status = {r["key"]: r.get("status") for r in store.records()}
@@ -134,8 +146,9 @@ def execute(jobs: list[Job], store: ResultsStore, ctx: Context, retry_failed: bo
     counts = {"total": len(jobs), "skipped": len(jobs) - len(todo), "ok": 0, "diverged": 0, "failed": 0}
     bar = tqdm(todo, desc="jobs", unit="job", disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
     for job in bar:
-        bar.set_postfix_str(job.label()[:70])
-        record = run_job(job, ctx)
+        label = job.label()[:60]
+        bar.set_postfix_str(label)
+        record = run_job(job, ctx, _step_progress(bar, label) if show_progress else None)
         store.append(record)
         counts[record["status"]] = counts.get(record["status"], 0) + 1
         if record["status"] == "failed":

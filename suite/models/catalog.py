@@ -27,13 +27,14 @@ def _lstm_variant(variant: str, spec: TaskSpec, width: int, layers: int, dropout
 def _transformer(spec: TaskSpec, width: int, layers: int, heads: int = 4, positions: str = "learned",
                  dropout: float = 0.0, tie_weights: bool = False) -> SequenceModel:
     backbone = Transformer(width, layers, heads, max_len=spec.seq_len, positions=positions, dropout=dropout, causal=spec.causal)
-    return SequenceModel(spec, backbone, width, tie_weights=tie_weights)
+    return SequenceModel(spec, backbone, width, tie_weights=tie_weights, embed_std=0.02)
 
 
 def _hf(factory: str, spec: TaskSpec, width: int, layers: int, heads: int = 4, dropout: float = 0.0) -> SequenceModel:
     from suite.models import hf_transformers
 
-    return SequenceModel(spec, getattr(hf_transformers, factory)(width, layers, heads, spec.seq_len, dropout), width)
+    backbone = getattr(hf_transformers, factory)(width, layers, heads, spec.seq_len, dropout)
+    return SequenceModel(spec, backbone, width, embed_std=backbone.model.config.initializer_range)
 
 
 _VARIANT_TEXT = {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from suite.models.lstm_manual_bptt import LSTMLayerFunction, ManualBPTTLSTM
+from suite.models.lstm_manual_bptt import LSTMLayerFunction, ManualBPTTLSTM, layer_function
 
 _SOURCE = Path(__file__).parent / "csrc" / "lstm_fast.cpp"
 _lock = threading.Lock()
@@ -54,23 +54,8 @@ def build_seconds() -> float | None:
     return _state["seconds"]
 
 
-class FastLSTMLayerFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        out, hs, cs, acts = extension().forward(x.contiguous(), h0.contiguous(), c0.contiguous(),
-                                                w_ih.contiguous(), w_hh.contiguous(), b_ih + b_hh)
-        ctx.save_for_backward(x, hs, cs, acts, w_ih, w_hh)
-        return out, hs[-1].clone(), cs[-1].clone()
-
-    @staticmethod
-    def backward(ctx, grad_out, grad_hn, grad_cn):
-        x, hs, cs, acts, w_ih, w_hh = ctx.saved_tensors
-        zeros = torch.zeros_like(hs[0])
-        grad_out = grad_out if grad_out is not None else torch.zeros_like(hs[1:])
-        gx, gh0, gc0, gw_ih, gw_hh, gb = extension().backward(
-            grad_out.contiguous(), zeros if grad_hn is None else grad_hn, zeros if grad_cn is None else grad_cn,
-            x.contiguous(), hs, cs, acts, w_ih.contiguous(), w_hh.contiguous())
-        return gx, gh0, gc0, gw_ih, gw_hh, gb, gb
+FastLSTMLayerFunction = layer_function(lambda *a: extension().forward(*a), lambda *a: extension().backward(*a),
+                                       "FastLSTMLayerFunction")
 
 
 class FastLSTM(ManualBPTTLSTM):

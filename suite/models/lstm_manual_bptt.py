@@ -71,22 +71,29 @@ def lstm_layer_backward(grad_out, grad_hn, grad_cn, x, hs, cs, acts, w_ih, w_hh)
     return grad_x, dh, dc, grad_w_ih, grad_w_hh, grad_b
 
 
-class LSTMLayerFunction(torch.autograd.Function):
-    @staticmethod
+def layer_function(forward_kernel, backward_kernel, name: str):
+    """An autograd.Function for one LSTM layer from a pair of kernels with the signatures of
+    lstm_layer_forward / lstm_layer_backward (the Python ones here, or the C++ ones of lstm_fast)."""
+
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        out, hs, cs, acts = lstm_layer_forward(x, h0, c0, w_ih, w_hh, b_ih + b_hh)
+        out, hs, cs, acts = forward_kernel(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih.contiguous(),
+                                           w_hh.contiguous(), b_ih + b_hh)
         ctx.save_for_backward(x, hs, cs, acts, w_ih, w_hh)
         return out, hs[-1].clone(), cs[-1].clone()
 
-    @staticmethod
     def backward(ctx, grad_out, grad_hn, grad_cn):
         x, hs, cs, acts, w_ih, w_hh = ctx.saved_tensors
         zeros = torch.zeros_like(hs[0])
-        grad_out = grad_out if grad_out is not None else torch.zeros_like(hs[1:])
-        gx, gh0, gc0, gw_ih, gw_hh, gb = lstm_layer_backward(
-            grad_out, grad_hn if grad_hn is not None else zeros, grad_cn if grad_cn is not None else zeros,
-            x, hs, cs, acts, w_ih, w_hh)
-        return gx, gh0, gc0, gw_ih, gw_hh, gb, gb
+        gx, gh0, gc0, gw_ih, gw_hh, gb = backward_kernel(
+            torch.zeros_like(hs[1:]) if grad_out is None else grad_out.contiguous(),
+            zeros if grad_hn is None else grad_hn, zeros if grad_cn is None else grad_cn,
+            x.contiguous(), hs, cs, acts, w_ih.contiguous(), w_hh.contiguous())
+        return gx, gh0, gc0, gw_ih, gw_hh, gb, gb  # b_ih and b_hh enter as their sum
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+
+
+LSTMLayerFunction = layer_function(lstm_layer_forward, lstm_layer_backward, "LSTMLayerFunction")
 
 
 class ManualBPTTLSTM(ReferenceLSTM):

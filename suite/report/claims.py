@@ -16,27 +16,48 @@ def _fmt(x, digits=3):
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}g}"
 
 
-def claim_compute(table: pd.DataFrame, thr: pd.DataFrame, scaling: pd.DataFrame | None) -> dict:
-    evidence, votes = [], []
-    main = table[table["experiment"] == "main"]
-    for config, g in main.groupby("config"):
-        rnn = g[g["family"].isin(RNN)]["flops_per_token"].dropna()
-        att = g[g["family"].isin(ATTN)]["flops_per_token"].dropna()
+def _family_ratios(frame: pd.DataFrame, column: str, ratio) -> dict[str, float]:
+    """Per task config: ratio(LSTM-family values, Transformer values) of `column`."""
+    out = {}
+    for config, g in frame.groupby("config"):
+        rnn = g[g["family"].isin(RNN)][column].dropna()
+        att = g[g["family"].isin(ATTN)][column].dropna()
         if len(rnn) and len(att):
-            ratio = att.median() / rnn.median()
-            votes.append(ratio > 1.1)
-            evidence.append(f"{config}: Transformer/LSTM FLOPs per token = {ratio:.2f}x at matched parameters")
+            out[config] = ratio(rnn, att)
+    return out
+
+
+def claim_compute(table: pd.DataFrame, thr: pd.DataFrame, scaling: pd.DataFrame | None) -> dict:
+    """Two measures of compute at matched parameters: FLOPs per token (counted) and training
+    tokens per second (timed on this device). They can disagree: the verdict says so."""
+    evidence, flop_votes, time_votes = [], [], []
+    main = table[table["experiment"] == "main"]
+    for config, ratio in _family_ratios(main, "flops_per_token", lambda r, a: a.median() / r.median()).items():
+        flop_votes.append(ratio > 1.1)
+        evidence.append(f"{config}: Transformer/LSTM FLOPs per token = {ratio:.2f}x at matched parameters")
+    if thr is not None and not thr.empty:
+        thr = thr.assign(family=thr["model"].map(table.drop_duplicates("model").set_index("model")["family"]))
+        for config, ratio in _family_ratios(thr, "train_tokens_per_s", lambda r, a: r.max() / a.max()).items():
+            time_votes.append(ratio > 1.25)
+            evidence.append(f"{config}: fastest LSTM trains {ratio:.2f}x the tokens/s of the fastest Transformer on this device")
     if scaling is not None and not scaling.empty:
         for model, g in scaling[scaling["status"] == "ok"].groupby("model"):
             if g["seq_len"].nunique() >= 2:
                 slope = np.polyfit(np.log(g["seq_len"]), np.log(g["train_seconds"]), 1)[0]
                 evidence.append(f"{model}: training time grows as T^{slope:.2f} over T={g['seq_len'].min()}..{g['seq_len'].max()}")
-    if not votes:
+    if not flop_votes and not time_votes:
         return {"verdict": "inconclusive", "why": "no main-experiment run holds both an LSTM and a Transformer", "evidence": evidence}
-    share = sum(votes) / len(votes)
-    verdict = "supported" if share >= 0.75 else "not supported" if share <= 0.25 else "inconclusive"
-    why = f"Transformers needed >10% more FLOPs per token than parameter-matched LSTMs on {sum(votes)}/{len(votes)} task configs"
-    return {"verdict": verdict, "why": why, "evidence": evidence}
+    flops_say = sum(flop_votes) / len(flop_votes) >= 0.75 if flop_votes else None
+    time_says = sum(time_votes) / len(time_votes) >= 0.75 if time_votes else None
+    said = {v for v in (flops_say, time_says) if v is not None}
+    flop_text = f"more FLOPs per token on {sum(flop_votes)}/{len(flop_votes)} task configs" if flop_votes else "no FLOP counts"
+    time_text = f"slower training (>1.25x) on {sum(time_votes)}/{len(time_votes)}" if time_votes else "no throughput runs"
+    why = f"parameter-matched Transformers needed {flop_text}; {time_text}"
+    if said == {True}:
+        return {"verdict": "supported", "why": why, "evidence": evidence}
+    if said == {False}:
+        return {"verdict": "not supported", "why": why, "evidence": evidence}
+    return {"verdict": "inconclusive", "why": why + ": counted FLOPs and measured time disagree at these sequence lengths", "evidence": evidence}
 
 
 def claim_stability(table: pd.DataFrame, lr: pd.DataFrame) -> dict:
