@@ -12,4 +12,12 @@ Data flows task -> batches -> model -> harness -> results store -> report:
   suite/report/       HTML report, figures, verdicts on the claims, run comparison
 """
 
+import os
+
 __version__ = "0.1.0"
+
+# The suite trains from scratch and needs no hub: unless told it may go online, a miss costs
+# nothing instead of ~20 s of retries. LSTM_BENCH_ONLINE=1 allows hub access and data downloads.
+if os.environ.get("LSTM_BENCH_ONLINE") != "1":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")

@@ -14,7 +14,8 @@ CACHE = Path(os.environ.get("LSTM_BENCH_CACHE", Path.home() / ".cache" / "lstm-b
 
 
 def offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("LSTM_BENCH_OFFLINE") == "1"
+    """Downloads are off unless LSTM_BENCH_ONLINE=1 (see suite/__init__.py)."""
+    return os.environ.get("LSTM_BENCH_ONLINE") != "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
 
 
 def sha256(path: Path) -> str:
@@ -37,8 +38,8 @@ def resolve(relative: str, sha: str, url: str, explicit: str | None = None) -> P
         if explicit and path == candidates[0]:
             raise DataError(f"data file {path} does not exist; fix the path, or set {DATA_ENV} to a folder holding {relative}")
     if offline():
-        raise DataError(f"{relative} not found and downloads are off (offline); set {DATA_ENV} to a folder holding "
-                        f"{relative} (source: {url})")
+        raise DataError(f"{relative} not found and downloads are off; set {DATA_ENV} to a folder holding "
+                        f"{relative} (source: {url}), or LSTM_BENCH_ONLINE=1 to download it")
     return verify(download(url, CACHE / relative), sha, url)
 
 

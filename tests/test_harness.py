@@ -57,3 +57,11 @@ def test_throughput_repeats_within_its_reported_spread(registry):
         # a shared 2-core CI machine is noisy: allow 3 IQRs, or 25% when the IQR is tiny
         assert abs(a - b) <= max(3 * spread, 0.25 * a)
     assert rec["train_peak_bytes"] > 0 and rec["flops_per_token"] > 0
+
+
+def test_wall_clock_budget(registry):
+    job = Job("train", "t", "adding", "nn-lstm", 0, {"seq_len": 12}, {}, 3000, None,
+              {"steps": 10**6, "seconds": 0.5, "batch_size": 8, "eval_every": 1000})
+    rec = run_job(job, _ctx(registry))
+    assert rec["status"] == "ok" and 0 < rec["steps_done"] < 10**6
+    assert 0.5 <= rec["train_seconds"] < 1.5 and rec["train"]["seconds"] == 0.5

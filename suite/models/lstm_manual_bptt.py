@@ -48,21 +48,22 @@ def lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias):
 
 def lstm_layer_backward(grad_out, grad_hn, grad_cn, x, hs, cs, acts, w_ih, w_hh):
     T, B, H = grad_out.shape
+    i, f, g, o = acts.view(T, B, 4, H).unbind(2)
+    tc = torch.tanh(cs[1:])
+    # Everything that does not depend on δh or δc is computed for all steps at once, outside the loop:
+    k_c = o * (1 - tc * tc)  # ∂h/∂c through the output nonlinearity
+    k_ifg = torch.stack((g * i * (1 - i), cs[:-1] * f * (1 - f), i * (1 - g * g)), dim=2)  # δa_{i,f,g} = δc · k
+    k_o = tc * o * (1 - o)  # δa_o = δh · k_o
     d_pre = torch.empty_like(acts)
-    dh = grad_hn.clone()
-    dc = grad_cn.clone()
-    for t in range(T - 1, -1, -1):
-        i, f, g, o = acts[t].split(H, dim=-1)
+    d_view = d_pre.view(T, B, 4, H)
+    dh, dc = grad_hn, grad_cn
+    for t in range(T - 1, -1, -1):  # only the recurrence on δh, δc is sequential
         dh = dh + grad_out[t]
-        tc = torch.tanh(cs[t + 1])
-        dc = dc + dh * o * (1 - tc * tc)
-        da = d_pre[t]
-        torch.mul(dc * g, i * (1 - i), out=da[:, :H])
-        torch.mul(dc * cs[t], f * (1 - f), out=da[:, H:2 * H])
-        torch.mul(dc * i, 1 - g * g, out=da[:, 2 * H:3 * H])
-        torch.mul(dh * tc, o * (1 - o), out=da[:, 3 * H:])
-        dc = dc * f
-        dh = da @ w_hh
+        dc = torch.addcmul(dc, dh, k_c[t])
+        torch.mul(dc.unsqueeze(1), k_ifg[t], out=d_view[t, :, :3])
+        torch.mul(dh, k_o[t], out=d_view[t, :, 3])
+        dc = dc * f[t]
+        dh = d_pre[t] @ w_hh
     flat = d_pre.reshape(T * B, 4 * H)
     grad_w_hh = flat.t() @ hs[:-1].reshape(T * B, H)
     grad_w_ih = flat.t() @ x.reshape(T * B, -1)
