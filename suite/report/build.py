@@ -91,10 +91,10 @@ def build_context(store, out: Path) -> dict:
     table = tables.task_table(train) if not train.empty else pd.DataFrame()
     win = tables.winners(table) if not table.empty else pd.DataFrame()
     if not win.empty:
-        show = win.copy()
+        show = win[~win["experiment"].str.contains("lr", case=False)].copy()  # the LR sweep belongs to section 4
         show["best (mean ± std)"] = [_fmt_pm(m, s) for m, s in zip(show["mean"], show["std"])]
-        ctx["summary"] = assets.table(show[["experiment", "config", "metric", "best model", "best (mean ± std)", "how sure",
-                                            "runner-up", "runner-up mean", "trivial baseline", "beats baseline", "seeds", "params", "budget"]],
+        ctx["summary"] = assets.table(show[["config", "metric", "best model", "best (mean ± std)", "trivial baseline", "beats baseline",
+                                            "how sure", "runner-up", "runner-up mean", "experiment", "seeds", "params", "budget"]],
                                       "summary", "Best model per task (equal parameters, equal budget)")
     # ---- per task ----------------------------------------------------------------------
     for task, g in (table.groupby("task", sort=False) if not table.empty else []):
