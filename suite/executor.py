@@ -9,6 +9,7 @@ executor (e.g. a cluster) is `run_job(job, context) -> record`: pure in its inpu
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sys
 import time
 import traceback
@@ -50,13 +51,25 @@ def _compile_seconds(model_name: str) -> float | None:
     return lstm_fast.build_seconds()
 
 
+_BASELINES: dict[str, dict] = {}
+
+
+def baseline_of(job: Job, task) -> dict:
+    """A task's baseline is a function of its name, parameters and seed: computed once per process
+    (n-gram and least-squares baselines take a second; every seed and model shares them)."""
+    key = json.dumps([job.task, job.task_params, job.seed], sort_keys=True, default=str)
+    if key not in _BASELINES:
+        _BASELINES[key] = task.baseline()
+    return _BASELINES[key]
+
+
 def run_train(job: Job, ctx: Context, progress=None) -> dict:
     from suite import harness
 
     task = ctx.registry.make_task(job.task, job.task_params, seed=job.seed)
     model_spec = ctx.registry.model(job.model)
     result = harness.train(job, task, model_spec, ctx.device, DTYPES[ctx.dtype], progress)
-    return {**result, "seq_len": task.spec.seq_len, "task_info": task.describe(), "baseline": task.baseline(),
+    return {**result, "seq_len": task.spec.seq_len, "task_info": task.describe(), "baseline": baseline_of(job, task),
             "baseline_name": task.baseline_name(), "primary_metric": task.primary_metric,
             "higher_is_better": task.higher_is_better, "success_threshold": task.success_threshold,
             "task_family": task.family, "compile_seconds": _compile_seconds(job.model)}

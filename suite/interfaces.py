@@ -9,8 +9,8 @@ as third-party plugins (see suite/registry.py).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Literal
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -169,7 +169,7 @@ def check_positive(name: str, value, minimum: float = 1) -> None:
 
 # ---- models ------------------------------------------------------------------------------
 
-@dataclass(frozen=True, eq=False)  # hashed by identity (options is a dict)
+@dataclass(frozen=True, eq=False)  # hashed by identity: build functions do not compare
 class ModelSpec:
     """A model recipe. `build(spec, width, layers, **options)` returns an nn.Module whose
     forward(x) maps a task's inputs to its outputs (see TaskSpec). `width` is the model's
@@ -187,15 +187,9 @@ class ModelSpec:
     build: Callable[..., torch.nn.Module]
     description: str = ""
     implementation: str = ""  # "reference", "manual-bptt", "fast", "library", ...
-    options: dict = field(default_factory=dict)
     default_layers: int = 1
     width_step: int = 1  # widths are multiples of this (e.g. 8 so that heads divide d_model)
 
 
 def parameter_count(module: torch.nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def iter_chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
-    for start in range(0, n, size):
-        yield start, min(n, start + size)

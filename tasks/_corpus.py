@@ -4,6 +4,7 @@ It has words, agreement, punctuation, capitals, dialogue and paragraphs: enough 
 n-gram and an LSTM/Transformer separate clearly, and nothing that needs a licence."""
 
 import random
+from functools import lru_cache
 
 NAMES = ["Anna", "Boris", "Clara", "Dmitri", "Elena", "Felix", "Greta", "Hugo", "Iris", "Jonas", "Katya", "Leon"]
 NOUNS = ["river", "garden", "letter", "window", "horse", "lamp", "road", "city", "song", "clock", "ship", "forest",
@@ -47,6 +48,7 @@ def _sentence(r):
     return s + r.choice([".", ".", ".", "!", "?"]) if not s.endswith(".") else s
 
 
+@lru_cache(maxsize=2)  # pure: built once per process, not once per job
 def embedded_corpus(chars: int = 400_000, seed: int = 1234) -> str:
     r = random.Random(seed)
     paragraphs, total = [], 0

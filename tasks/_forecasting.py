@@ -98,7 +98,6 @@ class WindowForecastTask(Task):
 
     def baseline(self):
         base = self._score(self._naive)
-        extra = {"linear_mse": None, "linear_mae": None}
         lin = self._score(self._fit_linear())
         extra = {"linear_mse": lin["mse"], "linear_mae": lin["mae"]}
         if self.season:
