@@ -8,8 +8,6 @@ PROFILE ?= quick
 RESULTS ?= results/$(PROFILE)
 TORCH_CPU ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
-export HF_HUB_OFFLINE ?= 1
-export HF_DATASETS_OFFLINE ?= 1
 export PYTHONUNBUFFERED = 1
 
 .PHONY: bench test smoke microbench report clean-results install

@@ -15,7 +15,7 @@ CACHE = Path(os.environ.get("LSTM_BENCH_CACHE", Path.home() / ".cache" / "lstm-b
 
 def offline() -> bool:
     """Downloads are off unless LSTM_BENCH_ONLINE=1 (see suite/__init__.py)."""
-    return os.environ.get("LSTM_BENCH_ONLINE") != "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+    return os.environ.get("LSTM_BENCH_ONLINE") != "1"
 
 
 def sha256(path: Path) -> str:

@@ -71,6 +71,10 @@ class WindowForecastTask(Task):
             n += err.numel()
         return {"loss": se / n, "mse": se / n, "mae": ae / n}
 
+    def naive_mse(self) -> float:
+        """MSE of repeating the last value: the success threshold of data-backed forecasting tasks."""
+        return self._score(self._naive)["mse"]
+
     def _naive(self, x):
         return x[:, -1:, :].expand(-1, self.horizon, -1).reshape(len(x), -1)
 

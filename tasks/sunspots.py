@@ -18,4 +18,4 @@ class Sunspots(WindowForecastTask):
         a, b = int(0.7 * n), int(0.85 * n)
         borders = {"train": (0, a), "val": (a - L, b), "test": (b - L, n)}
         self._setup(series, borders, lookback, horizon, season=11)
-        self.success_threshold = self.baseline()["mse"]
+        self.success_threshold = self.naive_mse()

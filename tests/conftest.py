@@ -9,8 +9,6 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = ROOT.parent / "shared" / "data"
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 if "LSTM_BENCH_DATA_DIR" not in os.environ and SHARED.is_dir():
     os.environ["LSTM_BENCH_DATA_DIR"] = str(SHARED)
 

@@ -1,5 +1,5 @@
 """Hugging Face `transformers` baselines built from a config with random weights: nothing is
-downloaded (HF_HUB_OFFLINE is set before import), nothing is pretrained. The suite's wrapper
+downloaded (suite/__init__.py keeps the hub offline), nothing is pretrained. The suite's wrapper
 embeds the inputs and feeds them as `inputs_embeds`, so the models' token tables are not used
 (vocab_size=1 keeps them out of the parameter count)."""
 
@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import torch  # noqa: E402

@@ -61,10 +61,9 @@ FastLSTMLayerFunction = layer_function(lambda *a: extension().forward(*a), lambd
 class FastLSTM(ManualBPTTLSTM):
     """Same parameters and function as torch.nn.LSTM (vanilla); C++ time loop on the CPU."""
 
-    def forward(self, x, state=None):
+    def kernel(self, x) -> type[torch.autograd.Function]:
         use_cpp = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and extension() is not None
-        self.layer_function = FastLSTMLayerFunction if use_cpp else LSTMLayerFunction
-        return super().forward(x, state)
+        return FastLSTMLayerFunction if use_cpp else LSTMLayerFunction
 
     def backend(self, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> str:
         device = device or torch.device("cpu")

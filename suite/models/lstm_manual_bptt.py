@@ -100,18 +100,20 @@ LSTMLayerFunction = layer_function(lstm_layer_forward, lstm_layer_backward, "LST
 class ManualBPTTLSTM(ReferenceLSTM):
     """Same parameters and function as ReferenceLSTM("vanilla"); forward/backward by hand."""
 
-    layer_function = LSTMLayerFunction
-
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, forget_bias: float = 0.0):
         super().__init__(input_size, hidden_size, num_layers, "vanilla", dropout, forget_bias)
+
+    def kernel(self, x) -> type[torch.autograd.Function]:
+        return LSTMLayerFunction
 
     def forward(self, x, state=None):
         B = x.shape[0]
         h0, c0 = state if state is not None else self.init_state(B, x)
         seq = x.transpose(0, 1).contiguous()  # time-major inside
+        kernel = self.kernel(x)
         h_n, c_n = [], []
         for layer in range(self.num_layers):
-            seq, h, c = self.layer_function.apply(
+            seq, h, c = kernel.apply(
                 seq, h0[layer], c0[layer],
                 getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}"),
                 getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}"))
