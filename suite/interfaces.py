@@ -68,7 +68,7 @@ class Task:
     a data-backed task overrides `train_batch` and `eval_batches` instead of `sample`.
 
     Class attributes a task sets: name, description, family, primary_metric, higher_is_better,
-    success_threshold (value of primary_metric that counts as "solved").
+    success_threshold (value of primary_metric that counts as "solved"; see threshold()).
     Constructor parameters (e.g. seq_len, delay) are keyword arguments with defaults; the
     constructor sets self.spec. `seed` fixes the data (the evaluation sets in particular).
     """
@@ -138,11 +138,17 @@ class Task:
         return {k: v / weight for k, v in totals.items()}
 
     def baseline(self) -> dict[str, float]:
-        """Score of the trivial baseline ("what you get for free"), same keys as evaluate()."""
+        """Test-split score of the strongest cheap baseline ("what you get for free"), same keys as
+        evaluate(); weaker baselines may ride beside it under other keys."""
         raise NotImplementedError
 
     def baseline_name(self) -> str:
         return "trivial baseline"
+
+    def threshold(self, split: str) -> float | None:
+        """The value of primary_metric that counts as solved on `split` ("val" for time-to-threshold,
+        "test" for success). Data-backed tasks return their strongest baseline's score on that split."""
+        return self.success_threshold
 
     def describe(self) -> dict[str, Any]:
         """Facts about the data that ran (e.g. which corpus), stored in every record."""

@@ -61,19 +61,15 @@ class WindowForecastTask(Task):
             yield self._windows(starts[i:i + batch_size])
 
     # ---- baselines --------------------------------------------------------------------
-    def _score(self, predict) -> dict:
+    def _score(self, predict, split: str = "test") -> dict:
         se = ae = 0.0
         n = 0
-        for batch in self.eval_batches("test", 1024):
+        for batch in self.eval_batches(split, 1024):
             err = predict(batch.x) - batch.y
             se += err.pow(2).sum().item()
             ae += err.abs().sum().item()
             n += err.numel()
         return {"loss": se / n, "mse": se / n, "mae": ae / n}
-
-    def naive_mse(self) -> float:
-        """MSE of repeating the last value: the success threshold of data-backed forecasting tasks."""
-        return self._score(self._naive)["mse"]
 
     def _naive(self, x):
         return x[:, -1:, :].expand(-1, self.horizon, -1).reshape(len(x), -1)
@@ -100,17 +96,25 @@ class WindowForecastTask(Task):
 
         return predict
 
-    def baseline(self):
-        base = self._score(self._naive)
-        lin = self._score(self._fit_linear())
-        extra = {"linear_mse": lin["mse"], "linear_mae": lin["mae"]}
+    def baselines(self, split: str = "test") -> dict[str, dict]:
+        """Every cheap forecast scored on `split`: naive, seasonal naive (if a season), linear."""
+        methods = {"naive": self._naive, "linear": self._fit_linear()}
         if self.season:
-            seas = self._score(self._seasonal_naive)
-            extra.update(seasonal_naive_mse=seas["mse"], seasonal_naive_mae=seas["mae"])
-        return {**base, **extra}
+            methods["seasonal_naive"] = self._seasonal_naive
+        return {name: self._score(fn, split) for name, fn in methods.items()}
+
+    def baseline(self):
+        """The strongest baseline's scores (by MSE) under the metric keys, every one beside them."""
+        scores = self.baselines("test")
+        best = min(scores, key=lambda k: scores[k]["mse"])
+        beside = {f"{name}_{k}": v for name, s in scores.items() for k, v in s.items() if k != "loss"}
+        return {**scores[best], **beside, "strongest": best}
 
     def baseline_name(self):
-        return "naive (repeat the last value); seasonal naive and least-squares linear beside it"
+        return "strongest of naive, seasonal naive and least-squares linear (by MSE)"
+
+    def threshold(self, split):
+        return min(s["mse"] for s in self.baselines(split).values())
 
     def describe(self):
         return {"lookback": self.lookback, "horizon": self.horizon, "channels": self.channels,

@@ -27,7 +27,6 @@ def mackey_glass(n: int, tau: int = 17, seed: int = 0, substeps: int = 10) -> np
 class MackeyGlass(WindowForecastTask):
     name = "mackey_glass"
     description = "Mackey-Glass chaotic series (tau=17), univariate multi-step forecasting (generated)"
-    success_threshold = 0.05
 
     def __init__(self, length: int = 4000, lookback: int = 64, horizon: int = 16, seed: int = 0):
         super().__init__(seed)

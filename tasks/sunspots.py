@@ -7,7 +7,6 @@ from tasks._forecasting import WindowForecastTask
 class Sunspots(WindowForecastTask):
     name = "sunspots"
     description = "yearly sunspot numbers (ships with statsmodels), univariate forecasting with an 11-year season"
-    success_threshold = None
 
     def __init__(self, lookback: int = 24, horizon: int = 4, seed: int = 0):
         super().__init__(seed)
@@ -18,4 +17,3 @@ class Sunspots(WindowForecastTask):
         a, b = int(0.7 * n), int(0.85 * n)
         borders = {"train": (0, a), "val": (a - L, b), "test": (b - L, n)}
         self._setup(series, borders, lookback, horizon, season=11)
-        self.success_threshold = self.naive_mse()
