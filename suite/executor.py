@@ -20,11 +20,12 @@ from tqdm import tqdm
 
 from suite.environment import DTYPES
 from suite.errors import one_line
-from suite.interfaces import TaskSpec, parameter_count
+from suite.interfaces import Task, TaskSpec
 from suite.jobs import Job
 from suite.measure import throughput
-from suite.measure.flops import flops_per_token
-from suite.models.sizing import build, width_for_budget
+from suite.measure.flops import count_flops
+from suite.models import capabilities
+from suite.models.sizing import build_model
 from suite.registry import Registry
 from suite.store import ResultsStore
 
@@ -40,39 +41,57 @@ class Context:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
 
 
-def _compile_seconds(model_name: str) -> float | None:
-    if model_name != "lstm-fast":
-        return None
-    from suite.models import lstm_fast
-
-    return lstm_fast.build_seconds()
+_TASK_FACTS: dict[str, dict] = {}
 
 
-_BASELINES: dict[str, dict] = {}
-
-
-def baseline_of(job: Job, task) -> dict:
-    """A task's baseline is a function of its name, parameters and seed: computed once per process
-    (n-gram and least-squares baselines take a second; every seed and model shares them)."""
+def task_facts(job: Job, task: Task) -> dict:
+    """A task's baseline and thresholds are functions of its name, parameters and seed: computed once
+    per process (n-gram and least-squares baselines take a second; every model shares them)."""
     key = json.dumps([job.task, job.task_params, job.seed], sort_keys=True, default=str)
-    if key not in _BASELINES:
-        _BASELINES[key] = task.baseline()
-    return _BASELINES[key]
+    if key not in _TASK_FACTS:
+        _TASK_FACTS[key] = {"baseline": task.baseline(),
+                            "thresholds": {split: task.threshold(split) for split in ("val", "test")}}
+    return _TASK_FACTS[key]
+
+
+def _build(job: Job, spec: TaskSpec, ctx: Context) -> tuple[torch.nn.Module, int]:
+    return build_model(ctx.registry.model(job.model), spec, budget=job.param_budget, width=job.width,
+                       layers=job.layers, options=job.model_options, seed=job.seed, device=ctx.device,
+                       dtype=DTYPES[ctx.dtype])
+
+
+def _prepare(model: torch.nn.Module) -> dict:
+    """Build anything the model compiles before a clock starts; the job that paid says so."""
+    seconds = capabilities.prepare(model)
+    return {"compile_seconds": seconds, "compile_reused": None if seconds is None else seconds == 0.0}
+
+
+def _model_facts(model: torch.nn.Module, width: int, spec: TaskSpec, ctx: Context) -> dict:
+    return {**capabilities.parameter_split(model), "width": width, **count_flops(model, spec),
+            "backend": capabilities.backend(model, ctx.device, DTYPES[ctx.dtype])}
+
+
+def _task_fields(task: Task) -> dict:
+    return {"seq_len": task.spec.seq_len, "task_family": task.family, "primary_metric": task.primary_metric,
+            "higher_is_better": task.higher_is_better}
 
 
 def run_train(job: Job, ctx: Context, progress=None) -> dict:
     from suite import harness
 
     task = ctx.registry.make_task(job.task, job.task_params, seed=job.seed)
-    model_spec = ctx.registry.model(job.model)
-    result = harness.train(job, task, model_spec, ctx.device, DTYPES[ctx.dtype], progress)
-    return {**result, "seq_len": task.spec.seq_len, "task_info": task.describe(), "baseline": baseline_of(job, task),
-            "baseline_name": task.baseline_name(), "primary_metric": task.primary_metric,
-            "higher_is_better": task.higher_is_better, "success_threshold": task.success_threshold,
-            "task_family": task.family, "compile_seconds": _compile_seconds(job.model)}
+    facts = task_facts(job, task)
+    model, width = _build(job, task.spec, ctx)
+    compiled = _prepare(model)
+    result = harness.train(job.train_config, job.seed, task, model, ctx.device, DTYPES[ctx.dtype],
+                           facts["thresholds"], progress)
+    return {**result, **_task_fields(task), **_model_facts(model, width, task.spec, ctx), **compiled,
+            "layers": job.layers or ctx.registry.model(job.model).default_layers, "task_info": task.describe(),
+            "baseline": facts["baseline"], "baseline_name": task.baseline_name(),
+            "success_threshold": facts["thresholds"]["test"], "val_threshold": facts["thresholds"]["val"]}
 
 
 def run_throughput(job: Job, ctx: Context, progress=None) -> dict:
@@ -80,43 +99,40 @@ def run_throughput(job: Job, ctx: Context, progress=None) -> dict:
 
     dtype = DTYPES[ctx.dtype]
     task = ctx.registry.make_task(job.task, job.task_params, seed=0)
-    model_spec = ctx.registry.model(job.model)
-    model, width = harness.build_model(job, model_spec, task, ctx.device, dtype)
-    batch = harness.to_device(task.train_batch(job.train["batch_size"], torch.Generator().manual_seed(0)), ctx.device, dtype)
+    model, width = _build(job, task.spec, ctx)
+    compiled = _prepare(model)
+    batch = harness.to_device(task.train_batch(job.train["batch_size"], torch.Generator().manual_seed(0)),
+                              ctx.device, dtype)
     result = throughput.measure_model(model, batch, task.loss, ctx.device)
-    return {**result, "seq_len": task.spec.seq_len, "batch_size": job.train["batch_size"], "params": parameter_count(model),
-            "width": width, "flops_per_token": flops_per_token(model, task.spec),
-            "backend": model.backend(ctx.device, dtype), "task_family": task.family,
-            "compile_seconds": _compile_seconds(job.model)}
+    return {**result, **_task_fields(task), **_model_facts(model, width, task.spec, ctx), **compiled,
+            "batch_size": job.train["batch_size"]}
 
 
-def _measure_model(job: Job, ctx: Context, seq_len: int):
-    """A model for the synthetic token task, with its width fixed at the budget for length 64 so
-    that only the length changes along a sweep."""
-    model_spec = ctx.registry.model(job.model)
-    width = width_for_budget(model_spec, TaskSpec(seq_len=64, **SCALING_SPEC), job.param_budget)
+def _synthetic(job: Job, ctx: Context, seq_len: int):
+    """A model for the synthetic token task of the measurement jobs. The budget is matched on the
+    backbone, so every length of a sweep gets the same width and the same backbone."""
     spec = TaskSpec(seq_len=seq_len, **SCALING_SPEC)
-    torch.manual_seed(0)
-    model = build(model_spec, spec, width, None, {}).to(ctx.device, DTYPES[ctx.dtype])
-    return model, spec, width
+    model, width = _build(job, spec, ctx)
+    return model, spec, width, _prepare(model)
 
 
 def run_scaling(job: Job, ctx: Context, progress=None) -> dict:
     T = job.extra["seq_len"]
-    model, spec, width = _measure_model(job, ctx, T)
+    model, spec, width, compiled = _synthetic(job, ctx, T)
     result = throughput.length_scaling(model, spec, job.train["batch_size"], ctx.device, DTYPES[ctx.dtype])
-    return {**result, "seq_len": T, "batch_size": job.train["batch_size"], "params": parameter_count(model), "width": width,
-            "backend": model.backend(ctx.device, DTYPES[ctx.dtype])}
+    return {**result, **_model_facts(model, width, spec, ctx), **compiled, "seq_len": T,
+            "batch_size": job.train["batch_size"]}
 
 
 def run_latency(job: Job, ctx: Context, progress=None) -> dict:
     context = job.extra["context"]
-    model, spec, width = _measure_model(job, ctx, context)
-    if not model.supports_step:
-        raise ValueError(f"model {job.model} has no incremental decoding (step)")
+    model, spec, width, compiled = _synthetic(job, ctx, context)
+    if not capabilities.supports_step(model):
+        return {"status": "skipped", "skip_reason": f"model {job.model} has no incremental decoding (step)",
+                "context": context}
     result = throughput.step_latency(model, context, ctx.device, DTYPES[ctx.dtype])
-    return {**result, "context": context, "params": parameter_count(model), "width": width,
-            "backend": model.backend(ctx.device, DTYPES[ctx.dtype])}
+    return {**result, **capabilities.parameter_split(model), "width": width, **compiled, "context": context,
+            "backend": capabilities.backend(model, ctx.device, DTYPES[ctx.dtype])}
 
 
 RUNNERS = {"train": run_train, "throughput": run_throughput, "scaling": run_scaling, "latency": run_latency}

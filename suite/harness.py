@@ -1,8 +1,7 @@
 """The one training/evaluation loop, shared by every (task, model, seed).
 
 Recipe (the same for every model, from the job's TrainConfig): AdamW (β = 0.9, 0.99; weight decay
-on matrices only), linear
-warm-up then cosine decay to min_lr_ratio·lr, gradient-norm clipping, evaluation on the validation
+on matrices only), linear warm-up then cosine decay to min_lr_ratio·lr, gradient-norm clipping, evaluation on the validation
 split every eval_every steps and at the end. The test split is scored once, with the parameters
 of the best validation evaluation ("best-validation checkpoint rule").
 
@@ -19,11 +18,9 @@ import time
 
 import torch
 
-from suite.interfaces import Batch, ModelSpec, Task, parameter_count, split_seed
-from suite.jobs import Job, TrainConfig
-from suite.measure.flops import flops_per_token
+from suite.interfaces import Batch, Task, split_seed
+from suite.jobs import TrainConfig
 from suite.measure.stability import GradientStats, LossWatch
-from suite.models.sizing import build, build_for_budget
 
 
 def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
@@ -58,16 +55,6 @@ def reached(value: float, threshold: float | None, higher: bool) -> bool:
     return threshold is not None and value is not None and (value >= threshold if higher else value <= threshold)
 
 
-def build_model(job: Job, model_spec: ModelSpec, task: Task, device, dtype):
-    torch.manual_seed(job.seed)  # same initialisation for the same seed
-    if job.width:
-        width = job.width
-        model = build(model_spec, task.spec, width, job.layers, job.model_options)
-    else:
-        model, width = build_for_budget(model_spec, task.spec, job.param_budget, job.layers, job.model_options)
-    return model.to(device=device, dtype=dtype), width
-
-
 @torch.no_grad()
 def forecast_example(task: Task, model, device, dtype) -> dict:
     """The first test window, last channel: lookback, truth and prediction (for the report's plot)."""
@@ -78,25 +65,26 @@ def forecast_example(task: Task, model, device, dtype) -> dict:
             "prediction": pred[0].view(-1, C)[:, -1].cpu().tolist()}
 
 
-def train(job: Job, task: Task, model_spec: ModelSpec, device: torch.device, dtype: torch.dtype, progress=None) -> dict:
-    cfg = job.train_config
-    model, width = build_model(job, model_spec, task, device, dtype)
+def train(cfg: TrainConfig, seed: int, task: Task, model: torch.nn.Module, device: torch.device,
+          dtype: torch.dtype, thresholds: dict[str, float | None], progress=None) -> dict:
+    """Train `model` (built, initialised and prepared by the caller) on `task` under `cfg`.
+    thresholds: the primary-metric value that counts as solved on "val" (time-to-threshold) and
+    "test" (success)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},  # matrices decay;
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # biases, norms, peepholes do not
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.99))
-    gen = torch.Generator().manual_seed(split_seed(job.seed, "train"))
-    threshold = task.success_threshold
+    gen = torch.Generator().manual_seed(split_seed(seed, "train"))
     higher = task.higher_is_better
     metric = task.primary_metric
     grads, watch = GradientStats(cfg.clip), LossWatch(cfg.divergence_factor, cfg.spike_factor)
     curve, best, best_state = [], None, None
     status, reason, diverged_step = "ok", None, None
-    ttt_steps = ttt_seconds = None
+    ttt_steps = ttt_seconds = ttt_tokens = None
     train_seconds, step, tokens = 0.0, 0, 0
 
     def evaluate(at_step):
-        nonlocal best, best_state, ttt_steps, ttt_seconds
+        nonlocal best, best_state, ttt_steps, ttt_seconds, ttt_tokens
         model.eval()
         val = task.evaluate(predictor(model, device, dtype), "val", cfg.eval_batch_size, device)
         model.train()
@@ -104,13 +92,13 @@ def train(job: Job, task: Task, model_spec: ModelSpec, device: torch.device, dty
                       **{f"val_{k}": v for k, v in val.items()}})
         if math.isfinite(val[metric]) and better(val[metric], best, higher):
             best, best_state = val[metric], copy.deepcopy(model.state_dict())
-        if ttt_steps is None and reached(val[metric], threshold, higher):
-            ttt_steps, ttt_seconds = at_step, train_seconds
+        if ttt_steps is None and reached(val[metric], thresholds.get("val"), higher):
+            ttt_steps, ttt_seconds, ttt_tokens = at_step, train_seconds, tokens
 
     model.train()
     while step < cfg.steps and (cfg.seconds is None or train_seconds < cfg.seconds):
-        start = time.perf_counter()
         batch = to_device(task.train_batch(cfg.batch_size, gen), device, dtype)
+        start = time.perf_counter()  # the step only: making the batch is the task's cost, not the model's
         progress_frac = train_seconds / cfg.seconds if cfg.seconds else step / cfg.steps
         for group in opt.param_groups:
             group["lr"] = cfg.lr * lr_factor(progress_frac, step, cfg)
@@ -151,19 +139,15 @@ def train(job: Job, task: Task, model_spec: ModelSpec, device: torch.device, dty
         "diverged_step": diverged_step,
         "test": test,
         "best_val": best,
-        "success": bool(test is not None and status == "ok" and reached(test[metric], threshold, higher)),
+        "success": bool(test is not None and status == "ok" and reached(test[metric], thresholds.get("test"), higher)),
         "curve": curve,
         "loss_curve": watch.curve(),
         "grad_norm": grads.summary(),
         "loss_spikes": watch.spikes,
         "time_to_threshold_steps": ttt_steps,
         "time_to_threshold_seconds": ttt_seconds,
+        "time_to_threshold_tokens": ttt_tokens,
         "steps_done": step,
         "train_seconds": train_seconds,
         "train_tokens_per_s_in_loop": tokens / train_seconds if train_seconds else None,
-        "params": parameter_count(model),
-        "width": width,
-        "layers": job.layers or model_spec.default_layers,
-        "flops_per_token": flops_per_token(model, task.spec),
-        "backend": model.backend(device, dtype) if hasattr(model, "backend") else f"{device.type}: ATen",
     }

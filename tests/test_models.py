@@ -6,8 +6,9 @@ import warnings
 import pytest
 import torch
 
-from suite.interfaces import TaskSpec, parameter_count
-from suite.models.sizing import build_for_budget
+from suite.interfaces import TaskSpec
+from suite.models.capabilities import parameter_split
+from suite.models.sizing import build_model
 
 LM = TaskSpec(seq_len=12, input_vocab=11, output_dim=11)
 CAUSAL = ["lstm-reference", "lstm-manual", "lstm-fast", "nn-lstm", "lstm-peephole", "lstm-cifg", "lstm-fgr", "gru",
@@ -15,9 +16,8 @@ CAUSAL = ["lstm-reference", "lstm-manual", "lstm-fast", "nn-lstm", "lstm-peephol
 
 
 def _model(registry, name, spec=LM, dtype=torch.float32, budget=3000):
-    torch.manual_seed(0)
-    model, _ = build_for_budget(registry.model(name), spec, budget)
-    return model.to(dtype).eval()
+    model, _ = build_model(registry.model(name), spec, budget=budget, dtype=dtype)
+    return model.eval()
 
 
 @pytest.mark.parametrize("name", CAUSAL)
@@ -61,10 +61,33 @@ def test_all_models_run_on_every_kind_of_task(registry):
 
 
 @pytest.mark.parametrize("budget", [20000, 50000, 100000, 500000])
-def test_parameter_budgets_match_within_ten_percent(registry, budget):
+def test_backbone_budgets_match_within_ten_percent(registry, budget):
     for name, spec in registry.models.items():
-        model, _ = build_for_budget(spec, LM, budget)
-        assert abs(parameter_count(model) / budget - 1) <= 0.10, (name, parameter_count(model))
+        with torch.device("meta"):
+            model, _ = build_model(spec, LM, budget=budget, device="meta")
+        backbone = parameter_split(model)["backbone_params"]
+        assert abs(backbone / budget - 1) <= 0.10, (name, backbone)
+
+
+def test_length_sweep_keeps_every_backbone_fixed(registry):
+    """The position table grows with T; the budget is matched on the backbone, so nothing shrinks."""
+    for name, spec in registry.models.items():
+        seen = set()
+        for T in (64, 200, 1000):
+            with torch.device("meta"):
+                model, width = build_model(spec, TaskSpec(seq_len=T, input_vocab=10, output_dim=9),
+                                           budget=50000, device="meta")
+            split = parameter_split(model)
+            assert split["params"] == split["backbone_params"] + split["lookup_params"]
+            seen.add((width, split["backbone_params"]))
+        assert len(seen) == 1, (name, seen)
+
+
+def test_position_table_and_head_are_lookups_not_backbone(registry):
+    spec = TaskSpec(seq_len=1000, input_vocab=10, output_dim=9)
+    model, width = build_model(registry.model("transformer"), spec, budget=50000)
+    split = parameter_split(model)
+    assert split["lookup_params"] == 1000 * width + 10 * width + (width * 9 + 9)  # positions, embedding, head
 
 
 def test_hf_baselines_train_offline_without_warnings(registry, monkeypatch, caplog):

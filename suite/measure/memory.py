@@ -1,6 +1,11 @@
-"""Peak memory of one call. CUDA: torch.cuda.max_memory_allocated. CPU: the allocator's own events
-recorded by torch.profiler(profile_memory=True), summed in time order: the peak of tensor memory
-held above what was live before the call (activations, gradients, workspaces), not process RSS."""
+"""Peak memory of one call, above what was live before it.
+
+CUDA: torch.cuda.max_memory_allocated. CPU: the allocator's own timeline. torch.profiler with
+profile_memory=True records one raw event per allocation (+bytes) and per free (−bytes); walking
+them in time order and keeping the running maximum gives the exact peak of tensor memory, including
+temporaries allocated and freed inside a single op (a per-op net sum would miss those). Tensor
+memory only: not process RSS, not the allocator's caching.
+"""
 
 from __future__ import annotations
 
@@ -11,20 +16,34 @@ import sys
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+CPU_METHOD = "cpu allocator timeline (torch.profiler raw allocation/free events, running maximum)"
+CUDA_METHOD = "cuda max_memory_allocated"
+
 
 @contextlib.contextmanager
-def quiet_profiler():
+def quiet_profiler(**options):
     """Profile with kineto's start/stop lines (written straight to fd 2) kept off the terminal."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as null:
             os.dup2(null.fileno(), 2)
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with profile(activities=[ProfilerActivity.CPU], **options) as prof:
             yield prof
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def allocation_peak(prof) -> int:
+    """Running maximum of (allocated − freed) CPU bytes over the raw allocator events, in time order."""
+    events = [e for e in prof.profiler.kineto_results.events()
+              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    running = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        running += e.nbytes()
+        peak = max(peak, running)
+    return peak
 
 
 def peak_memory(fn, device: torch.device) -> dict:
@@ -34,13 +53,7 @@ def peak_memory(fn, device: torch.device) -> dict:
         torch.cuda.reset_peak_memory_stats()
         fn()
         torch.cuda.synchronize()
-        return {"peak_bytes": torch.cuda.max_memory_allocated() - before, "memory_method": "cuda max_memory_allocated"}
-    with quiet_profiler() as prof:
+        return {"peak_bytes": torch.cuda.max_memory_allocated() - before, "memory_method": CUDA_METHOD}
+    with quiet_profiler(profile_memory=True) as prof:
         fn()
-    # each op's own allocations minus frees (self, not counting its children), in time order
-    events = sorted(prof.events(), key=lambda e: e.time_range.start)
-    running = peak = 0
-    for e in events:
-        running += e.self_cpu_memory_usage
-        peak = max(peak, running)
-    return {"peak_bytes": int(peak), "memory_method": "cpu tensor allocations (torch.profiler memory events)"}
+    return {"peak_bytes": allocation_peak(prof), "memory_method": CPU_METHOD}

@@ -6,9 +6,11 @@
                      (LSTM: carried state; Transformer: KV cache)
   length scaling     forward and forward+backward time and peak memory against sequence length
 
-Timed with torch.utils.benchmark.Timer.blocked_autorange after warm-up (it synchronises CUDA);
-each figure carries its median and interquartile range, and is measured twice (repeat_*) so the
-report can show how well it repeats. Build/compile time of a compiled path is recorded apart.
+Timed with torch.utils.benchmark.Timer.blocked_autorange after warm-up (it synchronises CUDA), at
+the thread count the run was given: Timer defaults to ONE thread, so it is always told
+torch.get_num_threads(), and the count seen inside the timed call is recorded (`timing_threads`).
+Each figure carries its median and interquartile range, and is measured twice (repeat_*) so the
+report can show how well it repeats. Build/compile time happens before any clock (see executor).
 """
 
 from __future__ import annotations
@@ -26,11 +28,25 @@ from suite.measure.memory import peak_memory
 MIN_RUN_TIME = 0.3
 
 
-def _time(stmt_fn, min_run_time: float = MIN_RUN_TIME, warmup: int = 2) -> dict:
+def timed(stmt_fn, min_run_time: float = MIN_RUN_TIME, warmup: int = 2) -> dict:
+    """Median and IQR seconds of stmt_fn at the current thread count, and the thread counts that
+    the timed calls themselves saw (`threads`: a sorted list, one value when all is well)."""
+    seen: set[int] = set()
+
+    def observed():
+        seen.add(torch.get_num_threads())
+        stmt_fn()
+
     for _ in range(warmup):
         stmt_fn()
-    m = Timer("fn()", globals={"fn": stmt_fn}).blocked_autorange(min_run_time=min_run_time)
-    return {"median": m.median, "iqr": m.iqr, "runs": len(m.times)}
+    timer = Timer("fn()", globals={"fn": observed}, num_threads=torch.get_num_threads())
+    m = timer.blocked_autorange(min_run_time=min_run_time)
+    return {"median": m.median, "iqr": m.iqr, "runs": len(m.times), "threads": sorted(seen)}
+
+
+def _threads(*measurements: dict) -> int | list[int]:
+    seen = sorted({t for m in measurements for t in m["threads"]})
+    return seen[0] if len(seen) == 1 else seen
 
 
 def measure_model(model, batch: Batch, loss_fn, device, min_run_time: float = MIN_RUN_TIME) -> dict:
@@ -49,15 +65,17 @@ def measure_model(model, batch: Batch, loss_fn, device, min_run_time: float = MI
 
     model.train()
     tokens = batch.tokens
-    out = {}
+    out, measured = {}, []
     for name, fn in (("train", train_step), ("inference", infer)):
-        first, second = _time(fn, min_run_time), _time(fn, min_run_time, warmup=0)
+        first, second = timed(fn, min_run_time), timed(fn, min_run_time, warmup=0)
+        measured += [first, second]
         out[f"{name}_tokens_per_s"] = tokens / first["median"]
         out[f"{name}_step_seconds"] = first["median"]
         out[f"{name}_iqr_seconds"] = first["iqr"]
         out[f"{name}_repeat_step_seconds"] = second["median"]
         out[f"{name}_repeat_iqr_seconds"] = second["iqr"]
         out[f"{name}_spread_tokens_per_s"] = tokens * first["iqr"] / first["median"] ** 2  # delta method
+    out["timing_threads"] = _threads(*measured)
     out.update({f"train_{k}": v for k, v in peak_memory(train_step, device).items()})
     out.update({f"inference_{k}": v for k, v in peak_memory(infer, device).items()})
     return out
@@ -80,13 +98,14 @@ def step_latency(model, context: int, device, dtype, batch_size: int = 1, steps:
     spec = model.spec
     x = example_input(TaskSpec(seq_len=context, input_vocab=spec.input_vocab, input_dim=spec.input_dim,
                                output_dim=spec.output_dim), batch_size, dtype, device)
-    times = []
+    times, threads = [], set()
     with torch.no_grad():
         state = model.init_state(batch_size)
         for t in range(context):
             if t >= context - steps:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
+                threads.add(torch.get_num_threads())
                 start = time.perf_counter()
             _, state = model.step(x[:, t], state)
             if t >= context - steps:
@@ -94,7 +113,8 @@ def step_latency(model, context: int, device, dtype, batch_size: int = 1, steps:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
     q = statistics.quantiles(times, n=4)
-    return {"latency_seconds": statistics.median(times), "latency_iqr_seconds": q[2] - q[0], "latency_steps": len(times)}
+    return {"latency_seconds": statistics.median(times), "latency_iqr_seconds": q[2] - q[0], "latency_steps": len(times),
+            "timing_threads": _threads({"threads": threads})}
 
 
 def length_scaling(model, spec: TaskSpec, batch_size: int, device, dtype) -> dict:
@@ -109,7 +129,8 @@ def length_scaling(model, spec: TaskSpec, batch_size: int, device, dtype) -> dic
         out.float().pow(2).mean().backward()
 
     model.train()
-    f, fb = _time(fwd, 0.2, warmup=1), _time(fwd_bwd, 0.2, warmup=1)
+    f, fb = timed(fwd, 0.2, warmup=1), timed(fwd_bwd, 0.2, warmup=1)
     mem = peak_memory(fwd_bwd, device)
     return {"forward_seconds": f["median"], "forward_iqr_seconds": f["iqr"], "train_seconds": fb["median"],
-            "train_iqr_seconds": fb["iqr"], "peak_bytes": mem["peak_bytes"], "memory_method": mem["memory_method"]}
+            "train_iqr_seconds": fb["iqr"], "peak_bytes": mem["peak_bytes"], "memory_method": mem["memory_method"],
+            "timing_threads": _threads(f, fb)}

@@ -47,6 +47,10 @@ class SequenceModel(nn.Module):
         h, state = self.backbone.step(self.embed(x_t), state)
         return self.head(h), state
 
+    def lookup_parameters(self):
+        """The input embedding (or feature projection) and the head: sized by the task, not the budget."""
+        return [*self.embed.parameters(), *self.head.parameters()]
+
     def backend(self, device: torch.device, dtype: torch.dtype) -> str:
         if hasattr(self.backbone, "backend"):
             return self.backbone.backend(device, dtype)

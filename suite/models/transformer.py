@@ -106,6 +106,10 @@ class Transformer(nn.Module):
         if self.pos is not None:
             nn.init.normal_(self.pos, 0.0, 0.02)
 
+    def lookup_parameters(self):
+        """The learned position table: its size follows max_len, so it is kept out of the size budget."""
+        return [self.pos] if self.pos is not None else []
+
     def _add_positions(self, h, start):
         T = h.shape[1]
         if start + T > self.max_len and self.positions != "rope":
