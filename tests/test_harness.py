@@ -42,21 +42,23 @@ def test_records_carry_stability_and_cost_fields(registry):
                 "time_to_threshold_steps", "success", "train_seconds"):
         assert key in rec, key
     assert rec["grad_norm"]["median"] > 0 and rec["grad_norm"]["p99"] >= rec["grad_norm"]["median"]
-    assert rec["backend"] == "onednn (mkldnn)" and rec["env"]["device"] == "cpu"
+    from suite.models.lstm_library import detect_backend
+
+    assert rec["backend"] == detect_backend("cpu", torch.float32) and rec["env"]["device"] == "cpu"
+    assert rec["params"] == rec["backbone_params"] + rec["lookup_params"] and rec["train_flops_per_token"] > 0
     assert rec["baseline"]["mse"] == 1 / 6
 
 
-def test_throughput_repeats_within_its_reported_spread(registry):
+def test_throughput_record_holds_both_measurements_and_their_labels(registry):
+    """How well the two measurements agree is a benchmark's business (benchmarks/), not a test's."""
     job = Job("throughput", "t", "adding", "nn-lstm", 0, {"seq_len": 32}, {}, 5000, None, {"batch_size": 16})
     rec = run_job(job, _ctx(registry))
     assert rec["status"] == "ok", rec.get("error")
     for kind in ("train", "inference"):
-        a, b = rec[f"{kind}_step_seconds"], rec[f"{kind}_repeat_step_seconds"]
-        spread = max(rec[f"{kind}_iqr_seconds"], rec[f"{kind}_repeat_iqr_seconds"])
-        print(f"{kind}: {a * 1e3:.3f} ms vs {b * 1e3:.3f} ms, IQR {spread * 1e3:.3f} ms")
-        # a shared 2-core CI machine is noisy: allow 3 IQRs, or 25% when the IQR is tiny
-        assert abs(a - b) <= max(3 * spread, 0.25 * a)
+        assert rec[f"{kind}_step_seconds"] > 0 and rec[f"{kind}_repeat_step_seconds"] > 0
+        assert rec[f"{kind}_iqr_seconds"] >= 0 and rec[f"{kind}_tokens_per_s"] > 0
     assert rec["train_peak_bytes"] > 0 and rec["flops_per_token"] > 0
+    assert rec["timing_threads"] == rec["env"]["threads"] and "allocator timeline" in rec["train_memory_method"]
 
 
 def test_wall_clock_budget(registry):
@@ -64,4 +66,4 @@ def test_wall_clock_budget(registry):
               {"steps": 10**6, "seconds": 0.5, "batch_size": 8, "eval_every": 1000})
     rec = run_job(job, _ctx(registry))
     assert rec["status"] == "ok" and 0 < rec["steps_done"] < 10**6
-    assert 0.5 <= rec["train_seconds"] < 1.5 and rec["train"]["seconds"] == 0.5
+    assert rec["train_seconds"] >= 0.5 and rec["train"]["seconds"] == 0.5  # stops once the budget is spent

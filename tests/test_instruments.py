@@ -125,7 +125,7 @@ def test_the_build_is_kept_out_of_the_first_jobs_training_clock(tmp_path):
     profile.write_text((FIXTURES / "tiny.toml").read_text().split("[[experiment]]")[0]
                        + '[[experiment]]\nname = "main"\nmodels = ["lstm-fast"]\nparam_budget = 3000\nseeds = 2\n'
                        '[[experiment.task]]\nname = "adding"\nparams = { seq_len = 16 }\n'
-                       'train = { steps = 40, batch_size = 8, eval_every = 20 }\n')
+                       'train = { steps = 20, batch_size = 8, eval_every = 10 }\n')
     out = tmp_path / "out"
     proc = suite("run", "--profile", profile, "--out", out, "--no-progress",
                  env={"LSTM_BENCH_BUILD_DIR": str(tmp_path / "ext")})
