@@ -45,6 +45,8 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("a")
     cmp_.add_argument("b")
     cmp_.add_argument("--out", help="also write an HTML page here")
+    cmp_.add_argument("--fail-on-regression", action="store_true",
+                      help="exit 1 when a primary metric got significantly worse from A to B (Welch, Holm)")
     return p
 
 
@@ -66,10 +68,10 @@ def cmd_list(args, registry) -> int:
 def cmd_run(args, registry) -> int:
     import torch
 
+    from suite import tuning
     from suite.environment import environment, resolve_device
     from suite.executor import Context, execute
     from suite.profiles import check_device, check_dtype, expand, load_profile
-    from suite.registry import check_task_instance
     from suite.store import ResultsStore
 
     # everything is validated before the results directory is touched
@@ -80,7 +82,36 @@ def cmd_run(args, registry) -> int:
             raise SuiteError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
-    jobs = expand(profile, registry, seeds=args.seeds, tasks=args.task, models=args.model, experiments=args.experiment)
+    plan = expand(profile, registry, seeds=args.seeds, tasks=args.task, models=args.model, experiments=args.experiment)
+    _probe_tasks(plan.first_phase() + [g.template for g in plan.tuned], registry)
+
+    out = Path(args.out or Path("results") / profile.name)
+    store = ResultsStore(out)
+    store.open_for_append()
+    env = environment(device, dtype)
+    total = len(plan.jobs) + sum(len(g.grid) + len(g.seeds) - 1 for g in plan.tuned)
+    store.write_run_info({"profile": profile.name, "profile_path": str(profile.path), "profile_data": profile.data,
+                          "command": sys.argv, "env": env, "jobs": total, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                          "plugins": args.plugin + [p for p in os.environ.get("LSTM_BENCH_PLUGINS", "").split(os.pathsep) if p]})
+    print(f"profile {profile.name}: {total} jobs ({len(plan.tuned)} tuned groups) on {env['device']} "
+          f"({env['device_name']}), {dtype}, {env['threads']} threads -> {out}", file=sys.stderr)
+    start = time.perf_counter()
+    context = Context(registry, device, dtype, env)
+    counts = execute(plan.first_phase(), store, context, args.retry_failed, not args.no_progress)
+    if plan.tuned:  # the seeds of each tuned group, at the learning rate its validation score chose
+        chosen = {key: choice["lr"] for key, choice in tuning.choices(store.records()).items()}
+        more = execute(plan.second_phase(chosen), store, context, args.retry_failed, not args.no_progress)
+        counts = {k: counts.get(k, 0) + more.get(k, 0) for k in set(counts) | set(more)}
+    print(f"done in {time.perf_counter() - start:.1f}s: {counts['ok']} ok, {counts['diverged']} diverged, "
+          f"{counts['failed']} failed, {counts['skipped']} already finished (skipped)", file=sys.stderr)
+    print(out)
+    return 1 if counts["failed"] else 0
+
+
+def _probe_tasks(jobs, registry) -> None:
+    """Every task config is built and probed once before the results directory is touched."""
+    from suite.registry import check_task_instance
+
     probed = set()
     for job in jobs:
         if job.kind in ("train", "throughput") and (job.task, str(job.task_params)) not in probed:
@@ -89,22 +120,6 @@ def cmd_run(args, registry) -> int:
                 check_task_instance(registry.make_task(job.task, job.task_params, seed=0))
             except (ValueError, TypeError) as exc:
                 raise SuiteError(f"task {job.task!r} with {job.task_params}: {one_line(exc)}") from None
-
-    out = Path(args.out or Path("results") / profile.name)
-    store = ResultsStore(out)
-    store.open_for_append()
-    env = environment(device, dtype)
-    store.write_run_info({"profile": profile.name, "profile_path": str(profile.path), "profile_data": profile.data,
-                          "command": sys.argv, "env": env, "jobs": len(jobs), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          "plugins": args.plugin + [p for p in os.environ.get("LSTM_BENCH_PLUGINS", "").split(os.pathsep) if p]})
-    print(f"profile {profile.name}: {len(jobs)} jobs on {env['device']} ({env['device_name']}), {dtype}, "
-          f"{env['threads']} threads -> {out}", file=sys.stderr)
-    start = time.perf_counter()
-    counts = execute(jobs, store, Context(registry, device, dtype, env), args.retry_failed, not args.no_progress)
-    print(f"done in {time.perf_counter() - start:.1f}s: {counts['ok']} ok, {counts['diverged']} diverged, "
-          f"{counts['failed']} failed, {counts['skipped']} already finished (skipped)", file=sys.stderr)
-    print(out)
-    return 1 if counts["failed"] else 0
 
 
 def cmd_report(args, registry) -> int:
@@ -119,16 +134,18 @@ def cmd_report(args, registry) -> int:
 
 
 def cmd_compare(args, registry) -> int:
-    from suite.report.compare import compare, write_compare_html
+    from suite.report.compare import compare, format_text, protocol_differences, regressions, write_compare_html
     from suite.store import open_existing
 
     a, b = open_existing(args.a), open_existing(args.b)
-    table = compare(a, b)
-    from suite.report.compare import format_text
-
-    print(format_text(table, args.a, args.b))
+    table, warnings = compare(a, b), protocol_differences(a, b)
+    print(format_text(table, args.a, args.b, warnings))
     if args.out:
-        print(write_compare_html(table, args.a, args.b, Path(args.out)))
+        print(write_compare_html(table, args.a, args.b, Path(args.out), warnings))
+    worse = regressions(table)
+    if args.fail_on_regression and not worse.empty:
+        print(f"regression: {len(worse)} primary metric(s) significantly worse in B", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -70,7 +70,7 @@ def _prepare(model: torch.nn.Module) -> dict:
 
 
 def _model_facts(model: torch.nn.Module, width: int, spec: TaskSpec, ctx: Context) -> dict:
-    return {**capabilities.parameter_split(model), "width": width, **count_flops(model, spec),
+    return {**capabilities.parameter_split(model), "model_width": width, **count_flops(model, spec),
             "backend": capabilities.backend(model, ctx.device, DTYPES[ctx.dtype])}
 
 
@@ -89,7 +89,7 @@ def run_train(job: Job, ctx: Context, progress=None) -> dict:
     result = harness.train(job.train_config, job.seed, task, model, ctx.device, DTYPES[ctx.dtype],
                            facts["thresholds"], progress)
     return {**result, **_task_fields(task), **_model_facts(model, width, task.spec, ctx), **compiled,
-            "layers": job.layers or ctx.registry.model(job.model).default_layers, "task_info": task.describe(),
+            "model_layers": job.layers or ctx.registry.model(job.model).default_layers, "task_info": task.describe(),
             "baseline": facts["baseline"], "baseline_name": task.baseline_name(),
             "success_threshold": facts["thresholds"]["test"], "val_threshold": facts["thresholds"]["val"]}
 
@@ -131,7 +131,7 @@ def run_latency(job: Job, ctx: Context, progress=None) -> dict:
         return {"status": "skipped", "skip_reason": f"model {job.model} has no incremental decoding (step)",
                 "context": context}
     result = throughput.step_latency(model, context, ctx.device, DTYPES[ctx.dtype])
-    return {**result, **capabilities.parameter_split(model), "width": width, **compiled, "context": context,
+    return {**result, **capabilities.parameter_split(model), "model_width": width, **compiled, "context": context,
             "backend": capabilities.backend(model, ctx.device, DTYPES[ctx.dtype])}
 
 
@@ -139,13 +139,19 @@ RUNNERS = {"train": run_train, "throughput": run_throughput, "scaling": run_scal
 
 
 def run_job(job: Job, ctx: Context, progress=None) -> dict:
-    """Job -> record. Never raises for a failure inside the job: that becomes status "failed"."""
+    """Job -> record: the job's own fields (so a record names its job exactly), then what the runner
+    measured. Never raises for a failure inside the job: that becomes status "failed"."""
     model_spec = ctx.registry.models.get(job.model)
     record = {"key": job.key, **asdict(job), "model_family": getattr(model_spec, "family", None),
-              "implementation": getattr(model_spec, "implementation", None), "env": ctx.env, "started": _now()}
+              "implementation": getattr(model_spec, "implementation", None),
+              "architecture": getattr(model_spec, "architecture", "") or job.model, "env": ctx.env, "started": _now()}
     t0 = time.perf_counter()
     try:
-        record.update(RUNNERS[job.kind](job, ctx, progress))
+        result = RUNNERS[job.kind](job, ctx, progress)
+        clash = set(result) & set(asdict(job))
+        if clash:  # a record must name its job exactly: measurements never overwrite job settings
+            raise RuntimeError(f"runner {job.kind!r} returned job fields {sorted(clash)}")
+        record.update(result)
         record.setdefault("status", "ok")
     except (KeyboardInterrupt, SystemExit):
         raise

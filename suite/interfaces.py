@@ -195,6 +195,10 @@ class ModelSpec:
     implementation: str = ""  # "reference", "manual-bptt", "fast", "library", ...
     default_layers: int = 1
     width_step: int = 1  # widths are multiples of this (e.g. 8 so that heads divide d_model)
+    # Models of one architecture (our fast LSTM and nn.LSTM: one function, one initialisation; our
+    # Transformer and HF GPT-2) are twins: family statistics count them once and never test one
+    # against its twin. "" = the model's own name.
+    architecture: str = ""
 
 
 def parameter_count(module: torch.nn.Module) -> int:

@@ -14,6 +14,13 @@ from dataclasses import asdict, dataclass, field, fields
 from suite.errors import ConfigError
 
 JOB_KINDS = ("train", "throughput", "scaling", "latency")
+# What an experiment is for; the report and the claims read this, never the experiment's name.
+ROLES = {
+    "main": "the comparison of models at equal size and budget (family verdicts, compute claim)",
+    "ablation": "LSTM variants against the reference LSTM (Greff et al.'s claim)",
+    "lr-sweep": "a learning-rate grid per model, for the stability claim (no tuning: the LR is the axis)",
+    "equal-time": "the comparison at equal wall-clock seconds instead of equal steps",
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,7 @@ class Job:
     train: dict = field(default_factory=dict)
     width: int | None = None  # a fixed width instead of matching param_budget
     extra: dict = field(default_factory=dict)  # kind-specific settings (e.g. seq_len of a scaling point)
+    role: str = "main"  # one of ROLES (measurement jobs: their kind)
 
     @property
     def key(self) -> str:

@@ -1,17 +1,20 @@
 """Profiles: named configs in TOML files (suite/profiles/*.toml; copy one, edit it, and pass its
-path to --profile). A profile holds experiments; each experiment crosses tasks x models x seeds
-(lists inside task params or train settings are sweep axes), and a [measure] table asks for
-throughput, latency and sequence-length scaling jobs.
+path to --profile). A profile holds experiments; each experiment states its role (suite.jobs.ROLES)
+and crosses tasks x models x seeds (lists inside task params or train settings are sweep axes). A
+[tune] table (lr = [...]) tunes the learning rate per (task config, model), the same grid for every
+model (see suite/tuning.py); an experiment may set `tune = false` or its own grid. A [measure]
+table asks for throughput, latency and sequence-length scaling jobs.
 """
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from suite.errors import ConfigError
-from suite.jobs import Job, TrainConfig, sweep
+from suite.jobs import ROLES, Job, TrainConfig, sweep
+from suite.tuning import TunedGroup
 from suite.registry import Registry
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -64,48 +67,95 @@ def resolve_seeds(value) -> list[int]:
     raise ConfigError(f"seeds must be a count or a list of non-negative integers, got {value!r}")
 
 
-def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, models=None, experiments=None) -> list[Job]:
-    """Profile -> validated list of jobs. Raises ConfigError before anything runs."""
+@dataclass
+class Plan:
+    """What a profile asks for: jobs whose settings are known now (LR-tuning points included), and
+    groups whose seeds run at the learning rate the tuning chooses on the validation split."""
+
+    jobs: list[Job]
+    tuned: list[TunedGroup]
+
+    def tuning_jobs(self) -> list[Job]:
+        return [job for group in self.tuned for job in group.tuning_jobs()]
+
+    def first_phase(self) -> list[Job]:
+        return self.tuning_jobs() + self.jobs
+
+    def second_phase(self, chosen: dict[str, float]) -> list[Job]:
+        """The seeds of every tuned group at its chosen LR (the tuning seed's run is already done)."""
+        return [job for group in self.tuned for job in group.jobs(chosen[group.key])]
+
+
+def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, models=None, experiments=None) -> Plan:
+    """Profile -> validated plan of jobs. Raises ConfigError before anything runs."""
     data = profile.data
     base_train = data.get("train", {})
+    base_tune = _grid(data.get("tune"), "[tune]")
     seed_list = resolve_seeds(seeds if seeds is not None else data.get("seeds", 1))
     wanted_tasks = _names(tasks, registry.task)
     wanted_models = _names(models, registry.model)
     jobs: list[Job] = []
+    tuned: list[TunedGroup] = []
     for exp in data.get("experiment", []):
         exp_name = exp.get("name") or "main"
+        role = _role(exp, exp_name)
         if experiments and exp_name not in experiments:
             continue
         exp_seeds = resolve_seeds(exp["seeds"]) if "seeds" in exp and seeds is None else seed_list
+        grid = _experiment_grid(exp, role, base_tune)
         for model in exp.get("models", []):
             registry.model(model)
         for task_entry in exp.get("task", []):
             task_name = task_entry.get("name")
             cls = registry.task(task_name)
             train_values = {**base_train, **exp.get("train", {}), **task_entry.get("train", {})}
+            budget = int(task_entry.get("param_budget", exp.get("param_budget", 0)))
+            models_here = [m for m in exp.get("models", []) if not (wanted_tasks and task_name not in wanted_tasks
+                                                                    or wanted_models and m not in wanted_models)]
             for params in sweep(task_entry.get("params", {})):
                 for train in sweep(train_values):
-                    TrainConfig.from_dict(train)
-                    for model in exp.get("models", []):
-                        if wanted_tasks and task_name not in wanted_tasks or wanted_models and model not in wanted_models:
-                            continue
-                        for seed in exp_seeds:
-                            jobs.append(Job("train", exp_name, cls.name, model, seed, params,
-                                            exp.get("model_options", {}).get(model, {}),
-                                            int(task_entry.get("param_budget", exp.get("param_budget", 0))),
-                                            exp.get("layers"), train, width=exp.get("width")))
+                    cfg = TrainConfig.from_dict(train)
+                    lr_is_axis = isinstance(train_values.get("lr"), list)
+                    for model in models_here:
+                        job = Job("train", exp_name, cls.name, model, exp_seeds[0], params,
+                                  exp.get("model_options", {}).get(model, {}), budget, exp.get("layers"), train,
+                                  width=exp.get("width"), role=role)
+                        if grid and not lr_is_axis:
+                            tuned.append(TunedGroup.of(job, grid, exp_seeds))
+                        else:
+                            jobs += [replace(job, seed=seed) for seed in exp_seeds]
                     if task_entry.get("measure_throughput", exp.get("measure_throughput", False)):
-                        for model in exp.get("models", []):
-                            if wanted_tasks and task_name not in wanted_tasks or wanted_models and model not in wanted_models:
-                                continue
-                            jobs.append(Job("throughput", exp_name, cls.name, model, 0, params,
-                                            exp.get("model_options", {}).get(model, {}),
-                                            int(task_entry.get("param_budget", exp.get("param_budget", 0))),
-                                            exp.get("layers"), {"batch_size": TrainConfig.from_dict(train).batch_size}))
+                        jobs += [Job("throughput", exp_name, cls.name, model, 0, params,
+                                     exp.get("model_options", {}).get(model, {}), budget, exp.get("layers"),
+                                     {"batch_size": cfg.batch_size}, role="throughput") for model in models_here]
     jobs += _measure_jobs(data.get("measure", {}), registry, wanted_models)
-    if not jobs:
+    if not jobs and not tuned:
         raise ConfigError(f"profile {profile.name!r} with these filters selects no job; check --task/--model/--experiment")
-    return jobs
+    return Plan(jobs, tuned)
+
+
+def _role(exp: dict, name: str) -> str:
+    role = exp.get("role", "main")
+    if role not in ROLES:
+        raise ConfigError(f"experiment {name!r}: unknown role {role!r}; use one of {', '.join(ROLES)}")
+    return role
+
+
+def _grid(value, where: str) -> tuple[float, ...] | None:
+    """A tuning grid: {lr = [..]} with positive numbers, or false/absent for none."""
+    if value is None or value is False:
+        return None
+    lrs = value.get("lr") if isinstance(value, dict) else None
+    if not (isinstance(lrs, list) and lrs and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  and v > 0 for v in lrs)):
+        raise ConfigError(f"{where}: tune takes lr = [a list of positive learning rates], got {value!r}")
+    return tuple(sorted(float(v) for v in lrs))
+
+
+def _experiment_grid(exp: dict, role: str, base: tuple[float, ...] | None) -> tuple[float, ...] | None:
+    if role == "lr-sweep":  # the learning rate is that experiment's axis
+        return None
+    return _grid(exp["tune"], f"experiment {exp.get('name')!r}") if "tune" in exp else base
 
 
 def _measure_jobs(measure: dict, registry: Registry, wanted_models) -> list[Job]:
@@ -122,7 +172,8 @@ def _measure_jobs(measure: dict, registry: Registry, wanted_models) -> list[Job]
                 if not isinstance(point, int) or point < 1:
                     raise ConfigError(f"[measure.{kind}] {axis} must be positive integers, got {point!r}")
                 jobs.append(Job(kind, kind, "synthetic", model, 0, param_budget=int(table.get("param_budget", 100_000)),
-                                train={"batch_size": int(table.get("batch_size", 8))}, extra={axis[:-1]: point}))
+                                train={"batch_size": int(table.get("batch_size", 8))}, extra={axis[:-1]: point},
+                                role=kind))
     return jobs
 
 

@@ -45,27 +45,34 @@ _VARIANT_TEXT = {
     "fgr": "full gate recurrence (gates see previous gates)",
 }
 
+VANILLA = "vanilla LSTM"  # one function, one initialisation: nn.LSTM's (see suite/models/weights.py)
+GPT2_STYLE = "GPT-2-style Transformer"  # pre-LN, learned positions, GELU MLP: ours and Hugging Face's
+
 MODELS: list[ModelSpec] = [
     ModelSpec("lstm-reference", "lstm", partial(_lstm_variant, "vanilla"),
-              "our LSTM from the gate equations, autograd through a Python time loop", "reference"),
+              "our LSTM from the gate equations, autograd through a Python time loop", "reference",
+              architecture=VANILLA),
     ModelSpec("lstm-manual", "lstm", partial(_rnn, ManualBPTTLSTM),
-              "vanilla LSTM with hand-derived BPTT (torch.autograd.Function)", "manual-bptt"),
+              "vanilla LSTM with hand-derived BPTT (torch.autograd.Function)", "manual-bptt", architecture=VANILLA),
     ModelSpec("lstm-fast", "lstm", partial(_rnn, FastLSTM),
-              "our fastest vanilla LSTM: C++ time loop, fused gates, hand-derived BPTT", "fast"),
+              "our fastest vanilla LSTM: C++ time loop, fused gates, hand-derived BPTT", "fast", architecture=VANILLA),
     ModelSpec("nn-lstm", "lstm", partial(_rnn, LibraryLSTM),
-              "torch.nn.LSTM (cuDNN on CUDA, oneDNN or native ATen on the CPU)", "library"),
-    *[ModelSpec(f"lstm-{v}", "lstm-variant", partial(_lstm_variant, v), f"reference LSTM variant: {_VARIANT_TEXT[v]}", "reference")
+              "torch.nn.LSTM (cuDNN on CUDA, oneDNN or native ATen on the CPU)", "library", architecture=VANILLA),
+    *[ModelSpec(f"lstm-{v}", "lstm-variant", partial(_lstm_variant, v), f"reference LSTM variant: {_VARIANT_TEXT[v]}",
+                "reference", architecture=VANILLA if v == "np" else "")
       for v in VARIANTS if v != "vanilla"],
     ModelSpec("gru", "gru", partial(_rnn, ReferenceGRU), "GRU (Cho et al. 2014) from its equations", "reference"),
     ModelSpec("minlstm", "minlstm", partial(_rnn, MinLSTM),
               "minLSTM (Feng et al. 2024), trained with a log-space parallel scan", "parallel-scan"),
     ModelSpec("transformer", "transformer", _transformer,
-              "our pre-LN causal Transformer (learned positions, SDPA attention)", "ours", default_layers=2, width_step=4),
+              "our pre-LN causal Transformer (learned positions, SDPA attention)", "ours", default_layers=2, width_step=4,
+              architecture=GPT2_STYLE),
     # RoPE needs an even head size: 2 heads and widths in steps of 4 keep the 10% parameter match at small sizes
     ModelSpec("transformer-rope", "transformer", partial(_transformer, positions="rope", heads=2),
               "our pre-LN Transformer with rotary positions (2 heads)", "ours", default_layers=2, width_step=4),
     ModelSpec("hf-gpt2", "transformer-hf", partial(_hf, "gpt2"),
-              "Hugging Face GPT-2 built from GPT2Config, random init", "huggingface", default_layers=2, width_step=4),
+              "Hugging Face GPT-2 built from GPT2Config, random init", "huggingface", default_layers=2, width_step=4,
+              architecture=GPT2_STYLE),
     ModelSpec("hf-llama", "transformer-hf", partial(_hf, "llama", heads=2),
               "Hugging Face Llama (RoPE, RMSNorm, SwiGLU) from LlamaConfig, random init (2 heads)", "huggingface", default_layers=2, width_step=4),
 ]

@@ -88,25 +88,34 @@ def build_context(store, out: Path) -> dict:
     failed = [r for r in records if r.get("status") == "failed"]
     ctx["failed"] = [(r.get("kind"), r.get("task"), r.get("model"), r.get("seed"), r.get("error")) for r in failed[:20]]
 
-    table = tables.task_table(train) if not train.empty else pd.DataFrame()
+    table = tables.task_table(train, kinds.get("tuning")) if not train.empty else pd.DataFrame()
     win = tables.winners(table) if not table.empty else pd.DataFrame()
+    ctx["lr_protocol"] = tables.lr_protocol(table) if not table.empty else ""
+    family = tables.family_table(table) if not table.empty else pd.DataFrame()
+    ctx["family"] = assets.table(family, "family", "LSTM family against Transformer family, per task config "
+                                 "(best of each family; twins counted once; Welch's t, Holm-corrected)")
     if not win.empty:
-        show = win[~win["experiment"].str.contains("lr", case=False)].copy()  # the LR sweep belongs to section 4
+        show = win[win["role"] != "lr-sweep"].copy()  # the LR sweep belongs to section 4
         show["best (mean ± std)"] = [_fmt_pm(m, s) for m, s in zip(show["mean"], show["std"])]
-        ctx["summary"] = assets.table(show[["config", "metric", "best model", "best (mean ± std)", "trivial baseline", "beats baseline",
-                                            "how sure", "runner-up", "runner-up mean", "experiment", "seeds", "params", "budget"]],
-                                      "summary", "Best model per task (equal parameters, equal budget)")
+        ctx["summary"] = assets.table(show[["config", "metric", "best model", "best (mean ± std)", "baseline", "beats baseline",
+                                            "how sure", "runner-up", "runner-up mean", "experiment", "seeds",
+                                            "backbone params", "lr", "budget"]],
+                                      "summary", "Best model per task config (equal backbone size, equal budget); "
+                                      "runner-up: the best model of another architecture")
+    ctx["tuning"] = assets.table(tables.tuning_table(kinds.get("tuning")), "tuning",
+                                 "learning-rate tuning: validation score per grid point, chosen learning rate")
     # ---- per task ----------------------------------------------------------------------
     for task, g in (table.groupby("task", sort=False) if not table.empty else []):
         section = {"name": task, "family": g["task_family"].iloc[0], "tables": [], "figures": []}
         shown = g[["experiment", "config", "model", "metric", "mean", "std", "min", "max", "seeds", "success_rate", "diverged",
-                   "failed", "baseline", "params", "flops_per_token", "time_to_threshold_s"]]
+                   "failed", "baseline", "params", "backbone_params", "lookup_params", "lr", "flops_per_token",
+                   "train_flops_per_token", "time_to_threshold_s"]]
         section["tables"].append(assets.table(shown, f"task_{task}", f"{task}: test {g['metric'].iloc[0]} over seeds "
-                                              f"(best-validation checkpoint); trivial baseline: {g['baseline_name'].iloc[0]}"))
+                                              f"(best-validation checkpoint); baseline: {g['baseline_name'].iloc[0]}"))
         infos = train[train["task"] == task]["task_info"].dropna()
         if len(infos):
             section["info"] = infos.iloc[0]
-        for config in g[g["experiment"] == "main"]["config"].unique()[:4]:
+        for config in g[g["role"] == "main"]["config"].unique()[:4]:
             section["figures"].append(assets.figure(figures.learning_curves(train, config, g["metric"].iloc[0]), f"curve_{task}", f"learning curves: {config}"))
             if section["family"] == "forecasting":
                 section["figures"].append(assets.figure(figures.forecast_plot(train, config), f"forecast_{task}", f"prediction vs ground truth: {config}"))
@@ -122,11 +131,12 @@ def build_context(store, out: Path) -> dict:
                       "grad_norm_p99", "clip_events", "loss_spikes"]]
         ctx["stability"] = {
             "table": assets.table(stab, "stability", "divergence, gradient-norm statistics (means over seeds) and loss spikes"),
-            "lr_table": assets.table(lr, "lr_windows", "width of the learning-rate window where at least half the seeds succeed"),
+            "lr_table": assets.table(lr, "lr_windows", "width of the learning-rate window where a majority of >= 3 seeds "
+                                     "succeed, and the spread of the final metric over the grid"),
             "figures": [f for f in (assets.figure(figures.lr_sensitivity(table), "lr", "learning-rate sensitivity"),
                                     assets.figure(figures.grad_norms(train), "gradnorm", "gradient-norm distributions")) if f]}
         if lr.empty:
-            missing.append("no learning-rate sweep (experiment named lr-sweep): the LR-window comparison is absent")
+            missing.append("no experiment with role 'lr-sweep': the LR-window comparison is absent")
     # ---- throughput --------------------------------------------------------------------
     thr = tables.throughput_table(kinds.get("throughput"))
     mb = tables.microbench_table(store.root / MICROBENCH)

@@ -1,57 +1,99 @@
-"""Compare two results directories: per (task config, model), the change of the primary metric,
-called significant when it exceeds 2 standard errors of the difference (from the seed spreads)."""
+"""Compare two results directories, as a gate: per (experiment, task config, model), the change of
+the primary metric from A to B, tested with Welch's t (two-sided, log scale for losses; n and degrees
+of freedom shown), Holm-corrected over every row. "not testable" when n < 2 or there is no spread.
+Differences in the two runs' protocols (profile data, device, torch, threads) are warned about."""
 
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 
 import pandas as pd
 
-from suite.report import tables
+from suite.report import stats, tables
+
+KEYS = ["experiment", "config", "model"]
+
+
+def _table(store) -> pd.DataFrame:
+    kinds = tables.load(store)
+    train = kinds.get("train", pd.DataFrame())
+    return tables.task_table(train) if not train.empty else pd.DataFrame()
 
 
 def compare(a, b) -> pd.DataFrame:
-    ta, tb = (tables.task_table(tables.load(s).get("train", pd.DataFrame())) if tables.load(s) else pd.DataFrame() for s in (a, b))
+    ta, tb = _table(a), _table(b)
     if ta.empty or tb.empty:
         return pd.DataFrame()
-    keys = ["experiment", "config", "model"]
-    m = ta.merge(tb, on=keys, how="outer", suffixes=("_a", "_b"))
-    rows = []
-    for _, r in m.iterrows():
-        ma, mb = r.get("mean_a"), r.get("mean_b")
-        if pd.isna(ma) or pd.isna(mb):
-            rows.append({**{k: r[k] for k in keys}, "metric": r.get("metric_a") if pd.notna(r.get("metric_a")) else r.get("metric_b"),
-                         "A": ma, "B": mb, "change": None, "threshold": None, "significant": None,
-                         "note": "only in A" if pd.isna(mb) else "only in B"})
+    merged = ta.merge(tb, on=KEYS, how="outer", suffixes=("_a", "_b"))
+    rows, results = [], []
+    for _, r in merged.iterrows():
+        row = {**{k: r[k] for k in KEYS}, "metric": r["metric_a"] if pd.notna(r.get("metric_a")) else r.get("metric_b")}
+        if pd.isna(r.get("mean_a")) or pd.isna(r.get("mean_b")):
+            rows.append({**row, "A": r.get("mean_a"), "B": r.get("mean_b"), "note": "only in A" if pd.isna(r.get("mean_b")) else "only in B"})
             continue
-        se = math.sqrt((r["std_a"] or 0) ** 2 / max(r["seeds_a"], 1) + (r["std_b"] or 0) ** 2 / max(r["seeds_b"], 1))
-        change = mb - ma
         higher = bool(r["higher_is_better_a"])
-        better = (change > 0) == higher
-        threshold = 2 * se
-        sig = abs(change) > threshold if se > 0 else change != 0
-        rows.append({**{k: r[k] for k in keys}, "metric": r["metric_a"], "A": ma, "B": mb, "change": change,
-                     "threshold": threshold, "significant": sig, "note": ("better" if better else "worse") if sig and change else ""})
-    return pd.DataFrame(rows)
+        # B against A: a ratio B/A on the log scale, B − A on the raw scale
+        result = stats.welch(r["values_b"], r["values_a"], log=stats.log_scale(row["metric"], higher), min_n=2)
+        results.append(result)
+        rows.append({**row, "A": r["mean_a"], "B": r["mean_b"], "n": f"{result['n_b']} vs {result['n_a']}",
+                     "_result": result, "_higher": higher})
+    stats.holm(results)
+    return pd.DataFrame([_finish(row) for row in rows])
 
 
-def format_text(df: pd.DataFrame, a: str, b: str) -> str:
+def _finish(row: dict) -> dict:
+    result, higher = row.pop("_result", None), row.pop("_higher", None)
+    if result is None:
+        return {**row, "change": None, "CI low": None, "CI high": None, "df": None, "p (Holm)": None,
+                "significant": None, "verdict": row.pop("note")}
+    testable = result.get("testable")
+    sig = stats.significant(result)
+    verdict = ("improved" if stats.a_is_better(result, higher) else "REGRESSED") if sig else \
+        ("no significant change" if testable else f"not testable ({result['why']})")
+    return {**row, "change": result.get("difference"), "change is": "ratio B/A" if result["scale"] == "log" else "B − A",
+            "CI low": result.get("ci_low"), "CI high": result.get("ci_high"), "df": result.get("df"),
+            "p (Holm)": result.get("p_holm"), "significant": sig, "verdict": verdict}
+
+
+def regressions(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["verdict"] == "REGRESSED"] if not df.empty else df
+
+
+def protocol_differences(a, b) -> list[str]:
+    """What differs between the two runs' protocols, as warning lines."""
+    ia, ib = a.run_info(), b.run_info()
+    ea, eb = ia.get("env", {}), ib.get("env", {})
+    out = []
+    if ia.get("profile_data") != ib.get("profile_data"):
+        out.append(f"the profiles differ ({ia.get('profile')} vs {ib.get('profile')}): task parameters, budgets or seeds may not match")
+    for key in ("device", "device_name", "dtype", "torch", "threads"):
+        if ea.get(key) != eb.get(key):
+            out.append(f"{key} differs: {ea.get(key)} vs {eb.get(key)}")
+    return out
+
+
+def _fmt(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
+
+
+def format_text(df: pd.DataFrame, a: str, b: str, warnings: list[str] = ()) -> str:
+    lines = [f"warning: {w}" for w in warnings]
     if df.empty:
-        return f"nothing to compare: {a} or {b} holds no finished training record"
-    lines = [f"A = {a}   B = {b}   (significant: |B - A| > 2 standard errors from the seed spreads)"]
-    for r in df.itertuples():
-        fmt = lambda v: "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"  # noqa: E731
-        lines.append(f"{r.config:40s} {r.model:16s} {r.metric:8s} A={fmt(r.A):>9s} B={fmt(r.B):>9s} "
-                     f"change={fmt(r.change):>9s} {'SIGNIFICANT ' + r.note if r.significant else r.note or ''}")
+        return "\n".join(lines + [f"nothing to compare: {a} or {b} holds no finished training record"])
+    lines.append(f"A = {a}   B = {b}   (Welch's t per row, two-sided, log scale for losses; Holm over {len(df)} rows)")
+    for r in df.to_dict("records"):
+        lines.append(f"{r['config']:40s} {r['model']:16s} {str(r['metric']):8s} A={_fmt(r['A']):>9s} B={_fmt(r['B']):>9s} "
+                     f"change={_fmt(r.get('change')):>7s} [{_fmt(r.get('CI low'))}, {_fmt(r.get('CI high'))}] "
+                     f"n={r.get('n', '–')} df={_fmt(r.get('df'))} p={_fmt(r.get('p (Holm)'))}  {r['verdict']}")
     return "\n".join(lines)
 
 
-def write_compare_html(df: pd.DataFrame, a: str, b: str, out: Path) -> Path:
+def write_compare_html(df: pd.DataFrame, a: str, b: str, out: Path, warnings: list[str] = ()) -> Path:
     from suite.report.build import html_table
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    body = html_table(df, f"A = {a}, B = {b}; significant when |B − A| > 2 standard errors") if not df.empty else "<p>nothing to compare</p>"
-    out.write_text(f"<!doctype html><meta charset='utf-8'><title>compare</title><h1>Run comparison</h1>{body}")
+    warn = "".join(f"<p><b>warning:</b> {w}</p>" for w in warnings)
+    body = html_table(df, f"A = {a}, B = {b}; Welch's t per row, Holm-corrected") if not df.empty else "<p>nothing to compare</p>"
+    out.write_text(f"<!doctype html><meta charset='utf-8'><title>compare</title><h1>Run comparison</h1>{warn}{body}")
     return out

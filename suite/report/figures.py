@@ -37,7 +37,7 @@ def learning_curves(train: pd.DataFrame, config: str, metric: str):
 
 
 def metric_vs_length(table: pd.DataFrame, task: str):
-    g = table[(table["task"] == task) & (table["experiment"] == "main")]
+    g = table[(table["task"] == task) & (table["role"] == "main")]
     if g["seq_len"].nunique() < 2:
         return None
     fig, ax = _fig()
@@ -45,7 +45,7 @@ def metric_vs_length(table: pd.DataFrame, task: str):
         rows = rows.sort_values("seq_len")
         ax.errorbar(rows["seq_len"], rows["mean"], yerr=rows["std"].fillna(0), marker="o", capsize=3, label=model)
     base = g.groupby("seq_len")["baseline"].first()
-    ax.plot(base.index, base.values, "k--", label="trivial baseline")
+    ax.plot(base.index, base.values, "k--", label="baseline")
     ax.set_xscale("log")
     ax.set_xlabel("sequence length")
     ax.set_ylabel(g["metric"].iloc[0])
@@ -73,7 +73,7 @@ def forecast_plot(train: pd.DataFrame, config: str):
 
 
 def lr_sensitivity(table: pd.DataFrame):
-    sweep = table[table["experiment"].str.contains("lr", case=False)]
+    sweep = table[table["role"] == "lr-sweep"]
     if sweep.empty:
         return None
     fig, ax = _fig()
@@ -81,7 +81,7 @@ def lr_sensitivity(table: pd.DataFrame):
         g = g.sort_values("lr")
         ax.errorbar(g["lr"], g["mean"], yerr=g["std"].fillna(0), marker="o", capsize=3, label=f"{model} ({task})")
         base = g["baseline"].iloc[0]
-    ax.axhline(base, color="k", ls="--", label="trivial baseline")
+    ax.axhline(base, color="k", ls="--", label="baseline")
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel(sweep["metric"].iloc[0])

@@ -1,30 +1,64 @@
-"""Results store -> pandas tables for the report (one function per table)."""
+"""Results store -> pandas tables for the report (one function per table). Verdicts come from
+suite/report/stats.py; nothing here guesses an experiment's purpose from its name (records carry
+their `role`)."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import numpy as np
 import pandas as pd
 
+from suite import tuning
 from suite.measure.stability import lr_window, seed_summary
+from suite.report import stats
+
+RNN = ("lstm", "lstm-variant", "gru", "minlstm")
+ATTN = ("transformer", "transformer-hf")
 
 
 def load(store) -> dict[str, pd.DataFrame]:
-    """Records by kind; the last record of a key wins (a retried job replaces its failure)."""
+    """Records by kind; the last record of a key wins (a retried job replaces its failure). Training
+    records of a tuned group keep only the chosen learning rate; every tuning point is under "tuning"."""
     df = store.frame()
     if df.empty:
         return {}
-    df = df.drop_duplicates("key", keep="last")
+    df = df.drop_duplicates("key", keep="last").reset_index(drop=True)
+    for column, default in (("role", None), ("architecture", None), ("extra", None)):
+        if column not in df:
+            df[column] = default
+    df["role"] = [r if isinstance(r, str) else _legacy_role(e) for r, e in zip(df["role"], df["experiment"])]
+    df["architecture"] = [a if isinstance(a, str) and a else m for a, m in zip(df["architecture"], df["model"])]
     df["config"] = df.apply(config_label, axis=1)
-    return {kind: part.reset_index(drop=True) for kind, part in df.groupby("kind")}
+    kinds = {kind: part.reset_index(drop=True) for kind, part in df.groupby("kind")}
+    if "train" in kinds:
+        kinds["train"], kinds["tuning"] = _split_tuning(kinds["train"])
+    return kinds
+
+
+def _legacy_role(experiment) -> str:
+    """Records written before roles existed: the experiments of the built-in profiles."""
+    return {"lr-sweep": "lr-sweep", "ablation": "ablation", "equal-time": "equal-time"}.get(experiment, "main")
+
+
+def _split_tuning(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    chosen = tuning.choices(train.to_dict("records"))
+    grid = [isinstance(e, dict) and "lr_grid" in e for e in train["extra"]]
+    keep, is_tuning = [], []
+    for row, tuned in zip(train.to_dict("records"), grid):
+        choice = chosen.get(tuning.group_key(row)) if tuned else None
+        keep.append(not tuned or (choice is not None and float(row["train"]["lr"]) == choice["lr"]))
+        is_tuning.append(tuned and row["seed"] == row["extra"].get("tune_seed"))
+    train = train.assign(lr_tuned=grid)
+    return train[keep].reset_index(drop=True), train[is_tuning].reset_index(drop=True)
 
 
 def config_label(row) -> str:
     params = row.get("task_params") or {}
     text = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
     train = row.get("train") or {}
-    if row.get("experiment") not in (None, "main") and "lr" in train:
+    if row.get("role") == "lr-sweep" and "lr" in train:
         text = (text + ", " if text else "") + f"lr={train['lr']:g}"
     if train.get("seconds"):
         text = (text + ", " if text else "") + f"budget={train['seconds']:g}s"
@@ -39,37 +73,10 @@ def _metric(row) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
-def task_table(train: pd.DataFrame) -> pd.DataFrame:
-    """One row per (experiment, task config, model): seed statistics of the primary metric."""
-    rows = []
-    for (exp, config, model), g in train.groupby(["experiment", "config", "model"], sort=False):
-        first = g.iloc[0]
-        values = [_metric(r) for _, r in g.iterrows()]
-        s = seed_summary(values)
-        gn = [r["grad_norm"]["median"] for _, r in g.iterrows() if isinstance(r.get("grad_norm"), dict) and r["grad_norm"].get("median") is not None]
-        p99 = [r["grad_norm"]["p99"] for _, r in g.iterrows() if isinstance(r.get("grad_norm"), dict) and r["grad_norm"].get("p99") is not None]
-        baseline = first["baseline"].get(first["primary_metric"]) if isinstance(first.get("baseline"), dict) else None
-        rows.append({
-            "experiment": exp, "task": first["task"], "config": config, "model": model, "family": first.get("model_family"),
-            "metric": first["primary_metric"], "higher_is_better": bool(first["higher_is_better"]),
-            "mean": s["mean"], "std": s["std"], "min": s["min"], "max": s["max"], "seeds": len(g), "finished": s["n"],
-            "baseline": baseline, "baseline_name": first.get("baseline_name"),
-            "success_rate": float(g["success"].fillna(False).astype(bool).mean()),
-            "diverged": int((g["status"] == "diverged").sum()), "failed": int((g["status"] == "failed").sum()),
-            "grad_norm_median": _mean(gn), "grad_norm_p99": _mean(p99),
-            "clip_events": _mean([r["grad_norm"].get("clip_events") for _, r in g.iterrows() if isinstance(r.get("grad_norm"), dict)]),
-            "loss_spikes": _mean(list(g["loss_spikes"].dropna())) if "loss_spikes" in g else None,
-            "time_to_threshold_s": _mean(list(g["time_to_threshold_seconds"].dropna())) if "time_to_threshold_seconds" in g else None,
-            "params": int(first["params"]) if pd.notna(first.get("params")) else None,
-            "flops_per_token": first.get("flops_per_token"), "seq_len": first.get("seq_len"),
-            "lr": (first.get("train") or {}).get("lr"), "budget": _budget(first.get("train") or {}),
-            "task_family": first.get("task_family"),
-        })
-    return pd.DataFrame(rows)
-
-
-def _budget(train: dict) -> str:
-    return f"{train['seconds']:g} s" if train.get("seconds") else f"{train.get('steps', '?')} steps"
+def _baseline(row) -> float | None:
+    base = row.get("baseline")
+    value = base.get(row["primary_metric"]) if isinstance(base, dict) else None
+    return value if _finite(value) else None
 
 
 def _mean(values):
@@ -77,50 +84,212 @@ def _mean(values):
     return sum(vals) / len(vals) if vals else None
 
 
-def winners(table: pd.DataFrame) -> pd.DataFrame:
-    """Best model per (experiment, task config), and how sure: gap to the runner-up in seed stds."""
+def _grad(g: pd.DataFrame, key: str):
+    return _mean([r.get(key) for r in g["grad_norm"] if isinstance(r, dict)]) if "grad_norm" in g else None
+
+
+def _col(g: pd.DataFrame, name: str):
+    return _mean(list(g[name].dropna())) if name in g else None
+
+
+def task_table(train: pd.DataFrame, tuning_records: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per (experiment, task config, model): the per-seed primary metric (`values`) and its
+    statistics, beside the headline baseline (mean over the seeds that ran, for seed-dependent data)."""
+    cost = _tuning_cost(tuning_records)
     rows = []
-    for (exp, config), g in table.groupby(["experiment", "config"], sort=False):
-        g = g.dropna(subset=["mean"])
-        if g.empty:
-            continue
-        higher = bool(g["higher_is_better"].iloc[0])
-        g = g.sort_values("mean", ascending=not higher)
-        best = g.iloc[0]
-        second = g.iloc[1] if len(g) > 1 else None
-        gap = abs(best["mean"] - second["mean"]) if second is not None else None
-        spread = max(best["std"] or 0, second["std"] or 0) if second is not None else None
-        if second is None:
-            sure = "only one model"
-        elif gap == 0:
-            sure = "tie"
-        elif best["seeds"] < 2:
-            sure = "one seed: no spread to judge by"
-        elif spread == 0 or gap > 2 * spread:
-            sure = "clear (gap > 2 seed std)"
-        elif gap > spread:
-            sure = "likely (gap > 1 seed std)"
-        else:
-            sure = "within seed noise"
-        beats = None
-        if best["baseline"] is not None:
-            beats = best["mean"] > best["baseline"] if higher else best["mean"] < best["baseline"]
-        rows.append({"experiment": exp, "config": config, "metric": best["metric"], "best model": best["model"],
-                     "mean": best["mean"], "std": best["std"], "runner-up": None if second is None else second["model"],
-                     "runner-up mean": None if second is None else second["mean"], "how sure": sure,
-                     "trivial baseline": best["baseline"], "beats baseline": beats, "seeds": int(best["seeds"]),
-                     "params": best["params"], "budget": best["budget"]})
+    for (exp, config, model), g in train.groupby(["experiment", "config", "model"], sort=False):
+        first = g.iloc[0]
+        values = [_metric(r) for _, r in g.iterrows()]
+        s = seed_summary(values)
+        ttt_tokens = _col(g, "time_to_threshold_tokens")
+        train_flops = first.get("train_flops_per_token")
+        rows.append({
+            "experiment": exp, "role": first["role"], "task": first["task"], "config": config, "model": model,
+            "family": first.get("model_family"), "architecture": first["architecture"],
+            "metric": first["primary_metric"], "higher_is_better": bool(first["higher_is_better"]),
+            "mean": s["mean"], "std": s["std"], "min": s["min"], "max": s["max"], "seeds": len(g), "finished": s["n"],
+            "values": [v for v in values if v is not None],
+            "baseline": _mean([_baseline(r) for _, r in g.iterrows()]), "baseline_name": first.get("baseline_name"),
+            "success_rate": float(g["success"].fillna(False).astype(bool).mean()),
+            "successes": int(g["success"].fillna(False).astype(bool).sum()),
+            "diverged": int((g["status"] == "diverged").sum()), "failed": int((g["status"] == "failed").sum()),
+            "grad_norm_median": _grad(g, "median"), "grad_norm_p99": _grad(g, "p99"),
+            "clip_events": _grad(g, "clip_events"), "loss_spikes": _col(g, "loss_spikes"),
+            "time_to_threshold_s": _col(g, "time_to_threshold_seconds"),
+            "time_to_threshold_tokens": ttt_tokens,
+            "flops_to_threshold": train_flops * ttt_tokens if ttt_tokens and _finite(train_flops) else None,
+            "params": _int(first.get("params")), "backbone_params": _int(first.get("backbone_params")),
+            "lookup_params": _int(first.get("lookup_params")),
+            "flops_per_token": first.get("flops_per_token"), "train_flops_per_token": train_flops,
+            "seq_len": first.get("seq_len"), "lr": (first.get("train") or {}).get("lr"),
+            "lr_tuned": bool(first.get("lr_tuned", False)),
+            "tuning_seconds": cost.get((exp, config, model)),
+            "budget": _budget(first.get("train") or {}), "task_family": first.get("task_family"),
+        })
     return pd.DataFrame(rows)
 
 
+def _finite(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _int(x):
+    return int(x) if _finite(x) else None
+
+
+def _budget(train: dict) -> str:
+    return f"{train['seconds']:g} s" if train.get("seconds") else f"{train.get('steps', '?')} steps"
+
+
+def _tuning_cost(tuning_records: pd.DataFrame | None) -> dict:
+    if tuning_records is None or tuning_records.empty:
+        return {}
+    return tuning_records.groupby(["experiment", "config", "model"])["train_seconds"].sum().to_dict()
+
+
+def tuning_table(tuning_records: pd.DataFrame) -> pd.DataFrame:
+    """Per tuned (experiment, task config, model): the grid's validation scores and the chosen LR."""
+    if tuning_records is None or tuning_records.empty:
+        return pd.DataFrame()
+    rows = []
+    for (exp, config, model), g in tuning_records.groupby(["experiment", "config", "model"], sort=False):
+        choice = tuning.choose(g.to_dict("records"))
+        scores = ", ".join(f"{lr:g}: {'diverged' if s is None else f'{s:.4g}'}" for lr, s in sorted(choice["scores"].items()))
+        rows.append({"experiment": exp, "config": config, "model": model, "chosen lr": choice["lr"],
+                     "validation score per lr": scores, "metric": g["primary_metric"].iloc[0],
+                     "tuning runs": choice["points"], "tuning seconds": choice["seconds"]})
+    return pd.DataFrame(rows)
+
+
+def lr_protocol(table: pd.DataFrame) -> str:
+    """One sentence for the first screen: how the learning rates were set."""
+    if table.empty:
+        return ""
+    compared = table[table["role"] != "lr-sweep"]
+    if compared.empty:
+        return ""
+    tuned = compared[compared["lr_tuned"]]
+    if len(tuned) == len(compared):
+        return "Learning rate tuned per (task config, model) on the validation split, the same grid for every model."
+    fixed = sorted({f"{lr:g}" for lr in compared[~compared["lr_tuned"]]["lr"].dropna()})
+    where = "every model" if tuned.empty else "the untuned experiments"
+    return (f"Learning rate FIXED at {', '.join(fixed)} for {where} (not tuned per model): "
+            "a single learning rate can pick the winner.")
+
+
+# ---- comparisons --------------------------------------------------------------------------------
+
+def _representatives(g: pd.DataFrame) -> pd.DataFrame:
+    """One row per architecture (twins count once): the best-scoring implementation of each."""
+    g = g.dropna(subset=["mean"])
+    if g.empty:
+        return g
+    higher = bool(g["higher_is_better"].iloc[0])
+    return g.sort_values("mean", ascending=not higher).drop_duplicates("architecture")
+
+
+def _test(a: pd.Series, b: pd.Series) -> dict:
+    return stats.welch(a["values"], b["values"], log=stats.log_scale(a["metric"], bool(a["higher_is_better"])))
+
+
+def _verdict(result: dict, higher: bool, a_name: str, b_name: str) -> str:
+    if not result.get("testable"):
+        return f"inconclusive ({result['why']})"
+    if stats.significant(result):
+        return f"{a_name} better" if stats.a_is_better(result, higher) else f"{b_name} better"
+    return f"no detectable difference (n = {result['n_a']} vs {result['n_b']})"
+
+
+def family_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per main-role task config: the best of the LSTM family against the best Transformer, Welch's
+    test on the right scale, Holm-corrected over the configs, and a verdict in words."""
+    rows, results = [], []
+    main = table[table["role"] == "main"] if not table.empty else table
+    for (exp, config), g in main.groupby(["experiment", "config"], sort=False):
+        reps = _representatives(g)
+        rnn, att = reps[reps["family"].isin(RNN)], reps[reps["family"].isin(ATTN)]
+        if rnn.empty or att.empty:
+            continue
+        a, b = rnn.iloc[0], att.iloc[0]
+        result = _test(a, b)
+        results.append(result)
+        rows.append((exp, config, a, b, result))
+    stats.holm(results)
+    out = []
+    for exp, config, a, b, result in rows:
+        higher = bool(a["higher_is_better"])
+        out.append({"task": a["task"], "config": config, "experiment": exp, "metric": a["metric"],
+                    "best LSTM": a["model"], "LSTM mean": a["mean"], "best Transformer": b["model"],
+                    "Transformer mean": b["mean"], "difference": result.get("difference"),
+                    "CI low": result.get("ci_low"), "CI high": result.get("ci_high"),
+                    "difference is": "ratio LSTM/Transformer" if result["scale"] == "log" else "LSTM − Transformer",
+                    "test": f"{result['test']}, {result['scale']} scale, Holm over {len(results)} configs",
+                    "n": f"{result['n_a']} vs {result['n_b']}", "p (Holm)": result.get("p_holm"),
+                    "verdict": _verdict(result, higher, "LSTM", "Transformer"),
+                    "baseline": a["baseline"], "beats baseline": _beats(a, b)})
+    return pd.DataFrame(out)
+
+
+def _beats(*rows) -> bool | None:
+    """Does the better of the rows beat the headline baseline (on the mean)?"""
+    first = rows[0]
+    if first["baseline"] is None or pd.isna(first["baseline"]):
+        return None
+    higher = bool(first["higher_is_better"])
+    best = max(r["mean"] for r in rows) if higher else min(r["mean"] for r in rows)
+    return best > first["baseline"] if higher else best < first["baseline"]
+
+
+def winners(table: pd.DataFrame) -> pd.DataFrame:
+    """Best model per (experiment, task config); "how sure" tests it against the best model of
+    ANOTHER architecture (never its twin), Holm-corrected over the rows."""
+    rows, results = [], []
+    for (exp, config), g in table.groupby(["experiment", "config"], sort=False):
+        reps = _representatives(g)
+        if reps.empty:
+            continue
+        best = reps.iloc[0]
+        second = reps.iloc[1] if len(reps) > 1 else None
+        result = _test(best, second) if second is not None else None
+        if result is not None:
+            results.append(result)
+        rows.append((exp, config, best, second, result))
+    stats.holm(results)
+    out = []
+    for exp, config, best, second, result in rows:
+        if result is None:
+            sure = "only one architecture"
+        elif not result.get("testable"):
+            sure = f"inconclusive ({result['why']})"
+        else:
+            sure = ("significant" if stats.significant(result) else "not significant") + f": {stats.describe(result)}"
+        out.append({"experiment": exp, "role": best["role"], "config": config, "metric": best["metric"],
+                    "best model": best["model"], "mean": best["mean"], "std": best["std"],
+                    "runner-up": None if second is None else second["model"],
+                    "runner-up mean": None if second is None else second["mean"], "how sure": sure,
+                    "baseline": best["baseline"], "baseline name": best["baseline_name"],
+                    "beats baseline": _beats(best), "seeds": int(best["seeds"]), "params": best["params"],
+                    "backbone params": best["backbone_params"], "lr": best["lr"], "budget": best["budget"]})
+    return pd.DataFrame(out)
+
+
 def lr_windows(table: pd.DataFrame) -> pd.DataFrame:
-    sweep = table[table["experiment"].str.contains("lr", case=False)]
+    """Per (task config, model) of the lr-sweep role: the width of the LR window where a MAJORITY of
+    at least MIN_N seeds succeed, and the spread of the mean final metric over the grid."""
+    sweep = table[table["role"] == "lr-sweep"] if not table.empty else table
     rows = []
     for (task, model), g in sweep.groupby(["task", "model"]):
-        points = [(r["lr"], r["success_rate"] >= 0.5) for _, r in g.iterrows() if r["lr"]]
+        enough = bool((g["seeds"] >= stats.MIN_N).all())
+        points = [(r["lr"], enough and r["successes"] * 2 > r["seeds"]) for _, r in g.iterrows() if r["lr"]]
         w = lr_window(points)
-        rows.append({"task": task, "model": model, "family": g["family"].iloc[0], "window_decades": w["decades"],
-                     "lowest_ok_lr": w["low"], "highest_ok_lr": w["high"], "grid_points_ok": f"{w['points_ok']}/{w['points']}",
+        means = g["mean"].dropna()
+        log = stats.log_scale(g["metric"].iloc[0], bool(g["higher_is_better"].iloc[0])) and (means > 0).all()
+        spread = float(np.log10(means).std()) if log and len(means) > 1 else (float(means.std()) if len(means) > 1 else None)
+        rows.append({"task": task, "model": model, "family": g["family"].iloc[0], "architecture": g["architecture"].iloc[0],
+                     "window_decades": w["decades"] if enough else None, "lowest_ok_lr": w["low"], "highest_ok_lr": w["high"],
+                     "grid_points_ok": f"{w['points_ok']}/{w['points']}", "seeds_per_point": int(g["seeds"].min()),
+                     "metric_spread_over_grid": spread,
+                     "spread_scale": "std of log10(mean)" if log else "std of mean",
                      "diverged_runs": int(g["diverged"].sum()), "runs": int(g["seeds"].sum())})
     return pd.DataFrame(rows)
 
@@ -129,14 +298,16 @@ def throughput_table(records: pd.DataFrame) -> pd.DataFrame:
     if records is None or records.empty:
         return pd.DataFrame()
     ok = records[records["status"] == "ok"]
-    cols = ["config", "model", "backend", "seq_len", "batch_size", "params", "flops_per_token", "train_tokens_per_s",
-            "train_spread_tokens_per_s", "inference_tokens_per_s", "inference_spread_tokens_per_s", "train_peak_bytes",
-            "train_step_seconds", "train_iqr_seconds", "train_repeat_step_seconds", "compile_seconds"]
+    cols = ["config", "model", "backend", "timing_threads", "seq_len", "batch_size", "params", "backbone_params",
+            "flops_per_token", "train_flops_per_token", "train_tokens_per_s", "train_spread_tokens_per_s",
+            "inference_tokens_per_s", "inference_spread_tokens_per_s", "train_peak_bytes", "train_step_seconds",
+            "train_iqr_seconds", "train_repeat_step_seconds", "compile_seconds"]
     return ok[[c for c in cols if c in ok.columns]].reset_index(drop=True)
 
 
 def microbench_table(path) -> pd.DataFrame:
-    """pytest-benchmark JSON -> ratios against nn.LSTM measured in the same run."""
+    """pytest-benchmark JSON -> ratios against nn.LSTM measured in the same run (and, where the
+    benchmark recorded them, achieved GFLOP/s against the machine's GEMM rate)."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -145,11 +316,14 @@ def microbench_table(path) -> pd.DataFrame:
     for b in data.get("benchmarks", []):
         info = b.get("extra_info", {})
         rows.append({"impl": info.get("impl", b["name"]), "mode": info.get("mode"), "B": info.get("B"), "T": info.get("T"),
-                     "I": info.get("I"), "H": info.get("H"), "median_ms": b["stats"]["median"] * 1e3,
-                     "iqr_ms": b["stats"]["iqr"] * 1e3})
+                     "I": info.get("I"), "H": info.get("H"), "threads": info.get("threads"),
+                     "median_ms": b["stats"]["median"] * 1e3, "iqr_ms": b["stats"]["iqr"] * 1e3,
+                     "gflops": info.get("gflops"), "pct_of_gemm": info.get("pct_of_gemm")})
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     ref = df[df["impl"] == "nn-lstm"].set_index(["mode", "B", "T", "I", "H"])["median_ms"]
-    df["x_vs_nn_lstm"] = [row.median_ms / ref.get((row.mode, row.B, row.T, row.I, row.H), float("nan")) for row in df.itertuples()]
-    return df
+    ref = ref[~ref.index.duplicated()]
+    df["x_vs_nn_lstm"] = [row.median_ms / ref.get((row.mode, row.B, row.T, row.I, row.H), float("nan"))
+                          for row in df.itertuples()]
+    return df.dropna(axis=1, how="all")
