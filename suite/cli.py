@@ -86,6 +86,8 @@ def cmd_run(args, registry) -> int:
     _probe_tasks(plan.first_phase() + [g.template for g in plan.tuned], registry)
 
     out = Path(args.out or Path("results") / profile.name)
+    if out.exists() and not out.is_dir():
+        raise SuiteError(f"--out {out} is a file, not a directory; pass a directory for the results (e.g. results/mine)")
     store = ResultsStore(out)
     store.open_for_append()
     env = environment(device, dtype)

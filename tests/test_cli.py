@@ -83,6 +83,13 @@ def test_bad_input_one_line_error_nonzero_exit_nothing_written(tmp_path, args, m
     assert not out.exists()
 
 
+def test_out_naming_a_file_is_a_one_line_error(tmp_path):
+    (tmp_path / "afile").write_text("mine")
+    proc = suite("run", "--profile", "smoke", "--out", tmp_path / "afile")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "is a file, not a directory" in proc.stderr and (tmp_path / "afile").read_text() == "mine"
+
+
 def test_invalid_config_value_in_profile(tmp_path):
     profile = tmp_path / "neg.toml"
     profile.write_text('[train]\nsteps = -5\n[[experiment]]\nmodels = ["nn-lstm"]\n[[experiment.task]]\nname = "adding"\n')
