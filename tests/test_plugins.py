@@ -34,3 +34,22 @@ def test_plugin_file_via_option_and_environment(tmp_path):
     assert "parity" in suite("--plugin", plugin, "list", "tasks").stdout
     assert "parity" in suite("list", "tasks", env={"LSTM_BENCH_PLUGINS": str(plugin)}).stdout
     assert "parity" not in suite("list", "tasks").stdout
+
+
+def test_a_bare_plugin_model_runs_every_job_kind(tmp_path):
+    """Optional model methods are looked up with defaults: each job works or is skipped with the reason."""
+    profile = tmp_path / "bare.toml"
+    profile.write_text('seeds = 1\n[train]\nsteps = 6\nbatch_size = 4\neval_every = 3\n'
+                       '[[experiment]]\nmodels = ["bare"]\nparam_budget = 500\n'
+                       '[[experiment.task]]\nname = "adding"\nparams = { seq_len = 8 }\nmeasure_throughput = true\n'
+                       '[measure.scaling]\nmodels = ["bare"]\nseq_lens = [8]\nparam_budget = 500\nbatch_size = 2\n'
+                       '[measure.latency]\nmodels = ["bare"]\ncontexts = [20]\nparam_budget = 500\n')
+    proc = suite("--plugin", FIXTURES / "bare_model.py", "run", "--profile", profile, "--out", tmp_path / "r",
+                 "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    df = pd.read_json(tmp_path / "r" / "records.jsonl", lines=True).set_index("kind")
+    assert {k: df.loc[k, "status"] for k in ("train", "throughput", "scaling", "latency")} == \
+        {"train": "ok", "throughput": "ok", "scaling": "ok", "latency": "skipped"}
+    assert "no incremental decoding" in df.loc["latency", "skip_reason"]
+    assert "names no backend" in df.loc["train", "backend"] and df.loc["train", "flops_per_token"] > 0
+    assert df.loc["train", "compile_seconds"] is None or pd.isna(df.loc["train", "compile_seconds"])
