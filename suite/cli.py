@@ -159,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from suite.registry import load_registry
 
-        registry = load_registry(args.plugin)
+        # report and compare read only records: they skip importing torch and every plugin
+        registry = load_registry(args.plugin) if args.command in ("list", "run") else None
         return COMMANDS[args.command](args, registry)
     except SuiteError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
