@@ -1,173 +1,236 @@
-"""Build the self-contained HTML report of a results directory (figures embedded as base64 PNG,
-no external request), with the PNG figures and CSV tables written beside it, and refresh
-reports/index.html. Missing data yields a section that says what is missing."""
+"""Build the HTML report of a results directory, and refresh reports/index.html.
+
+The page answers first (per task config, the best LSTM against the best Transformer, and the claims'
+verdicts), then shows the evidence grouped by experiment role. Tables sort and filter in the page;
+figures are interactive plotly charts (plotly.js embedded once: the file works offline and requests
+nothing). Every figure is also written as PNG and every table as CSV beside the page.
+
+Layers: tables.py (pandas: the numbers) -> views.py (display cells) and figures.py (figure specs)
+-> html_tables.py and render.py (HTML, plotly JSON, PNG) -> templates/report.html.j2."""
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-import math
+import json
 import os
+import re
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from suite.report import claims, figures, tables
+from suite.report import claims, figures, render, tables, views
+from suite.report.html_tables import html_table
 from suite.store import MICROBENCH
 
 TEMPLATES = Path(__file__).parent / "templates"
+NAV = {"main": "Main", "ablation": "Ablation", "lr-sweep": "LR sweep", "equal-time": "Equal time",
+       "stability": "Stability", "throughput": "Speed"}
+ROLES = {  # experiment role -> (section title, what it asks)
+    "main": ("Main comparison", "Every model on every task at an equal backbone size, recipe and budget."),
+    "ablation": ("Ablation: LSTM variants", "Greff et al.'s variants (and GRU, minLSTM) against the vanilla "
+                 "LSTM, same task, size and budget."),
+    "lr-sweep": ("Learning-rate sweep", "The same models over a grid of fixed learning rates: how wide is "
+                 "the range that trains? (The sensitivity figure is under Training stability.)"),
+    "equal-time": ("Equal wall-clock time", "The comparison at equal training seconds, not equal steps."),
+}
+CURVES = 4  # learning-curve figures at most per task and role
+CAPTIONS = {  # table name -> its caption in the page
+    "family": "Best LSTM-family model against the best Transformer per task config (twins counted once; "
+              "Welch's t, Holm-corrected). Click ▸ for the test.",
+    "claims": "The usual claims, judged only as far as this run's data carries them. Click ▸ for the "
+              "evidence.",
+    "winners": "Best model per task config; 'how sure' tests it against the best model of another "
+               "architecture (Welch's t, Holm-corrected)",
+    "lr_windows": "Width of the learning-rate window where a majority of >= 3 seeds succeed (click ▸ for the "
+                  "metric's spread over the grid)",
+    "stability": "Divergence, gradient-norm statistics (means over seeds) and loss spikes, every experiment",
+    "throughput": "Throughput at each task's size (median ± spread from the IQR); memory: peak tensor bytes "
+                  "of a train step. Click ▸ for the backend.",
+    "microbench": "pytest-benchmark micro suite: median (IQR) and time relative to nn.LSTM in the same run",
+    "tuning": "Learning-rate tuning: validation score per grid point and the chosen learning rate",
+}
 
 
-def _num(x):
-    if x is None or (isinstance(x, float) and math.isnan(x)):
-        return "–"
-    if isinstance(x, bool):
-        return "yes" if x else "no"
-    if isinstance(x, (int,)) and not isinstance(x, bool):
-        return f"{x:,}"
-    if isinstance(x, float):
-        return f"{x:.4g}" if abs(x) < 1e5 else f"{x:.3e}"
-    return html.escape(str(x))
-
-
-def html_table(df: pd.DataFrame, caption: str = "") -> str:
-    if df is None or df.empty:
-        return ""
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{_num(v)}</td>" for v in row) + "</tr>" for row in df.itertuples(index=False))
-    cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
-    return f'<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+def jinja() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
 
 
 class Assets:
-    """Saves figures and tables beside the report and returns what the template embeds."""
+    """Writes each table as CSV and each figure as PNG beside the page; returns what the page embeds."""
 
     def __init__(self, out: Path):
-        self.out = out
-        self.count = 0
+        self.out, self.count = out, 0
 
-    def figure(self, fig, name: str, alt: str) -> str | None:
-        if fig is None:
-            return None
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", bbox_inches="tight")
-        plt.close(fig)
-        data = buf.getvalue()
-        self.count += 1
-        (self.out / f"{self.count:02d}_{name}.png").write_bytes(data)
-        return f'<figure><img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}"><figcaption>{html.escape(alt)}</figcaption></figure>'
-
-    def table(self, df: pd.DataFrame, name: str, caption: str = "") -> str:
-        if df is None or df.empty:
+    def table(self, raw: pd.DataFrame | None, view, name: str, caption: str = "", **kw) -> str:
+        """`view` (a function of `raw`, from views.py) is only called when there is data."""
+        if raw is None or raw.empty:
             return ""
-        df.to_csv(self.out / f"{name}.csv", index=False)
-        return html_table(df, caption)
+        caption, name = caption or CAPTIONS[name], _slug(name)
+        raw.drop(columns=[c for c in ("values",) if c in raw]).to_csv(self.out / f"{name}.csv", index=False)
+        return html_table(view(raw), table_id=f"t-{name}", caption=caption, csv=f"{name}.csv", **kw)
+
+    def figure(self, spec: figures.Figure | None) -> dict | None:
+        if spec is None:
+            return None
+        self.count += 1
+        png = f"{self.count:02d}_{_slug(spec.name)}.png"
+        (self.out / png).write_bytes(render.to_png(spec))
+        return {"id": f"fig-{self.count}", "title": spec.title, "caption": spec.caption, "png": png,
+                "json": render.plotly_json(spec)}
 
 
-def _fmt_pm(mean, std):
-    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
-        return "–"
-    return f"{mean:.4g} ± {std:.2g}" if std is not None and not (isinstance(std, float) and math.isnan(std)) else f"{mean:.4g}"
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")[:80]
 
 
-def build_context(store, out: Path) -> dict:
-    info = store.run_info()
-    kinds = tables.load(store)
-    assets = Assets(out)
-    train = kinds.get("train", pd.DataFrame())
-    missing = []
-    ctx = {"title": f"lstm-bench report: {store.root.name}", "run": info, "env": info.get("env", {}), "missing": missing,
-           "summary": "", "tasks": [], "stability": {}, "throughput": {}, "claims": [], "counts": {}}
-    if train.empty:
-        missing.append("no finished training record in this results directory: run `python -m suite run` first")
-    records = store.records()
-    ctx["counts"] = pd.Series([r.get("status") for r in records]).value_counts().to_dict() if records else {}
-    failed = [r for r in records if r.get("status") == "failed"]
-    ctx["failed"] = [(r.get("kind"), r.get("task"), r.get("model"), r.get("seed"), r.get("error")) for r in failed[:20]]
+def _blocks(*items) -> list[tuple[str, object]]:
+    """Template blocks, ("table", html) or ("figure", dict), the empty ones dropped."""
+    return [("figure", i) if isinstance(i, dict) else ("table", i) for i in items if i]
 
-    table = tables.task_table(train, kinds.get("tuning")) if not train.empty else pd.DataFrame()
-    win = tables.winners(table) if not table.empty else pd.DataFrame()
-    ctx["lr_protocol"] = tables.lr_protocol(table) if not table.empty else ""
-    family = tables.family_table(table) if not table.empty else pd.DataFrame()
-    ctx["family"] = assets.table(family, "family", "LSTM family against Transformer family, per task config "
-                                 "(best of each family; twins counted once; Welch's t, Holm-corrected)")
-    if not win.empty:
-        show = win[win["role"] != "lr-sweep"].copy()  # the LR sweep belongs to section 4
-        show["best (mean ± std)"] = [_fmt_pm(m, s) for m, s in zip(show["mean"], show["std"])]
-        ctx["summary"] = assets.table(show[["config", "metric", "best model", "best (mean ± std)", "baseline", "beats baseline",
-                                            "how sure", "runner-up", "runner-up mean", "experiment", "seeds",
-                                            "backbone params", "lr", "budget"]],
-                                      "summary", "Best model per task config (equal backbone size, equal budget); "
-                                      "runner-up: the best model of another architecture")
-    ctx["tuning"] = assets.table(tables.tuning_table(kinds.get("tuning")), "tuning",
-                                 "learning-rate tuning: validation score per grid point, chosen learning rate")
-    # ---- per task ----------------------------------------------------------------------
-    for task, g in (table.groupby("task", sort=False) if not table.empty else []):
-        section = {"name": task, "family": g["task_family"].iloc[0], "tables": [], "figures": []}
-        shown = g[["experiment", "config", "model", "metric", "mean", "std", "min", "max", "seeds", "success_rate", "diverged",
-                   "failed", "baseline", "params", "backbone_params", "lookup_params", "lr", "flops_per_token",
-                   "train_flops_per_token", "time_to_threshold_s"]]
-        section["tables"].append(assets.table(shown, f"task_{task}", f"{task}: test {g['metric'].iloc[0]} over seeds "
-                                              f"(best-validation checkpoint); baseline: {g['baseline_name'].iloc[0]}"))
-        infos = train[train["task"] == task]["task_info"].dropna()
-        if len(infos):
-            section["info"] = infos.iloc[0]
-        for config in g[g["role"] == "main"]["config"].unique()[:4]:
-            section["figures"].append(assets.figure(figures.learning_curves(train, config, g["metric"].iloc[0]), f"curve_{task}", f"learning curves: {config}"))
-            if section["family"] == "forecasting":
-                section["figures"].append(assets.figure(figures.forecast_plot(train, config), f"forecast_{task}", f"prediction vs ground truth: {config}"))
-        if section["family"] == "long-dependency":
-            section["figures"].append(assets.figure(figures.metric_vs_length(table, task), f"length_{task}", f"{task}: metric against sequence length"))
-        section["figures"] = [f for f in section["figures"] if f]
-        ctx["tasks"].append(section)
 
-    # ---- stability ---------------------------------------------------------------------
-    lr = tables.lr_windows(table) if not table.empty else pd.DataFrame()
-    if not table.empty:
-        stab = table[["experiment", "config", "model", "family", "seeds", "diverged", "success_rate", "grad_norm_median",
-                      "grad_norm_p99", "clip_events", "loss_spikes"]]
-        ctx["stability"] = {
-            "table": assets.table(stab, "stability", "divergence, gradient-norm statistics (means over seeds) and loss spikes"),
-            "lr_table": assets.table(lr, "lr_windows", "width of the learning-rate window where a majority of >= 3 seeds "
-                                     "succeed, and the spread of the final metric over the grid"),
-            "figures": [f for f in (assets.figure(figures.lr_sensitivity(table), "lr", "learning-rate sensitivity"),
-                                    assets.figure(figures.grad_norms(train), "gradnorm", "gradient-norm distributions")) if f]}
-        if lr.empty:
-            missing.append("no experiment with role 'lr-sweep': the LR-window comparison is absent")
-    # ---- throughput --------------------------------------------------------------------
+# ---- sections ------------------------------------------------------------------------------------
+
+def answer(table: pd.DataFrame, family: pd.DataFrame, claim_rows: list[dict], assets: Assets) -> dict:
+    return {
+        "lead": views.lead(family), "lr_protocol": tables.lr_protocol(table) if not table.empty else "",
+        "summary": assets.table(family, lambda f: views.summary(f, table), "family",
+                                titles=views.SUMMARY_TITLES, wrap=("task config",)),
+        "claims": assets.table(pd.DataFrame(claim_rows), lambda _: views.claims(claim_rows), "claims",
+                               wrap=("claim", "why"))}
+
+
+def role_section(role: str, table, train, scores, colors, assets: Assets) -> dict:
+    """One experiment role: an anchor per task, with its table and figures."""
+    title, intro = ROLES.get(role, (f"Experiment role: {role}", ""))
+    rows = table[table["role"] == role]
+    blocks = []
+    if role == "main":
+        blocks = _blocks(assets.table(tables.winners(rows), views.winners, "winners", wrap=("how sure",)))
+    tasks = []
+    for task, g in rows.groupby("task", sort=False):
+        info = train.loc[train["task"] == task, "task_info"].dropna() if "task_info" in train else []
+        caption = (f"{task}: test {g['metric'].iloc[0]} over seeds (best-validation checkpoint); baseline: "
+                   f"{g['baseline_name'].iloc[0]}. Click ▸ for per-seed scores.")
+        table_html = assets.table(g, views.task_rows, f"{role}_{task}", caption)
+        figs = _role_figures(role, task, g, table, train, scores, colors, assets)
+        tasks.append({"id": views.task_anchor(task) if role == "main" else _slug(f"{role}-{task}"),
+                      "title": task, "family": g["task_family"].iloc[0],
+                      "info": info.iloc[0] if len(info) else None, "blocks": _blocks(table_html, *figs)})
+    return {"id": _slug(role), "title": title, "intro": intro, "blocks": blocks, "tasks": tasks}
+
+
+def _role_figures(role, task, g, table, train, scores, colors, assets) -> list:
+    metric, configs = g["metric"].iloc[0], list(g["config"].unique())[:CURVES]
+    mine = train[train["role"] == role]
+    if role == "main":
+        out = [assets.figure(figures.metric_vs_length(table, scores, task, colors, train))]
+        for config in configs:
+            out.append(assets.figure(figures.learning_curves(mine, config, metric, colors)))
+            if g["task_family"].iloc[0] == "forecasting":
+                out.append(assets.figure(figures.forecast(mine, config, colors)))
+        return out
+    if role == "lr-sweep":
+        return []  # the sensitivity figure (stability section) shows every task of the sweep
+    timed = any(isinstance(t, dict) and t.get("seconds") for t in mine.loc[mine["task"] == task, "train"])
+    out = []
+    for config in configs:
+        out.append(assets.figure(figures.seed_strip(scores, table, config, role, colors, train)))
+        out.append(assets.figure(figures.learning_curves(mine, config, metric, colors,
+                                                         x="seconds" if timed else "step", name=role)))
+    return out
+
+
+def stability_section(table, train, scores, colors, assets: Assets, missing: list) -> dict:
+    lr = tables.lr_windows(table)
+    if lr.empty:
+        missing.append("no experiment with role 'lr-sweep': the LR-window comparison is absent")
+    stab = table[["experiment", "config", "model", "family", "task", "seeds", "successes", "diverged",
+                  "grad_norm_median", "grad_norm_p99", "clip_events", "loss_spikes"]]
+    return {"id": "stability", "title": "Training stability", "tasks": [],
+            "intro": "How wide a range of learning rates trains, how often runs diverge, how large the "
+                     "gradients get.",
+            "blocks": _blocks(
+                assets.table(lr, views.lr_windows, "lr_windows"),
+                assets.figure(figures.lr_sensitivity(table, scores, train, colors)),
+                assets.table(stab, lambda _: views.stability(table), "stability"),
+                assets.figure(figures.grad_norms(train)))}
+
+
+def speed_section(kinds: dict, root: Path, colors, assets: Assets, missing: list) -> dict:
     thr = tables.throughput_table(kinds.get("throughput"))
-    mb = tables.microbench_table(store.root / MICROBENCH)
-    ctx["throughput"] = {
-        "table": assets.table(thr, "throughput", "throughput at each task's size (median; spread from the IQR); memory: peak tensor bytes of a train step"),
-        "micro": assets.table(mb, "microbench", "pytest-benchmark micro suite: ratio against nn.LSTM measured in the same run"),
-        "figures": [f for f in (assets.figure(figures.throughput_bars(thr), "throughput", "tokens per second"),
-                                assets.figure(figures.latency_plot(kinds.get("latency")), "latency", "per-token latency against context"),
-                                assets.figure(figures.scaling_plot(kinds.get("scaling")), "scaling", "time and memory against sequence length"),
-                                assets.figure(figures.microbench_plot(mb), "microbench", "LSTM implementations vs nn.LSTM")) if f]}
+    mb = tables.microbench_table(root / MICROBENCH)
     if thr.empty:
         missing.append("no throughput records")
     if mb.empty:
-        missing.append(f"no micro-benchmark results ({MICROBENCH}); `make microbench RESULTS={store.root}` adds them")
+        missing.append(f"no micro-benchmark results ({MICROBENCH}); `make microbench RESULTS={root}` adds "
+                       "them")
+    roof = "; achieved GFLOP/s and its share of the machine's GEMM rate" if "pct_of_gemm" in mb else ""
+    return {"id": "throughput", "title": "Throughput and cost", "tasks": [],
+            "intro": "Speed and memory at each task's size, per-token decoding latency, sequence-length "
+                     "scaling, and the LSTM implementations' micro-benchmarks.",
+            "blocks": _blocks(
+                assets.table(thr, views.throughput, "throughput"),
+                assets.figure(figures.throughput(thr, kinds.get("throughput"), colors)),
+                assets.figure(figures.latency(kinds.get("latency"), colors)),
+                assets.figure(figures.scaling(kinds.get("scaling"), colors)),
+                assets.table(mb, views.microbench, "microbench", CAPTIONS["microbench"] + roof),
+                assets.figure(figures.microbench(mb, _machine(root / MICROBENCH))))}
+
+
+def _machine(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text()).get("machine_info", {})
+    except (OSError, ValueError):
+        return "?"
+    cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
+    return f"{cpu.get('brand_raw', info.get('processor', '?'))}, {cpu.get('count', '?')} logical CPUs"
+
+
+# ---- the page ------------------------------------------------------------------------------------
+
+def build_context(store, out: Path) -> dict:
+    info, kinds, records, assets = store.run_info(), tables.load(store), store.records(), Assets(out)
+    train = kinds.get("train", pd.DataFrame())
+    missing = [] if not train.empty else ["no finished training record in this results directory: "
+                                          "run `python -m suite run` first"]
+    table = tables.task_table(train, kinds.get("tuning")) if not train.empty else pd.DataFrame()
+    scores = tables.seed_scores(train)
+    colors = figures.Colors({r["model"]: r.get("model_family") for r in records if r.get("model")})
+    family = tables.family_table(table) if not table.empty else pd.DataFrame()
+    thr = tables.throughput_table(kinds.get("throughput"))
+    claim_rows = [] if table.empty else claims.all_claims(table, tables.lr_windows(table), thr,
+                                                          kinds.get("scaling"))
+    sections = []
     if not table.empty:
-        ctx["claims"] = claims.all_claims(table, lr, thr, kinds.get("scaling"))
-    backends = sorted({r.get("backend") for r in records if r.get("backend")})
-    ctx["backends"] = backends
-    seeds = sorted({r.get("seed") for r in records if r.get("kind") == "train"})
-    ctx["seed_count"] = len(seeds)
-    return ctx
+        roles = dict.fromkeys([r for r in ROLES if r in set(table["role"])] + list(table["role"].unique()))
+        sections = [role_section(r, table, train, scores, colors, assets) for r in roles]
+        sections.append(stability_section(table, train, scores, colors, assets, missing))
+    sections.append(speed_section(kinds, store.root, colors, assets, missing))
+    tune = tables.tuning_table(kinds.get("tuning"))
+    failed = [r for r in records if r.get("status") == "failed"]
+    return {
+        "title": f"lstm-bench report: {store.root.name}", "run": info, "env": info.get("env", {}),
+        "missing": missing, "answer": answer(table, family, claim_rows, assets), "sections": sections,
+        "appendix": assets.table(tune, views.tuning, "tuning", wrap=("validation score per lr",)),
+        "counts": pd.Series([r.get("status") for r in records]).value_counts().to_dict(),
+        "failed": [(r.get("kind"), r.get("task"), r.get("model"), r.get("seed"), r.get("error"))
+                   for r in failed[:20]],
+        "backends": sorted({r.get("backend") for r in records if r.get("backend")}),
+        "seed_count": len({r.get("seed") for r in records if r.get("kind") == "train"}),
+        "filters": {"task": sorted({r["task"] for r in records if r.get("kind") == "train"}),
+                    "experiment": sorted({r["experiment"] for r in records if r.get("kind") == "train"}),
+                    "model": sorted({r["model"] for r in records if r.get("model")})},
+        "plotly_js": render.plotly_js() if assets.count else "", "nav": NAV,
+    }
 
 
 def write_report(store, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]))
-    page = env.get_template("report.html.j2").render(**build_context(store, out))
-    path = out / "report.html"
-    tmp = out / "report.html.tmp"
+    page = jinja().get_template("report.html.j2").render(**build_context(store, out))
+    path, tmp = out / "report.html", out / "report.html.tmp"
     tmp.write_text(page)
     os.replace(tmp, path)
     write_index(out.parent)
@@ -176,7 +239,9 @@ def write_report(store, out: Path) -> Path:
 
 def write_index(reports_root: Path) -> Path:
     items = sorted(p.relative_to(reports_root) for p in reports_root.glob("*/report.html"))
-    links = "".join(f'<li><a href="{html.escape(str(p))}">{html.escape(str(p.parent))}</a></li>' for p in items)
+    links = "".join(f'<li><a href="{html.escape(str(p))}">{html.escape(str(p.parent))}</a></li>'
+                    for p in items)
     path = reports_root / "index.html"
-    path.write_text(f"<!doctype html><meta charset='utf-8'><title>lstm-bench reports</title><h1>lstm-bench reports</h1><ul>{links}</ul>")
+    path.write_text("<!doctype html><meta charset='utf-8'><title>lstm-bench reports</title>"
+                    f"<h1>lstm-bench reports</h1><ul>{links}</ul>")
     return path

@@ -90,10 +90,27 @@ def format_text(df: pd.DataFrame, a: str, b: str, warnings: list[str] = ()) -> s
 
 
 def write_compare_html(df: pd.DataFrame, a: str, b: str, out: Path, warnings: list[str] = ()) -> Path:
-    from suite.report.build import html_table
+    """The comparison as a page in the report's style: a sortable, filterable table, regressions first,
+    every verdict in colour and words."""
+    from suite.report import views
+    from suite.report.build import jinja
+    from suite.report.html_tables import html_table
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    warn = "".join(f"<p><b>warning:</b> {w}</p>" for w in warnings)
-    body = html_table(df, f"A = {a}, B = {b}; Welch's t per row, Holm-corrected") if not df.empty else "<p>nothing to compare</p>"
-    out.write_text(f"<!doctype html><meta charset='utf-8'><title>compare</title><h1>Run comparison</h1>{warn}{body}")
+    verdicts = list(df["verdict"]) if not df.empty else []
+    lead = [(kind, f"{n} {word}") for kind, word, n in (
+        ("no", "regressed", verdicts.count("REGRESSED")), ("yes", "improved", verdicts.count("improved")),
+        ("none", "unchanged", verdicts.count("no significant change")),
+        ("inconclusive", "not testable", sum(v.startswith("not testable") for v in verdicts)),
+        ("none", "in one run only", sum(v.startswith("only in") for v in verdicts))) if n]
+    table, filters = "", {}
+    if not df.empty:
+        table = html_table(views.compare(df), table_id="t-compare", wrap=("config",),
+                           caption="Regressions first, then improvements. Click ▸ for the test.")
+        filters = {"model": sorted(set(df["model"])), "task": sorted({c.split("(")[0] for c in df["config"]}),
+                   "experiment": sorted(set(df["experiment"]))}
+    page = jinja().get_template("compare.html.j2").render(title="lstm-bench: run comparison", a=a, b=b,
+                                                           lead=lead, warnings=list(warnings), table=table,
+                                                           filters=filters)
+    out.write_text(page)
     return out

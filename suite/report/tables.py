@@ -327,3 +327,13 @@ def microbench_table(path) -> pd.DataFrame:
     df["x_vs_nn_lstm"] = [row.median_ms / ref.get((row.mode, row.B, row.T, row.I, row.H), float("nan"))
                           for row in df.itertuples()]
     return df.dropna(axis=1, how="all")
+
+
+def seed_scores(train: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished training run: its test score (the primary metric), for plotting every seed."""
+    if train is None or train.empty:
+        return pd.DataFrame(columns=["experiment", "role", "task", "config", "model", "seed", "seq_len", "lr", "value"])
+    rows = [{"experiment": r["experiment"], "role": r["role"], "task": r["task"], "config": r["config"],
+             "model": r["model"], "seed": r["seed"], "seq_len": r.get("seq_len"),
+             "lr": (r.get("train") or {}).get("lr"), "value": _metric(r)} for r in train.to_dict("records")]
+    return pd.DataFrame(rows).dropna(subset=["value"])
