@@ -157,10 +157,11 @@ COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": c
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        from suite.registry import load_registry
+        registry = None  # report and compare read records only: no torch, no plugins to import
+        if args.command in ("list", "run"):
+            from suite.registry import load_registry
 
-        # report and compare read only records: they skip importing torch and every plugin
-        registry = load_registry(args.plugin) if args.command in ("list", "run") else None
+            registry = load_registry(args.plugin)
         return COMMANDS[args.command](args, registry)
     except SuiteError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)

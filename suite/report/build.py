@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import html
 import json
+import multiprocessing
 import os
 import re
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -37,7 +39,8 @@ ROLES = {  # experiment role -> (section title, what it asks)
 CURVES = 4  # learning-curve figures at most per task and role
 CAPTIONS = {  # table name -> its caption in the page
     "family": "Best LSTM-family model against the best Transformer per task config (twins counted once; "
-              "Welch's t, Holm-corrected). Click ▸ for the test.",
+              "Welch's t, Holm-corrected). Difference: LSTM − Transformer, or ×: the ratio LSTM / Transformer "
+              "for losses. Click ▸ for the test.",
     "claims": "The usual claims, judged only as far as this run's data carries them. Click ▸ for the "
               "evidence.",
     "winners": "Best model per task config; 'how sure' tests it against the best model of another "
@@ -57,10 +60,22 @@ def jinja() -> Environment:
 
 
 class Assets:
-    """Writes each table as CSV and each figure as PNG beside the page; returns what the page embeds."""
+    """Writes each table as CSV and each figure as PNG beside the page; returns what the page embeds.
+    PNGs are drawn by a second process while this one builds the rest (matplotlib is most of the cost)."""
 
     def __init__(self, out: Path):
-        self.out, self.count = out, 0
+        self.out, self.count, self.pending = out, 0, []
+        fork = "fork" in multiprocessing.get_all_start_methods()  # a forked worker starts with our imports
+        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) if fork else None
+
+    def close(self) -> None:
+        """Wait for the PNGs (a drawing error surfaces here)."""
+        try:
+            for path, png in self.pending:
+                path.write_bytes(png.result())
+        finally:
+            if self.pool:
+                self.pool.shutdown(cancel_futures=True)
 
     def table(self, raw: pd.DataFrame | None, view, name: str, caption: str = "", **kw) -> str:
         """`view` (a function of `raw`, from views.py) is only called when there is data."""
@@ -75,7 +90,10 @@ class Assets:
             return None
         self.count += 1
         png = f"{self.count:02d}_{_slug(spec.name)}.png"
-        (self.out / png).write_bytes(render.to_png(spec))
+        if self.pool:
+            self.pending.append((self.out / png, self.pool.submit(render.to_png, spec)))
+        else:
+            (self.out / png).write_bytes(render.to_png(spec))
         return {"id": f"fig-{self.count}", "title": spec.title, "caption": spec.caption, "png": png,
                 "json": render.plotly_json(spec)}
 
@@ -97,7 +115,8 @@ def answer(table: pd.DataFrame, family: pd.DataFrame, claim_rows: list[dict], as
         "summary": assets.table(family, lambda f: views.summary(f, table), "family",
                                 titles=views.SUMMARY_TITLES, wrap=("task config",)),
         "claims": assets.table(pd.DataFrame(claim_rows), lambda _: views.claims(claim_rows), "claims",
-                               wrap=("claim", "why"))}
+                               wrap=("claim", "why")),
+        "claim_list": [(views.claim_kind(c["verdict"]), c["verdict"], c["claim"], c["why"]) for c in claim_rows]}
 
 
 def role_section(role: str, table, train, scores, colors, assets: Assets) -> dict:
@@ -189,14 +208,17 @@ def _machine(path: Path) -> str:
 
 # ---- the page ------------------------------------------------------------------------------------
 
-def build_context(store, out: Path) -> dict:
-    info, kinds, records, assets = store.run_info(), tables.load(store), store.records(), Assets(out)
+def build_context(store, assets: Assets) -> dict:
+    info, kinds, records = store.run_info(), tables.load(store), store.records()
     train = kinds.get("train", pd.DataFrame())
     missing = [] if not train.empty else ["no finished training record in this results directory: "
                                           "run `python -m suite run` first"]
     table = tables.task_table(train, kinds.get("tuning")) if not train.empty else pd.DataFrame()
     scores = tables.seed_scores(train)
-    colors = figures.Colors({r["model"]: r.get("model_family") for r in records if r.get("model")})
+    rank = {role: i for i, role in enumerate(ROLES)}  # the main comparison's models get the first colours
+    ordered = sorted((r for r in records if r.get("model")),
+                     key=lambda r: (rank.get(r.get("role"), len(rank)), r["model"]))
+    colors = figures.Colors({r["model"]: r.get("model_family") for r in ordered})
     family = tables.family_table(table) if not table.empty else pd.DataFrame()
     thr = tables.throughput_table(kinds.get("throughput"))
     claim_rows = [] if table.empty else claims.all_claims(table, tables.lr_windows(table), thr,
@@ -229,7 +251,11 @@ def write_report(store, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob("*.png"):
         old.unlink()
-    page = jinja().get_template("report.html.j2").render(**build_context(store, out))
+    assets = Assets(out)
+    try:
+        page = jinja().get_template("report.html.j2").render(**build_context(store, assets))
+    finally:
+        assets.close()
     path, tmp = out / "report.html", out / "report.html.tmp"
     tmp.write_text(page)
     os.replace(tmp, path)

@@ -14,8 +14,8 @@ import pandas as pd
 from suite.report.tables import ATTN, RNN
 
 # neighbours in each list differ in hue and lightness: models sorted by name get them in turn
-RECURRENT = ["#1f77b4", "#2ca02c", "#17becf", "#9467bd", "#0b3c75", "#7cb342", "#00897b", "#6baed6",
-             "#1b5e20", "#5c6bc0", "#a1d99b", "#607d8b", "#7b1fa2"]
+RECURRENT = ["#1f77b4", "#2ca02c", "#17becf", "#9467bd", "#7cb342", "#0b3c75", "#00897b", "#c5b0d5",
+             "#1b5e20", "#6baed6", "#a1d99b", "#607d8b", "#7b1fa2"]
 ATTENTION = ["#d62728", "#ff7f0e", "#e377c2", "#8c564b", "#bcbd22", "#f4a582"]
 OTHER = ["#7f7f7f", "#9467bd", "#c49c94", "#636363"]
 BASELINE = "#444444"
@@ -57,12 +57,13 @@ class Figure:
 
 
 class Colors:
-    """One colour per model for the whole report: cool hues for recurrent models, warm for attention."""
+    """One colour per model for the whole report: cool hues for recurrent models, warm for attention.
+    `families` maps model -> family in order of importance: the first models get the most distinct hues."""
 
     def __init__(self, families: dict[str, str | None]):
         pools = {"rnn": iter(RECURRENT * 3), "attn": iter(ATTENTION * 3), "other": iter(OTHER * 5)}
         self.of = {m: next(pools["rnn" if f in RNN else "attn" if f in ATTN else "other"])
-                   for m, f in sorted(families.items())}
+                   for m, f in families.items()}
 
     def __call__(self, model: str) -> str:
         return self.of.get(model, OTHER[0])

@@ -181,22 +181,32 @@ def _draw(ax, panel: Panel) -> None:
     ax.set_ylabel(panel.ylabel, fontsize=8)
     ax.set_title(panel.title, fontsize=9)
     ax.tick_params(labelsize=7)
-    for log, axis, scale in ((panel.xlog, ax.xaxis, ax.set_xscale), (panel.ylog, ax.yaxis, ax.set_yscale)):
-        if log:
-            scale("log")  # plain tick labels: mathtext ones are slow to draw and read worse than 1000
-            axis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    for name, log, axis in (("x", panel.xlog, ax.xaxis), ("y", panel.ylog, ax.yaxis)):
+        if log:  # the page's ticks, as plain labels (mathtext ones are slow to draw and read worse)
+            (ax.set_xscale if name == "x" else ax.set_yscale)("log")
+            ticks = log_ticks(_extent(panel.traces, name), sweep=name == "x")
             axis.set_minor_formatter(mticker.NullFormatter())
+            if ticks:
+                axis.set_ticks(ticks["tickvals"], ticks["ticktext"])
     ax.grid(alpha=0.3)
 
 
 def to_png(fig: Figure, dpi: int = 100) -> bytes:
-    n = len(fig.panels)
-    mpl, axes = plt.subplots(1, n, figsize=(4.6 * n + 1.8, 3.4), dpi=dpi, layout="constrained", squeeze=False)
+    """Fixed margins, no layout engine: one draw per figure (constrained layout draws it twice)."""
+    n, height, legend = len(fig.panels), 3.4, 1.9
+    width = 4.6 * n + legend
+    mpl, axes = plt.subplots(1, n, figsize=(width, height), dpi=dpi, squeeze=False)
+    cats_x = any(t.kind == "bar" for p in fig.panels for t in p.traces)
+    cats_y = any(t.kind == "hbar" or (t.y and isinstance(t.y[0], str)) for p in fig.panels for t in p.traces)
+    top = 1 - 0.5 / height
+    mpl.subplots_adjust(left=(1.0 if cats_y else 0.65) / width, right=1 - legend / width, top=top,
+                        bottom=(1.15 if cats_x else 0.55) / height, wspace=0.45 if cats_y else 0.3)
     for ax, panel in zip(axes[0], fig.panels):
         _draw(ax, panel)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
-        mpl.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
+        mpl.legend(handles, labels, loc="upper left", bbox_to_anchor=(1 - (legend - 0.1) / width, top),
+                   fontsize=7, frameon=False)
     mpl.suptitle(fig.title, fontsize=9)
     buf = io.BytesIO()
     mpl.savefig(buf, format="png")

@@ -53,8 +53,12 @@ def family_chip(verdict: str) -> Cell:
     return _with_title(chip(head, kind.get(head, "inconclusive")), verdict)
 
 
+def claim_kind(verdict: str) -> str:
+    return {"supported": "yes", "not supported": "no"}.get(verdict, "inconclusive")
+
+
 def claim_chip(verdict: str) -> Cell:
-    return chip(verdict, {"supported": "yes", "not supported": "no"}.get(verdict, "inconclusive"))
+    return chip(verdict, claim_kind(verdict))
 
 
 def compare_chip(verdict: str) -> Cell:
