@@ -38,9 +38,8 @@ ROLES = {  # experiment role -> (section title, what it asks)
 }
 CURVES = 4  # learning-curve figures at most per task and role
 CAPTIONS = {  # table name -> its caption in the page
-    "family": "Best LSTM-family model against the best Transformer per task config (twins counted once; "
-              "Welch's t, Holm-corrected). Difference: LSTM − Transformer, or ×: the ratio LSTM / Transformer "
-              "for losses. Click ▸ for the test.",
+    "family": "Best LSTM against best Transformer (Welch's t, Holm-corrected); difference: LSTM − "
+              "Transformer, × a ratio LSTM / Transformer for losses. Click ▸ for the test.",
     "claims": "The usual claims, judged only as far as this run's data carries them. Click ▸ for the "
               "evidence.",
     "winners": "Best model per task config; 'how sure' tests it against the best model of another "
@@ -116,7 +115,8 @@ def answer(table: pd.DataFrame, family: pd.DataFrame, claim_rows: list[dict], as
                                 titles=views.SUMMARY_TITLES, wrap=("task config",)),
         "claims": assets.table(pd.DataFrame(claim_rows), lambda _: views.claims(claim_rows), "claims",
                                wrap=("claim", "why")),
-        "claim_list": [(views.claim_kind(c["verdict"]), c["verdict"], c["claim"], c["why"]) for c in claim_rows]}
+        "claim_list": [(views.claim_kind(c["verdict"]), c["verdict"], c["claim"], c["why"])
+                       for c in claim_rows]}
 
 
 def role_section(role: str, table, train, scores, colors, assets: Assets) -> dict:

@@ -27,6 +27,7 @@ class Cell:
     sort: float | str | None = None
     cls: str = ""
     safe: bool = False
+    title: str = ""  # shown on hover
 
 
 def finite(x) -> bool:
@@ -93,10 +94,6 @@ def chip(text: str, kind: str) -> Cell:
     return Cell(f'<span class="v v-{kind}">{html.escape(text)}</span>', text, safe=True)
 
 
-def link(text: str, href: str) -> Cell:
-    return Cell(f'<a href="{html.escape(href)}">{html.escape(text)}</a>', text, safe=True)
-
-
 def _missing(v) -> bool:
     return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, (float, np.floating)) and math.isnan(v))
 
@@ -133,7 +130,8 @@ EXPAND = '<button type="button" class="expand" aria-expanded="false" title="deta
 
 def _td(cell: Cell, classes: str, prefix: str) -> str:
     sort = "" if cell.sort is None else f' data-v="{html.escape(str(cell.sort))}"'
-    return f'<td class="{classes}"{sort}>{prefix}{cell.text if cell.safe else html.escape(cell.text)}</td>'
+    return (f'<td class="{classes}"{sort}{_title(cell.title)}>{prefix}'
+            f'{cell.text if cell.safe else html.escape(cell.text)}</td>')
 
 
 def _row(values: dict, cells: list[Cell], kinds: list[str]) -> str:

@@ -10,8 +10,8 @@ import html
 
 import pandas as pd
 
-from suite.report.html_tables import (MISSING, Cell, chip, decimals, finite, fixed, interval, link, number,
-                                      p_value, pm)
+from suite.report.html_tables import (MISSING, Cell, chip, decimals, finite, fixed, interval, number, p_value,
+                                      pm)
 
 ARROW = {True: "↑", False: "↓"}
 
@@ -22,6 +22,30 @@ def task_anchor(task: str) -> str:
 
 def _task(config: str) -> str:
     return config.split("(")[0]
+
+
+def _settings(config: str) -> list[str]:
+    return [s for s in config.partition("(")[2].rstrip(")").split(", ") if s]
+
+
+def short_configs(configs: list[str]) -> dict[str, str]:
+    """Each task config named by its task and only the settings that differ between that task's configs
+    (the full label goes in the tooltip): "adding seq_len=50", not every fixed parameter."""
+    siblings: dict[str, list[list[str]]] = {}
+    for c in configs:
+        siblings.setdefault(_task(c), []).append(_settings(c))
+    return {c: " ".join([_task(c)] + [s for s in _settings(c) if any(s not in o for o in siblings[_task(c)])])
+            for c in configs}
+
+
+def _config_link(config: str, short: str) -> str:
+    """A task config's short name linking to its task's section, the full label on hover."""
+    return f'<a href="#{task_anchor(_task(config))}" title="{html.escape(config)}">{html.escape(short)}</a>'
+
+
+def _configs(df: pd.DataFrame) -> dict[str, Cell]:
+    """The config column's cells: short names, the full label on hover, sorted on the full label."""
+    return {c: Cell(short, c, title=c) for c, short in short_configs(list(df["config"].unique())).items()}
 
 
 def _with_title(cell: Cell, title: str) -> Cell:
@@ -100,13 +124,13 @@ def summary(family: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     std = table.set_index(["experiment", "config", "model"])["std"].to_dict()
     keys = ["experiment", "config"]
     higher = table.drop_duplicates(keys).set_index(keys)["higher_is_better"]
-    rows = []
+    short, rows = short_configs(list(family["config"])), []
     for r in family.to_dict("records"):
         key = (r["experiment"], r["config"])
-        config = link(r["config"], "#" + task_anchor(r["task"])).text
+        metric = f'<span class="muted">test {html.escape(r["metric"])} {ARROW[bool(higher[key])]}</span>'
         rows.append({
-            "task config": Cell(f'{config}<br><span class="muted">test {html.escape(r["metric"])} '
-                                f'{ARROW[bool(higher[key])]}</span>', r["config"], safe=True),
+            "task config": Cell(f'{_config_link(r["config"], short[r["config"]])}<br>{metric}', r["config"],
+                                safe=True),
             "verdict": family_chip(r["verdict"]),
             "best LSTM": _model_mean(r["best LSTM"], r["LSTM mean"], std.get((*key, r["best LSTM"]))),
             "best Transformer": _model_mean(r["best Transformer"], r["Transformer mean"],
@@ -141,15 +165,27 @@ def _like(x, std) -> Cell:
     return Cell(fixed(x, decimals(std)) if finite(std) and std > 0 else number(x, 3), float(x))
 
 
+def _how_sure(text: str) -> Cell:
+    """tables.winners' "how sure" as a verdict word, then the test in small print."""
+    if text.startswith("inconclusive ("):
+        head, rest = "inconclusive", text[len("inconclusive ("):-1]
+    else:
+        head, _, rest = text.partition(": ")
+    kind = {"significant": "sure", "inconclusive": "inconclusive"}.get(head, "none")
+    return Cell(f'{chip(head, kind).text} <span class="muted">{html.escape(rest)}</span>', text, safe=True)
+
+
 def winners(win: pd.DataFrame) -> pd.DataFrame:
     if win.empty:
         return win
+    short = short_configs(list(win["config"]))
     return pd.DataFrame([{
-        "task config": link(r["config"], "#" + task_anchor(_task(r["config"]))), "metric": r["metric"],
+        "task config": Cell(_config_link(r["config"], short[r["config"]]), r["config"], safe=True),
+        "metric": r["metric"],
         "best model": _model_mean(r["best model"], r["mean"], r["std"]),
         "runner-up (other architecture)": _model_mean(r["runner-up"], r["runner-up mean"], None)
         if r["runner-up"] else Cell(MISSING),
-        "beats baseline": r["beats baseline"], "seeds": r["seeds"], "how sure": r["how sure"],
+        "beats baseline": r["beats baseline"], "seeds": r["seeds"], "how sure": _how_sure(r["how sure"]),
         "_task": _task(r["config"]), "_experiment": r["experiment"],
         "_model": [m for m in (r["best model"], r["runner-up"]) if m],
         "_detail": _details([("headline baseline", f"{number(r['baseline'], 4)} ({r['baseline name']})"),
@@ -161,12 +197,12 @@ def winners(win: pd.DataFrame) -> pd.DataFrame:
 
 def task_rows(g: pd.DataFrame) -> pd.DataFrame:
     """The table of one task in one experiment role: a row per (task config, model)."""
-    several = g["config"].nunique() > 1
+    several, configs = g["config"].nunique() > 1, _configs(g)
     rows = []
     for r in g.to_dict("records"):
         metric = f"{r['metric']} {ARROW[bool(r['higher_is_better'])]}"
         lr = f"{r['lr']:g} ({'tuned' if r['lr_tuned'] else 'fixed'})" if finite(r["lr"]) else None
-        rows.append(({"config": r["config"]} if several else {}) | {
+        rows.append(({"config": configs[r["config"]]} if several else {}) | {
             "model": r["model"], "family": r["family"], metric: pm(r["mean"], r["std"]),
             "min": _like(r["min"], r["std"]), "max": _like(r["max"], r["std"]),
             "seeds": f"{r['finished']}/{r['seeds']}", "success": f"{r['successes']}/{r['seeds']}",
@@ -186,8 +222,10 @@ def task_rows(g: pd.DataFrame) -> pd.DataFrame:
 
 
 def stability(table: pd.DataFrame) -> pd.DataFrame:
+    configs = _configs(table)
     return pd.DataFrame([{
-        "experiment": r["experiment"], "config": r["config"], "model": r["model"], "family": r["family"],
+        "experiment": r["experiment"], "config": configs[r["config"]], "model": r["model"],
+        "family": r["family"],
         "diverged": f"{r['diverged']}/{r['seeds']}", "success": f"{r['successes']}/{r['seeds']}",
         "grad norm median": r["grad_norm_median"], "grad norm p99": r["grad_norm_p99"],
         "clip events": r["clip_events"], "loss spikes": r["loss_spikes"],
@@ -209,8 +247,9 @@ def lr_windows(lr: pd.DataFrame) -> pd.DataFrame:
 
 
 def tuning(tune: pd.DataFrame) -> pd.DataFrame:
+    configs = _configs(tune)
     return pd.DataFrame([{
-        "experiment": r["experiment"], "config": r["config"], "model": r["model"],
+        "experiment": r["experiment"], "config": configs[r["config"]], "model": r["model"],
         "chosen lr": _lr(r["chosen lr"]),
         "validation score per lr": r["validation score per lr"], "metric": r["metric"],
         "tuning runs": r["tuning runs"], "tuning seconds": r["tuning seconds"],
@@ -221,8 +260,10 @@ def tuning(tune: pd.DataFrame) -> pd.DataFrame:
 # ---- speed ---------------------------------------------------------------------------------------
 
 def throughput(thr: pd.DataFrame) -> pd.DataFrame:
+    configs = _configs(thr)
     return pd.DataFrame([{
-        "config": r["config"], "model": r["model"], "T": r.get("seq_len"), "batch": r.get("batch_size"),
+        "config": configs[r["config"]], "model": r["model"], "T": r.get("seq_len"),
+        "batch": r.get("batch_size"),
         "threads": r.get("timing_threads"),
         "train tokens/s": pm(r.get("train_tokens_per_s"), r.get("train_spread_tokens_per_s")),
         "inference tokens/s": pm(r.get("inference_tokens_per_s"), r.get("inference_spread_tokens_per_s")),
@@ -267,8 +308,9 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
     """compare.py's table in words: regressions first, then improvements, then the rest."""
     order = {"REGRESSED": 0, "improved": 1}
     df = df.iloc[sorted(range(len(df)), key=lambda i: order.get(df["verdict"].iloc[i], 2))]
+    configs = _configs(df)
     return pd.DataFrame([{
-        "verdict": compare_chip(r["verdict"]), "config": r["config"], "model": r["model"],
+        "verdict": compare_chip(r["verdict"]), "config": configs[r["config"]], "model": r["model"],
         "metric": r["metric"], "A": r["A"], "B": r["B"],
         "change (95% CI)": interval(r.get("change"), r.get("CI low"), r.get("CI high"),
                                     ratio=str(r.get("change is", "")).startswith("ratio")),
