@@ -105,7 +105,7 @@ def write_compare_html(df: pd.DataFrame, a: str, b: str, out: Path, warnings: li
         ("none", "in one run only", sum(v.startswith("only in") for v in verdicts))) if n]
     table, filters = "", {}
     if not df.empty:
-        table = html_table(views.compare(df), table_id="t-compare", wrap=("config",),
+        table = html_table(views.compare(df), table_id="t-compare",
                            caption="Regressions first, then improvements. Click ▸ for the test.")
         filters = {"model": sorted(set(df["model"])), "task": sorted({c.split("(")[0] for c in df["config"]}),
                    "experiment": sorted(set(df["experiment"]))}

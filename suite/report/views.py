@@ -88,7 +88,8 @@ def claim_chip(verdict: str) -> Cell:
 def compare_chip(verdict: str) -> Cell:
     kind = {"improved": "yes", "REGRESSED": "no"}.get(verdict)
     kind = kind or ("inconclusive" if verdict.startswith("not testable") else "none")
-    return _with_title(chip("regressed" if verdict == "REGRESSED" else verdict.split(" (")[0], kind), verdict)
+    word = {"REGRESSED": "regressed", "no significant change": "unchanged"}.get(verdict, verdict.split(" (")[0])
+    return _with_title(chip(word, kind), verdict)
 
 
 # ---- the answer ----------------------------------------------------------------------------------

@@ -94,7 +94,10 @@
     const active = [want.model && `model ~ "${want.model}"`, want.task && `task = ${want.task}`,
                     want.experiment && `experiment = ${want.experiment}`].filter(Boolean);
     const status = field("f-status");
-    if (status) status.textContent = active.length ? `filtered: ${active.join(", ")}` : "";
+    if (status) {
+      status.textContent = active.length ? `${active.length} filter${active.length > 1 ? "s" : ""} on` : "";
+      status.title = active.join(", ");
+    }
   }
 
   // ---- charts ----
@@ -120,8 +123,9 @@
     document.querySelectorAll("table.sortable th button")
       .forEach((b) => b.addEventListener("click", () => sortTable(b.parentElement)));
     document.querySelectorAll("button.expand").forEach((b) => b.addEventListener("click", () => toggle(b)));
-    ["f-model", "f-task", "f-experiment"]
-      .forEach((id) => field(id) && field(id).addEventListener("input", applyFilters));
+    for (const id of ["f-model", "f-task", "f-experiment"]) {
+      if (field(id)) ["input", "change"].forEach((type) => field(id).addEventListener(type, applyFilters));
+    }
     if (field("f-reset")) field("f-reset").addEventListener("click", () => {
       ["f-model", "f-task", "f-experiment"].forEach((id) => { if (field(id)) field(id).value = ""; });
       applyFilters();
