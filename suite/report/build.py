@@ -119,13 +119,14 @@ def answer(table: pd.DataFrame, family: pd.DataFrame, claim_rows: list[dict], as
                        for c in claim_rows]}
 
 
-def role_section(role: str, table, train, scores, colors, assets: Assets) -> dict:
-    """One experiment role: an anchor per task, with its table and figures."""
+def role_section(role: str, table, win, train, scores, colors, assets: Assets) -> dict:
+    """One experiment role: its best models (`win`: tables.winners over every role, one Holm family), then
+    an anchor per task with its table and figures."""
     title, intro = ROLES.get(role, (f"Experiment role: {role}", ""))
     rows = table[table["role"] == role]
-    blocks = []
-    if role == "main":
-        blocks = _blocks(assets.table(tables.winners(rows), views.winners, "winners", wrap=("how sure",)))
+    best = win[win["role"] == role] if role != "lr-sweep" else None  # a sweep has no winner to name
+    blocks = _blocks(assets.table(best, views.winners, f"winners_{role}", CAPTIONS["winners"],
+                                  wrap=("how sure",)))
     tasks = []
     for task, g in rows.groupby("task", sort=False):
         info = train.loc[train["task"] == task, "task_info"].dropna() if "task_info" in train else []
@@ -226,7 +227,8 @@ def build_context(store, assets: Assets) -> dict:
     sections = []
     if not table.empty:
         roles = dict.fromkeys([r for r in ROLES if r in set(table["role"])] + list(table["role"].unique()))
-        sections = [role_section(r, table, train, scores, colors, assets) for r in roles]
+        win = tables.winners(table)  # Holm over every row of every role, as the summary always was
+        sections = [role_section(r, table, win, train, scores, colors, assets) for r in roles]
         sections.append(stability_section(table, train, scores, colors, assets, missing))
     sections.append(speed_section(kinds, store.root, colors, assets, missing))
     tune = tables.tuning_table(kinds.get("tuning"))
