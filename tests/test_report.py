@@ -67,7 +67,9 @@ def test_numbers_are_rounded_to_their_uncertainty():
     assert pm(12.5, 1.5).text == "12.5 ± 1.5"
     assert pm(0.5, 0.0).text == "0.500" and pm(None, 0.1).text == "–"
     assert interval(0.12345, 0.0512, 0.1934, ratio=False).text == "+0.123 (0.051 to 0.193)"
-    assert interval(0.8345, 0.75, 0.92, ratio=True).text == "×0.835 (0.750 to 0.920)"
+    assert interval(0.8345, 0.75, 0.92, ratio=True).text == "×0.83 (0.75 to 0.92)"
+    assert interval(21.3, 0.083, 5209.0, ratio=True).text == "×21 (0.083 to 5,200)"  # never "(0 to ...)"
+    assert interval(0.992, 0.954, 1.031, ratio=True).text == "×0.992 (0.954 to 1.03)"
     assert number(0.012345) == "0.0123" and number(1234) == "1,234" and number(True) == "yes"
     assert p_value(0.00001).text == "< 0.001" and p_value(0.0342).text == "0.034"
 

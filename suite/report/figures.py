@@ -68,6 +68,11 @@ class Colors:
     def __call__(self, model: str) -> str:
         return self.of.get(model, OTHER[0])
 
+    def groups(self, df: pd.DataFrame):
+        """df's rows per model, in the report's model order (so every legend lists models alike)."""
+        rank = {m: i for i, m in enumerate(self.of)}
+        return sorted(df.groupby("model"), key=lambda kv: (rank.get(kv[0], len(rank)), kv[0]))
+
 
 def _g(x) -> str:
     return f"{x:.4g}"
@@ -137,7 +142,7 @@ def learning_curves(train: pd.DataFrame, config: str, metric: str, colors: Color
     faint line (hover it for the seed). Against seconds (equal-time runs): the seeds alone."""
     g = train[(train["config"] == config) & (train["status"] != "failed")]
     traces = []
-    for model, runs in g.groupby("model", sort=False):
+    for model, runs in colors.groups(g):
         curves = {int(s): c for s, c in ((s, _curve(c, metric, x)) for s, c in _zip(runs, "seed", "curve"))
                   if c is not None and len(c)}
         if not curves:
@@ -195,7 +200,7 @@ def metric_vs_length(table: pd.DataFrame, scores: pd.DataFrame, task: str, color
     if g["seq_len"].nunique() < 2:
         return None
     metric, traces = g["metric"].iloc[0], []
-    for model, rows in g.groupby("model", sort=False):
+    for model, rows in colors.groups(g):
         traces.append(_mean_line(model, rows.sort_values("seq_len"), "seq_len", colors, metric, "T ="))
         mine = scores[(scores["task"] == task) & (scores["role"] == "main") & (scores["model"] == model)]
         traces += _seed_dots(mine, "seq_len", model, colors, metric)
@@ -273,7 +278,7 @@ def lr_sensitivity(table: pd.DataFrame, scores: pd.DataFrame, train: pd.DataFram
     panels = []
     for task, t in sweep.groupby("task", sort=False):
         metric, traces = t["metric"].iloc[0], []
-        for model, g in t.groupby("model", sort=False):
+        for model, g in colors.groups(t):
             traces.append(_mean_line(model, g.sort_values("lr"), "lr", colors, metric, "lr"))
             mine = scores[(scores["task"] == task) & (scores["role"] == "lr-sweep")
                           & (scores["model"] == model)]
@@ -320,7 +325,7 @@ def throughput(thr: pd.DataFrame, records: pd.DataFrame, colors: Colors) -> Figu
     panels = []
     for kind in ("train", "inference"):
         traces = []
-        for model, g in thr.groupby("model", sort=False):
+        for model, g in colors.groups(thr):
             rate, spread = g[f"{kind}_tokens_per_s"], g[f"{kind}_spread_tokens_per_s"].fillna(0)
             traces.append(Trace(model, list(g["config"]), list(rate), "bar", model, colors(model),
                                 list(spread),
@@ -337,7 +342,7 @@ def latency(lat: pd.DataFrame | None, colors: Colors) -> Figure | None:
     if ok is None or ok.empty:
         return None
     traces = []
-    for model, g in ok.groupby("model", sort=False):
+    for model, g in colors.groups(ok):
         g = g.sort_values("context")
         ms, iqr = g["latency_seconds"] * 1e3, (g["latency_iqr_seconds"] * 1e3).fillna(0)
         traces.append(Trace(model, list(g["context"]), list(ms), "lines+markers", model, colors(model),
@@ -355,7 +360,7 @@ def scaling(sc: pd.DataFrame | None, colors: Colors) -> Figure | None:
     if ok is None or ok.empty:
         return None
     time_traces, mem_traces = [], []
-    for model, g in ok.groupby("model", sort=False):
+    for model, g in colors.groups(ok):
         g = g.sort_values("seq_len")
         ms, mib = g["train_seconds"] * 1e3, g["peak_bytes"] / 2**20
         time_traces.append(Trace(model, list(g["seq_len"]), list(ms), "lines+markers", model, colors(model),

@@ -51,8 +51,13 @@ def number(x, digits: int = 3) -> str:
         return "yes" if x else "no"
     if not finite(x):
         return MISSING if _missing(x) else str(x)
-    if isinstance(x, (int, np.integer)) or (float(x).is_integer() and abs(x) < 1e12):
-        return f"{int(x):,}"
+    if isinstance(x, (int, np.integer)) or (float(x).is_integer() and abs(x) < 10**digits):
+        return f"{int(x):,}"  # counts; a large float (FLOPs, tokens/s) keeps `digits` significant digits
+    return sig(x, digits)
+
+
+def sig(x: float, digits: int) -> str:
+    """x to `digits` significant digits, thousands separated (scientific beyond 1e12 and below 1e-3)."""
     if x == 0:
         return "0"
     mag = math.floor(math.log10(abs(x)))
@@ -72,13 +77,15 @@ def pm(mean, std, digits: int = 2) -> Cell:
 
 
 def interval(diff, low, high, *, ratio: bool) -> Cell:
-    """A difference (or ratio) with its 95% CI, rounded to the CI's half-width."""
+    """A difference with its 95% CI, rounded to the CI's half-width; or a ratio with its CI (an interval
+    on the log scale), each to 2 significant digits (3 when the CI is within ±5%)."""
     if not (finite(diff) and finite(low) and finite(high)):
         return Cell(MISSING, None)
+    if ratio:
+        digits = 3 if low > 0 and high / low < 1.1 else 2
+        return Cell(f"×{sig(diff, digits)} ({sig(low, digits)} to {sig(high, digits)})", float(diff))
     half = (high - low) / 2
     places = max(decimals(half), 0) if half > 0 else 3
-    if ratio:
-        return Cell(f"×{fixed(diff, places)} ({fixed(low, places)} to {fixed(high, places)})", float(diff))
     sign = "+" if diff > 0 else ""
     return Cell(f"{sign}{fixed(diff, places)} ({fixed(low, places)} to {fixed(high, places)})", float(diff))
 
