@@ -88,7 +88,8 @@ def claim_chip(verdict: str) -> Cell:
 def compare_chip(verdict: str) -> Cell:
     kind = {"improved": "yes", "REGRESSED": "no"}.get(verdict)
     kind = kind or ("inconclusive" if verdict.startswith("not testable") else "none")
-    word = {"REGRESSED": "regressed", "no significant change": "unchanged"}.get(verdict, verdict.split(" (")[0])
+    words = {"REGRESSED": "regressed", "no significant change": "unchanged"}
+    word = words.get(verdict, verdict.split(" (")[0])
     return _with_title(chip(word, kind), verdict)
 
 
