@@ -217,8 +217,9 @@ def build_context(store, assets: Assets) -> dict:
     table = tables.task_table(train, kinds.get("tuning")) if not train.empty else pd.DataFrame()
     scores = tables.seed_scores(train)
     rank = {role: i for i, role in enumerate(ROLES)}  # the main comparison's models get the first colours
-    ordered = sorted((r for r in records if r.get("model")),
-                     key=lambda r: (rank.get(r.get("role"), len(rank)), r["model"]))
+    ordered = sorted((r for r in records if r.get("model")),  # recurrent models before attention ones
+                     key=lambda r: (rank.get(r.get("role"), len(rank)),
+                                    r.get("model_family") not in tables.RNN, r["model"]))
     colors = figures.Colors({r["model"]: r.get("model_family") for r in ordered})
     family = tables.family_table(table) if not table.empty else pd.DataFrame()
     thr = tables.throughput_table(kinds.get("throughput"))

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from suite.report.tables import ATTN, RNN
+from suite.report.tables import ATTN, RNN, short_configs
 
 # neighbours in each list differ in hue and lightness: models sorted by name get them in turn
 RECURRENT = ["#1f77b4", "#2ca02c", "#17becf", "#9467bd", "#7cb342", "#0b3c75", "#00897b", "#c5b0d5",
@@ -322,13 +322,13 @@ def throughput(thr: pd.DataFrame, records: pd.DataFrame, colors: Colors) -> Figu
     """Training and inference tokens/s per task config (median; error bar: spread from the IQR)."""
     if thr is None or thr.empty:
         return None
-    panels = []
+    panels, short = [], short_configs(list(thr["config"].unique()))
     for kind in ("train", "inference"):
         traces = []
         for model, g in colors.groups(thr):
             rate, spread = g[f"{kind}_tokens_per_s"], g[f"{kind}_spread_tokens_per_s"].fillna(0)
-            traces.append(Trace(model, list(g["config"]), list(rate), "bar", model, colors(model),
-                                list(spread),
+            traces.append(Trace(model, [short[c] for c in g["config"]], list(rate), "bar", model,
+                                colors(model), list(spread),
                                 hover=[f"{model} on {c}<br>{v:,.0f} ± {s:,.0f} tokens/s<br>{b}"
                                        for c, v, s, b in zip(g["config"], rate, spread, g["backend"])]))
         panels.append(Panel(traces, "", f"{kind} tokens/s", title=kind, ylog=True))

@@ -57,11 +57,11 @@ def number(x, digits: int = 3) -> str:
 
 
 def sig(x: float, digits: int) -> str:
-    """x to `digits` significant digits, thousands separated (scientific beyond 1e12 and below 1e-3)."""
+    """x to `digits` significant digits, thousands separated (scientific beyond 1e12 and below 1e-4)."""
     if x == 0:
         return "0"
     mag = math.floor(math.log10(abs(x)))
-    if mag >= 12 or mag < -3:
+    if mag >= 12 or mag < -4:
         return f"{x:.{digits - 1}e}"
     return fixed(x, digits - 1 - mag)
 

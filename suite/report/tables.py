@@ -65,6 +65,24 @@ def config_label(row) -> str:
     return f"{row['task']}({text})" if text else row["task"]
 
 
+def _settings(config: str) -> tuple[str, list[str]]:
+    task, _, rest = config.partition("(")
+    return task, [s for s in rest.rstrip(")").split(", ") if s]
+
+
+def short_configs(configs: list[str]) -> dict[str, str]:
+    """Each task config named by its task and only the settings that differ between that task's configs
+    (for the page; the full label stays in tooltips and CSVs): "adding seq_len=50"."""
+    siblings: dict[str, list[list[str]]] = {}
+    for task, settings in map(_settings, configs):
+        siblings.setdefault(task, []).append(settings)
+    out = {}
+    for c in configs:
+        task, settings = _settings(c)
+        out[c] = " ".join([task] + [s for s in settings if any(s not in o for o in siblings[task])])
+    return out
+
+
 def _metric(row) -> float | None:
     test = row.get("test")
     if not isinstance(test, dict):

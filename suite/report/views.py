@@ -12,6 +12,7 @@ import pandas as pd
 
 from suite.report.html_tables import (MISSING, Cell, chip, decimals, finite, fixed, interval, number, p_value,
                                       pm)
+from suite.report.tables import short_configs
 
 ARROW = {True: "↑", False: "↓"}
 
@@ -22,20 +23,6 @@ def task_anchor(task: str) -> str:
 
 def _task(config: str) -> str:
     return config.split("(")[0]
-
-
-def _settings(config: str) -> list[str]:
-    return [s for s in config.partition("(")[2].rstrip(")").split(", ") if s]
-
-
-def short_configs(configs: list[str]) -> dict[str, str]:
-    """Each task config named by its task and only the settings that differ between that task's configs
-    (the full label goes in the tooltip): "adding seq_len=50", not every fixed parameter."""
-    siblings: dict[str, list[list[str]]] = {}
-    for c in configs:
-        siblings.setdefault(_task(c), []).append(_settings(c))
-    return {c: " ".join([_task(c)] + [s for s in _settings(c) if any(s not in o for o in siblings[_task(c)])])
-            for c in configs}
 
 
 def _config_link(config: str, short: str) -> str:
