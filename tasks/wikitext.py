@@ -2,9 +2,10 @@
 word_language_model): the official train/validation/test splits of `Salesforce/wikitext` through
 `datasets` (from the hub when LSTM_BENCH_ONLINE=1, from the local `datasets` cache, or from `path`,
 a folder of its parquet files), each line split on whitespace plus an <eos> per line, the
-vocabulary from the training split only (-v1 already replaced rare words by <unk>: its own 33,278
-words), words unseen in training mapped to <unk>, and the metric over every token of the test
-split (eval_windows=0). Metric: bits per word; perplexity = 2 ** bits per word."""
+vocabulary from the training split only (for -v1, whose rare words the dataset already replaced by
+<unk>, that is the dataset's own vocabulary), words unseen in training mapped to <unk>, and the
+metric over every token of the test split (eval_windows=0). Metric: bits per word;
+perplexity = 2 ** bits per word = e ** loss."""
 
 from collections import Counter
 from pathlib import Path
