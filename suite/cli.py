@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered tasks, models or profiles")
     ls.add_argument("what", choices=["tasks", "models", "profiles"])
-    ls.add_argument("--params", action="store_true", help="with tasks: every parameter, its default and meaning")
+    ls.add_argument("--params", action="store_true",
+                    help="with tasks: every parameter, its default and meaning")
 
     desc = sub.add_parser("describe", help="a task's parameters (default, meaning), metric and baseline")
     desc.add_argument("task")
@@ -75,8 +76,9 @@ def cmd_describe(args, registry) -> int:
     cls = registry.task(args.task)
     better = "higher" if cls.higher_is_better else "lower"
     print(f"{cls.name}: {cls.description}")
-    print(f"family {cls.family}; metric {cls.primary_metric} ({better} is better); from {registry.sources['task:' + cls.name]}")
-    print(f"parameters (a profile's [[experiment.task]] params = {{ name = value }}; a list there is a sweep):")
+    print(f"family {cls.family}; metric {cls.primary_metric} ({better} is better); "
+          f"from {registry.sources['task:' + cls.name]}")
+    print("parameters (a profile's [[experiment.task]] params = { name = value }; a list there is a sweep):")
     print("\n".join(_parameter_lines(cls)))
     return 0
 
@@ -180,7 +182,8 @@ def cmd_compare(args, registry) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "describe": cmd_describe, "run": cmd_run, "report": cmd_report, "compare": cmd_compare}
+COMMANDS = {"list": cmd_list, "describe": cmd_describe, "run": cmd_run, "report": cmd_report,
+            "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,8 +73,8 @@ class Registry:
             raise ConfigError(f"task {name!r}: bad parameter value ({one_line(exc)})") from None
         except TypeError as exc:
             allowed = [p.name for p in cls.parameters() if p.name != "seed"]
-            raise ConfigError(f"task {name!r}: bad parameters {sorted(params)} ({one_line(exc)}); it takes {allowed} "
-                              f"(see `python -m suite describe {name}`)") from None
+            raise ConfigError(f"task {name!r}: bad parameters {sorted(params)} ({one_line(exc)}); "
+                              f"it takes {allowed} (see `python -m suite describe {name}`)") from None
         if not hasattr(task, "spec"):
             raise PluginError(f"task {name!r} ({self.sources.get('task:' + name)}): __init__ must set self.spec (a TaskSpec)")
         return task
@@ -95,8 +95,9 @@ def check_task_class(cls, source: str) -> None:
     own_help = vars(cls).get("param_help", {})
     stray = sorted(set(own_help) - {p.name for p in cls.parameters()}) if isinstance(own_help, dict) else None
     if stray is None or stray:
-        raise PluginError(f"{where}: task {cls.name!r} param_help must be a dict from its __init__ parameters to "
-                          f"one-line meanings" + (f"; {', '.join(stray)} is no parameter of __init__" if stray else ""))
+        why = f"; {', '.join(stray)} is no parameter of __init__" if stray else ""
+        raise PluginError(f"{where}: task {cls.name!r} param_help must be a dict from its __init__ "
+                          f"parameters to one-line meanings{why}")
 
 
 def check_task_instance(task: Task) -> None:

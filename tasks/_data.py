@@ -62,14 +62,15 @@ def read_text_file(path, fix: str) -> str:
     if not data.strip():
         raise DataError(f"data file {path} is empty; {fix}")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise DataError(f"data file {path} is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16 -t UTF-8) or {fix}")
+        raise DataError(f"data file {path} is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16 -t UTF-8) "
+                        f"or {fix}")
     if b"\x00" in data:
         raise DataError(f"data file {path} is binary (it holds NUL bytes), not text; {fix}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"data file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-                        f"convert it (e.g. iconv -f latin1 -t UTF-8) or {fix}") from None
+        raise DataError(f"data file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+                        f"{exc.start}); convert it (e.g. iconv -f latin1 -t UTF-8) or {fix}") from None
 
 
 def load_hf_dataset(name: str, config: str | None, instead: str):
@@ -88,7 +89,8 @@ def load_hf_dataset(name: str, config: str | None, instead: str):
         if offline() and not Path(name).exists():
             raise DataError(f"{where} is not in the local datasets cache and downloads are off ({reason}); "
                             f"run once with LSTM_BENCH_ONLINE=1 to cache it, or {instead}") from None
-        raise DataError(f"{where} could not be loaded ({reason}); check its name and config, or {instead}") from None
+        raise DataError(f"{where} could not be loaded ({reason}); check its name and config, "
+                        f"or {instead}") from None
 
 
 def download(url: str, dest: Path) -> Path:

@@ -42,9 +42,9 @@ class WindowForecastTask(Task):
         for split in ("train", "val", "test"):
             if self.window_count(split) < 1:
                 start, end = borders[split]
-                raise DataError(f"{source or self.name}: the {split} split (rows {start}..{end}, lookback included) is "
-                                f"too short for lookback {lookback} + horizon {horizon}; use a shorter lookback or "
-                                f"horizon, or a longer series")
+                raise DataError(f"{source or self.name}: the {split} split (rows {start}..{end}, lookback "
+                                f"included) is too short for lookback {lookback} + horizon {horizon}; use a "
+                                f"shorter lookback or horizon, or a longer series")
 
     def window_starts(self, split: str) -> torch.Tensor:
         start, end = self.borders[split]
@@ -128,4 +128,5 @@ class WindowForecastTask(Task):
 
     def describe(self):
         return {"lookback": self.lookback, "horizon": self.horizon, "channels": self.channels,
-                "targets": len(self.targets), "windows": {s: self.window_count(s) for s in ("train", "val", "test")}}
+                "targets": len(self.targets),
+                "windows": {s: self.window_count(s) for s in ("train", "val", "test")}}

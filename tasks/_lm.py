@@ -36,7 +36,7 @@ class TokenLMTask(Task):
     higher_is_better = False
     unit = "char"
     param_help = {"seq_len": "tokens per window: the context a model sees in training and evaluation",
-                  "eval_windows": "evaluation windows of seq_len tokens per split; 0 = every token of the split"}
+                  "eval_windows": "evaluation windows of seq_len tokens per split; 0 = every token of it"}
 
     def _setup(self, splits: dict[str, torch.Tensor], vocab: list[str], seq_len: int, eval_windows: int):
         check_positive("seq_len", seq_len, 2)
@@ -44,9 +44,9 @@ class TokenLMTask(Task):
         self.splits, self.vocab = splits, vocab
         for split in SPLITS:
             if len(splits[split]) <= seq_len + 1:
-                raise DataError(f"{self.source}: the {split} split has {len(splits[split])} {self.unit}s, too few "
-                                f"for seq_len={seq_len} (it needs more than {seq_len + 1}); use a longer text "
-                                f"or a smaller seq_len")
+                raise DataError(f"{self.source}: the {split} split has {len(splits[split])} {self.unit}s, "
+                                f"too few for seq_len={seq_len} (it needs more than {seq_len + 1}); use a "
+                                f"longer text or a smaller seq_len")
         self.eval_windows = int(eval_windows)
         V = len(self.vocab)
         self.spec = TaskSpec(seq_len=int(seq_len), input_vocab=V, output_dim=V)
@@ -117,7 +117,8 @@ class TokenLMTask(Task):
             codes = codes[:, first:]
             if batch.mask is not None:
                 codes = codes[batch.mask[:, first + order - 2:].numpy()]
-            p = (_lookup(gram_keys, gram_counts, codes) + add) / (_lookup(ctx_keys, ctx_counts, codes // V) + add * V)
+            hits = _lookup(gram_keys, gram_counts, codes)
+            p = (hits + add) / (_lookup(ctx_keys, ctx_counts, codes // V) + add * V)
             nats -= np.log(p).sum()
             n += codes.size
         loss = float(nats / max(n, 1))

@@ -80,8 +80,8 @@ class CharLM(TokenLMTask):
     description = ("character-level LM: embedded corpus, tiny-shakespeare, your text file or a Hugging Face "
                    "dataset; bits per char")
     param_help = {
-        "corpus": "embedded | tinyshakespeare | file | hf; unset: file if `path` is given, hf if `dataset` is, "
-                  "else embedded",
+        "corpus": "embedded | tinyshakespeare | file | hf; unset: file if `path` is given, hf if `dataset` "
+                  "is, else embedded",
         "path": "your UTF-8 text file (corpus=file), or where tiny-shakespeare lies (checked by SHA-256)",
         "dataset": "Hugging Face dataset name or local dataset folder (corpus=hf)",
         "config": "the Hugging Face dataset's configuration, when it has several",
@@ -89,9 +89,9 @@ class CharLM(TokenLMTask):
         "column": "the Hugging Face dataset's text column",
     }
 
-    def __init__(self, corpus: str | None = None, seq_len: int = 64, eval_windows: int = 256, path: str | None = None,
-                 dataset: str | None = None, config: str | None = None, split: str | None = None,
-                 column: str = "text", seed: int = 0):
+    def __init__(self, corpus: str | None = None, seq_len: int = 64, eval_windows: int = 256,
+                 path: str | None = None, dataset: str | None = None, config: str | None = None,
+                 split: str | None = None, column: str = "text", seed: int = 0):
         super().__init__(seed)
         corpus = corpus or ("file" if path else "hf" if dataset else "embedded")
         if corpus not in CORPORA:
@@ -111,6 +111,7 @@ class CharLM(TokenLMTask):
             if not dataset:
                 raise ConfigError("char_lm corpus='hf' needs dataset=<a Hugging Face dataset name or folder>")
             texts, used = hf_texts(dataset, config, split, column)
-            self.source = f"Hugging Face {dataset}" + (f"/{config}" if config else "") + f" [{column}], {used}"
+            name = dataset + (f"/{config}" if config else "")
+            self.source = f"Hugging Face {name} [{column}], {used}"
         splits, vocab = encode(texts)
         self._setup({k: splits[k] for k in SPLITS}, vocab, seq_len, eval_windows)

@@ -55,7 +55,8 @@ def load_csv(path, time_column: str | None = None, columns=None, target=None) ->
     inputs, predicted = names_of(columns, "columns"), names_of(target, "target")
     for name in [time, *(inputs or []), *(predicted or [])]:
         if name not in header:
-            raise DataError(f"{path} has no column {name!r}; its columns are {', '.join(header)}: name one of those")
+            raise DataError(f"{path} has no column {name!r}; its columns are {', '.join(header)}: "
+                            f"name one of those")
     inputs = inputs or [c for c in header if c != time]
     inputs += [c for c in predicted or [] if c not in inputs]  # a target is always an input too
     if time in inputs:
@@ -91,8 +92,8 @@ def ratio_split(value) -> tuple[float, float, float]:
     except (TypeError, ValueError):
         parts = []
     if len(parts) != 3 or min(parts) <= 0 or not math.isclose(sum(parts), 1.0, abs_tol=1e-6):
-        raise ConfigError(f"csv_forecast split takes three positive fractions summing to 1, as \"0.7/0.1/0.2\", "
-                          f"got {value!r}")
+        raise ConfigError(f"csv_forecast split takes three positive fractions summing to 1, "
+                          f"as \"0.7/0.1/0.2\", got {value!r}")
     return parts[0], parts[1], parts[2]
 
 
@@ -107,11 +108,11 @@ def ratio_borders(n: int, ratios: tuple[float, float, float], lookback: int) -> 
 
 class CSVForecast(WindowForecastTask):
     name = "csv_forecast"
-    description = "forecasting on your CSV: time column + numeric columns, ratio split 0.7/0.1/0.2, scaler fit on train"
+    description = "forecasting on your CSV: time + numeric columns, ratio split 0.7/0.1/0.2, train-fit scaler"
     param_help = {
         "path": "your CSV file (UTF-8, a header row, a time column and numeric columns)",
         "target": "column(s) predicted, \"OT\" or \"a,b\"; unset: every input column (multivariate)",
-        "columns": "input columns, \"a,b\"; unset: every column but the time column (targets are always inputs)",
+        "columns": "input columns, \"a,b\"; unset: every column but the time column (targets are inputs too)",
         "time_column": "the time column (dropped from the inputs); unset: the first column",
         "split": "train/validation/test fractions of the rows, in time order",
         "season": "period in rows for the seasonal-naive baseline (e.g. 24 for hourly data); 0: none",
@@ -124,8 +125,8 @@ class CSVForecast(WindowForecastTask):
         if not isinstance(season, int) or season < 0:
             raise ConfigError(f"csv_forecast season must be an integer >= 0, got {season!r}")
         ratios = ratio_split(split)
-        self._load(path, lambda rows: ratio_borders(rows, ratios, int(lookback)), lookback, horizon, season or None,
-                   time_column, columns, target)
+        borders = lambda rows: ratio_borders(rows, ratios, int(lookback))  # noqa: E731
+        self._load(path, borders, lookback, horizon, season or None, time_column, columns, target)
 
     def _load(self, path, borders, lookback, horizon, season, time_column, columns, target):
         """The machinery every CSV task shares (presets such as ETT differ only in file and borders)."""

@@ -47,7 +47,8 @@ def build(split_words: dict[str, list[str]], min_count: int) -> tuple[dict[str, 
     counts = Counter(split_words["train"])
     vocab = [UNK] + sorted(w for w, c in counts.items() if c >= min_count and w != UNK)
     lookup = {w: i for i, w in enumerate(vocab)}
-    return {k: torch.tensor([lookup.get(w, 0) for w in ws], dtype=torch.long) for k, ws in split_words.items()}, vocab
+    ids = {k: torch.tensor([lookup.get(w, 0) for w in ws], dtype=torch.long) for k, ws in split_words.items()}
+    return ids, vocab
 
 
 class WikiText2(TokenLMTask):
@@ -55,7 +56,8 @@ class WikiText2(TokenLMTask):
     description = "word-level LM on WikiText-2's official splits via `datasets` (hub, local cache or path)"
     unit = "word"
     param_help = {
-        "config": "wikitext-2-v1 (tokenised, rare words already <unk>; pytorch/examples' data) or wikitext-2-raw-v1",
+        "config": "wikitext-2-v1 (tokenised, rare words already <unk>: pytorch/examples' data) or "
+                  "wikitext-2-raw-v1",
         "path": "a folder of the config's train/validation/test parquet files, instead of the hub or cache",
         "min_count": "training words seen fewer times map to <unk> (1 keeps every training word)",
         "eval_windows": "evaluation windows of seq_len words per split; 0 (default) = the whole split",
@@ -72,11 +74,12 @@ class WikiText2(TokenLMTask):
         ds = load(config, path, instead)
         missing = [s for s in HF_SPLIT.values() if s not in ds]
         if missing:
-            raise DataError(f"WikiText-2 at {path or 'Salesforce/wikitext'} has no {', '.join(missing)} split "
-                            f"(it has {', '.join(ds)}); {instead}")
+            raise DataError(f"WikiText-2 at {path or 'Salesforce/wikitext'} has no {', '.join(missing)} "
+                            f"split (it has {', '.join(ds)}); {instead}")
         split_words = {k: words(ds[HF_SPLIT[k]]["text"]) for k in SPLITS}
         splits, vocab = build(split_words, min_count)
-        self.config, self.source = config, f"WikiText-2 {config} ({path or 'Salesforce/wikitext'}), official splits"
+        self.config = config
+        self.source = f"WikiText-2 {config} ({path or 'Salesforce/wikitext'}), official splits"
         self._setup(splits, vocab, seq_len, eval_windows)
 
     def describe(self):

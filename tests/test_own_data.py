@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, data_dir, suite
+from conftest import ROOT, data_dir
 from suite.cli import main
 from suite.environment import environment
 from suite.errors import ConfigError, DataError, PluginError
@@ -34,14 +34,14 @@ def hf_cache(tmp_path, monkeypatch):
 
 def _train(registry, task, params, model="nn-lstm", steps=12):
     ctx = Context(registry, torch.device("cpu"), "float32", environment(torch.device("cpu"), "float32"))
-    job = Job("train", "t", task, model, 0, params, {}, 3000, None,
-              {"steps": steps, "batch_size": 8, "eval_every": 6, "lr": 3e-3, "warmup": 0, "eval_batch_size": 64})
-    return run_job(job, ctx)
+    train = {"steps": steps, "batch_size": 8, "eval_every": 6, "lr": 3e-3, "warmup": 0, "eval_batch_size": 64}
+    return run_job(Job("train", "t", task, model, 0, params, {}, 3000, None, train), ctx)
 
 
 def _scored_targets(task, split):
     """The target ids the evaluation scores (masks applied)."""
-    return torch.cat([b.y[b.mask] if b.mask is not None else b.y.reshape(-1) for b in task.eval_batches(split, 7)])
+    batches = task.eval_batches(split, 7)
+    return torch.cat([b.y[b.mask] if b.mask is not None else b.y.reshape(-1) for b in batches])
 
 
 # ---- text of your own ------------------------------------------------------------------------
@@ -49,7 +49,8 @@ def _scored_targets(task, split):
 def test_char_lm_on_a_text_file_vocabulary_from_the_training_split_only(tmp_path, registry):
     text = PROSE * 40 + "Quay. " * 12  # 'Q' and 'y.' only in the last 5%: the test split
     (tmp_path / "mill.txt").write_text(text, encoding="utf-8")
-    task = registry.make_task("char_lm", {"path": str(tmp_path / "mill.txt"), "seq_len": 16, "eval_windows": 0})
+    params = {"path": str(tmp_path / "mill.txt"), "seq_len": 16, "eval_windows": 0}
+    task = registry.make_task("char_lm", params)
     cut = int(len(text) * 0.9)
     mid = cut + (len(text) - cut) // 2
     assert task.describe()["split_sizes"] == {"train": cut, "val": mid - cut, "test": len(text) - mid}
@@ -60,7 +61,7 @@ def test_char_lm_on_a_text_file_vocabulary_from_the_training_split_only(tmp_path
     scored = _scored_targets(task, "test")  # every test character after the first, the unknown ones too
     assert len(scored) == len(text) - mid - 1 and int((scored == unk).sum()) == text[mid + 1:].count("Q")
     assert task.baseline()["bpc"] > 0
-    rec = _train(registry, "char_lm", {"path": str(tmp_path / "mill.txt"), "seq_len": 16, "eval_windows": 0})
+    rec = _train(registry, "char_lm", params)
     assert rec["status"] == "ok", rec.get("error")
     assert np.isfinite(rec["test"]["bpc"]) and rec["task_info"]["unknown"]["test"] == text[mid:].count("Q")
 
@@ -70,7 +71,7 @@ def test_every_token_is_scored_once_and_the_partial_window_weighs_what_it_scores
     task = registry.make_task("char_lm", {"path": str(tmp_path / "t.txt"), "seq_len": 16, "eval_windows": 0})
     test = task.splits["test"]
     assert torch.equal(_scored_targets(task, "test"), test[1:])
-    # a predictor that knows the answer on even positions only: the exact mean over tokens, whatever the batching
+    # a predictor that knows the answer on even positions only: the exact mean over tokens, any batching
     V = len(task.vocab)
 
     def predict(x):
@@ -103,8 +104,8 @@ def test_char_lm_on_a_dataset_folder_keeps_its_own_splits(tmp_path, registry, hf
 def _wikitext_folder(folder):
     """Three parquet files in WikiText-2's layout (one row per line, blank rows, <unk>), our own words."""
     folder.mkdir()
-    lines = {"train": ["", " = The Mill = \n", "", " the miller counted his sacks . \n", " the river went on . \n",
-                       " a <unk> sang . \n"],
+    lines = {"train": ["", " = The Mill = \n", "", " the miller counted his sacks . \n",
+                       " the river went on . \n", " a <unk> sang . \n"],
              "validation": ["", " the river sang . \n"],
              "test": ["", " the heron counted . \n", " the river . \n"]}
     for split, rows in lines.items():
@@ -122,8 +123,8 @@ def test_wikitext2_keeps_the_official_splits_apart(tmp_path, registry, hf_cache)
     assert decoded["val"] == words["validation"]  # every validation word was seen in training
     assert decoded["test"] == [w if w in words["train"] else UNK for w in words["test"]]  # heron -> <unk>
     assert torch.equal(_scored_targets(task, "test"), task.splits["test"][1:])  # the full test split
-    raw = registry.make_task("wikitext2", {"path": str(tmp_path / "wikitext-2-v1"), "seq_len": 4, "min_count": 2,
-                                           "config": "wikitext-2-raw-v1"})
+    raw = registry.make_task("wikitext2", {"path": str(tmp_path / "wikitext-2-v1"), "seq_len": 4,
+                                           "min_count": 2, "config": "wikitext-2-raw-v1"})
     assert set(raw.vocab) == {UNK, "<eos>", "the", ".", "="}  # the training words seen twice or more
 
 
@@ -154,13 +155,15 @@ def test_csv_forecast_with_a_chosen_target_trains_and_scales_on_training_rows(tm
     assert task.borders == {"train": (0, 280), "val": (256, 320), "test": (296, 400)}
     assert task.mean == pytest.approx(raw[:280].mean(0)) and task.std == pytest.approx(raw[:280].std(0))
     assert not task.mean == pytest.approx(raw.mean(0))
-    assert {s: task.window_count(s) for s in ("train", "val", "test")} == {"train": 249, "val": 33, "test": 73}
+    windows = {s: task.window_count(s) for s in ("train", "val", "test")}
+    assert windows == {"train": 249, "val": 33, "test": 73}
     assert task.spec.input_dim == 3 and task.spec.output_dim == 8  # three inputs, one predicted column
     batch = next(iter(task.eval_batches("test", 4)))
     first_target_row = (raw[296 + 24:296 + 32, 2] - task.mean[2]) / task.std[2]
     assert batch.y[0].numpy() == pytest.approx(first_target_row, rel=1e-5)
     only = registry.make_task("csv_forecast", {**params, "columns": "c"})  # "S": the target's own past
-    assert only.spec.input_dim == 1 and only.baseline()["linear_mse"] == pytest.approx(task.baseline()["linear_mse"])
+    assert only.spec.input_dim == 1  # the linear baseline reads the target's own past either way:
+    assert only.baseline()["linear_mse"] == pytest.approx(task.baseline()["linear_mse"])
     rec = _train(registry, "csv_forecast", params)
     assert rec["status"] == "ok", rec.get("error")
     assert np.isfinite(rec["test"]["mse"]) and len(rec["forecast_example"]["truth"]) == 8
@@ -170,7 +173,7 @@ def test_ratio_borders_follow_time_series_library():
     # Dataset_Custom: num_train = int(n*0.7), num_test = int(n*0.2), validation the rest; lookback L early
     assert ratio_borders(17420, (0.7, 0.1, 0.2), 96) == {"train": (0, 12194), "val": (12098, 13936),
                                                          "test": (13840, 17420)}
-    assert ratio_borders(720, (0.7, 0.1, 0.2), 48)["train"] == (0, 503)  # int(720*0.7) is 503 in floating point
+    assert ratio_borders(720, (0.7, 0.1, 0.2), 48)["train"] == (0, 503)  # int(720*0.7) is 503 in floats
 
 
 @pytest.mark.skipif(data_dir() is None, reason="reference data (../shared/data) not present")
@@ -185,7 +188,8 @@ def test_ett_preset_predicts_a_chosen_target_with_the_published_borders(registry
 def test_describe_lists_every_parameter_with_default_and_meaning(capsys):
     assert main(["describe", "csv_forecast"]) == 0
     out = capsys.readouterr().out
-    for name, default in (("path", "(required)"), ("target", "(unset)"), ("split", '"0.7/0.1/0.2"'), ("season", "0")):
+    shown = (("path", "(required)"), ("target", "(unset)"), ("split", '"0.7/0.1/0.2"'), ("season", "0"))
+    for name, default in shown:
         assert re.search(rf"^\s+{name}\s+{re.escape(default)}\s+\S", out, re.M), name
     plugin = str(ROOT / "tests" / "fixtures" / "example_plugin" / "parity_task.py")
     assert main(["--plugin", plugin, "list", "tasks", "--params"]) == 0
@@ -220,7 +224,8 @@ def _bad_files(tmp):
     short = tmp / "short.csv"
     _sensor_csv(short, rows=60)
     frame = _sensor_csv(tmp / "ok.csv", rows=200)
-    frame.assign(b=frame["b"].astype(object).where(frame.index != 37, "n/a?")).to_csv(tmp / "text.csv", index=False)
+    frame.assign(b=frame["b"].astype(object).where(frame.index != 37, "n/a?")).to_csv(tmp / "text.csv",
+                                                                                       index=False)
     frame.assign(c=frame["c"].where(frame.index != 150)).to_csv(tmp / "hole.csv", index=False)
     (tmp / "blob.bin").write_bytes(bytes(range(256)) * 8)
     (tmp / "latin.txt").write_bytes(("caf\xe9 au lait. " * 200).encode("latin-1"))
@@ -230,8 +235,10 @@ def _bad_files(tmp):
             ("char_lm", {"path": "empty.txt"}, "is empty"),
             ("csv_forecast", {"path": "empty.txt"}, "is empty"),
             ("csv_forecast", {"path": "ok.csv", "target": "OT"}, "no column 'OT'"),
-            ("csv_forecast", {"path": "text.csv", "lookback": 8, "horizon": 2}, "non-numeric value 'n/a?' at data row 38"),
-            ("csv_forecast", {"path": "hole.csv", "lookback": 8, "horizon": 2}, "'c' has a missing value at data row 151"),
+            ("csv_forecast", {"path": "text.csv", "lookback": 8, "horizon": 2},
+             "non-numeric value 'n/a?' at data row 38"),
+            ("csv_forecast", {"path": "hole.csv", "lookback": 8, "horizon": 2},
+             "'c' has a missing value at data row 151"),
             ("csv_forecast", {"path": "short.csv", "lookback": 24, "horizon": 8}, "val split"),
             ]
 
@@ -252,16 +259,18 @@ def test_bad_data_files_are_one_line_errors_naming_the_file_and_nothing_is_writt
 
 # ---- the README's example profiles -------------------------------------------------------------
 
-def test_example_profiles_run_as_shipped(tmp_path):
+def test_example_profiles_run_as_shipped(tmp_path, monkeypatch):
     """examples/*.toml as a user runs them from the repository root, with fewer steps and one model."""
+    monkeypatch.chdir(ROOT)  # their paths are relative to the repository root
     for name in ("own_text", "own_csv"):
-        data = tomllib.loads((ROOT / "examples" / f"{name}.toml").read_text())
         text = (ROOT / "examples" / f"{name}.toml").read_text()
-        text = re.sub(r"^steps = \d+", "steps = 8", text, flags=re.M).replace("eval_every = 50", "eval_every = 4")
+        task = tomllib.loads(text)["experiment"][0]["task"][0]["name"]
+        text = re.sub(r"^steps = \d+", "steps = 8", text, flags=re.M)
+        text = text.replace("eval_every = 50", "eval_every = 4")
         profile = tmp_path / f"{name}.toml"
         profile.write_text(text)
         out = tmp_path / name
-        proc = suite("run", "--profile", profile, "--out", out, "--model", "nn-lstm", "--seeds", "1", "--no-progress")
-        assert proc.returncode == 0, proc.stderr[-1500:]
+        args = ["--out", str(out), "--model", "nn-lstm", "--seeds", "1", "--no-progress"]
+        assert main(["run", "--profile", str(profile), *args]) == 0
         df = pd.read_json(out / "records.jsonl", lines=True)
-        assert set(df["status"]) == {"ok"} and set(df["task"]) == {data["experiment"][0]["task"][0]["name"]}
+        assert set(df["status"]) == {"ok"} and set(df["task"]) == {task}
