@@ -1,4 +1,4 @@
-"""Command line: python -m suite {list,run,report,compare} (also installed as `lstm-bench`).
+"""Command line: python -m suite {list,describe,run,report,compare} (also installed as `lstm-bench`).
 
 Every user error ends as one line on stderr, exit status 2, and nothing written to the store."""
 
@@ -23,6 +23,11 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered tasks, models or profiles")
     ls.add_argument("what", choices=["tasks", "models", "profiles"])
+    ls.add_argument("--params", action="store_true",
+                    help="with tasks: every parameter, its default and meaning")
+
+    desc = sub.add_parser("describe", help="a task's parameters (default, meaning), metric and baseline")
+    desc.add_argument("task")
 
     run = sub.add_parser("run", help="run a profile's jobs (skips jobs already in the results directory)", epilog=EPILOG)
     run.add_argument("--profile", default="smoke", help="profile name or path of a .toml file (default: smoke)")
@@ -56,6 +61,8 @@ def cmd_list(args, registry) -> int:
     if args.what == "tasks":
         for name, cls in sorted(registry.tasks.items()):
             print(f"{name:20s} {cls.family:18s} {cls.description}")
+            if args.params:
+                print("\n".join(_parameter_lines(cls)))
     elif args.what == "models":
         for name, spec in sorted(registry.models.items()):
             print(f"{name:18s} {spec.family:15s} {spec.description}")
@@ -63,6 +70,30 @@ def cmd_list(args, registry) -> int:
         for name in available_profiles():
             print(f"{name:10s} {load_profile(name).description}")
     return 0
+
+
+def cmd_describe(args, registry) -> int:
+    cls = registry.task(args.task)
+    better = "higher" if cls.higher_is_better else "lower"
+    print(f"{cls.name}: {cls.description}")
+    print(f"family {cls.family}; metric {cls.primary_metric} ({better} is better); "
+          f"from {registry.sources['task:' + cls.name]}")
+    print("parameters (a profile's [[experiment.task]] params = { name = value }; a list there is a sweep):")
+    print("\n".join(_parameter_lines(cls)))
+    return 0
+
+
+def _parameter_lines(cls) -> list[str]:
+    """One line per parameter of a task: name, default (TOML spelling), meaning (the task's param_help)."""
+    import json
+
+    def shown(p):
+        if p.required:
+            return "(required)"
+        return "(unset)" if p.default is None else json.dumps(p.default)
+
+    return [f"    {p.name:14s} {shown(p):16s} {p.help or '(no description: add it to the task param_help)'}"
+            for p in cls.parameters()]
 
 
 def cmd_run(args, registry) -> int:
@@ -151,7 +182,8 @@ def cmd_compare(args, registry) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report, "compare": cmd_compare}
+COMMANDS = {"list": cmd_list, "describe": cmd_describe, "run": cmd_run, "report": cmd_report,
+            "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,12 +57,13 @@ def reached(value: float, threshold: float | None, higher: bool) -> bool:
 
 @torch.no_grad()
 def forecast_example(task: Task, model, device, dtype) -> dict:
-    """The first test window, last channel: lookback, truth and prediction (for the report's plot)."""
+    """The first test window, last predicted channel: lookback, truth, prediction (the report's plot)."""
     batch = next(iter(task.eval_batches("test", 1)))
     pred = predictor(model, device, dtype)(batch.x)
-    C = batch.x.shape[-1]
-    return {"lookback": batch.x[0, :, -1].tolist(), "truth": batch.y[0].view(-1, C)[:, -1].tolist(),
-            "prediction": pred[0].view(-1, C)[:, -1].cpu().tolist()}
+    targets = getattr(task, "targets", range(batch.x.shape[-1]))  # input channels predicted, in output order
+    K = len(targets)
+    return {"lookback": batch.x[0, :, targets[-1]].tolist(), "truth": batch.y[0].view(-1, K)[:, -1].tolist(),
+            "prediction": pred[0].view(-1, K)[:, -1].cpu().tolist()}
 
 
 def train(cfg: TrainConfig, seed: int, task: Task, model: torch.nn.Module, device: torch.device,

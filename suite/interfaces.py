@@ -8,6 +8,7 @@ as third-party plugins (see suite/registry.py).
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Iterable, Literal
@@ -71,6 +72,9 @@ class Task:
     success_threshold (value of primary_metric that counts as "solved"; see threshold()).
     Constructor parameters (e.g. seq_len, delay) are keyword arguments with defaults; the
     constructor sets self.spec. `seed` fixes the data (the evaluation sets in particular).
+    `param_help` gives each constructor parameter a one-line meaning (merged along the class
+    hierarchy, so a shared base documents shared parameters once); `parameters()` reads it with
+    the defaults, which is what `python -m suite describe TASK` prints.
     """
 
     name: ClassVar[str] = ""
@@ -80,6 +84,8 @@ class Task:
     higher_is_better: ClassVar[bool] = False
     success_threshold: ClassVar[float | None] = None
     eval_size: ClassVar[int] = 512  # samples per evaluation split for generated tasks
+    param_help: ClassVar[dict[str, str]] = {
+        "seed": "set by the run's seeds, not in params: fixes the generated data and evaluation sets"}
 
     spec: TaskSpec
 
@@ -124,12 +130,14 @@ class Task:
     @torch.no_grad()
     def evaluate(self, predict: Callable[[torch.Tensor], torch.Tensor], split: str,
                  batch_size: int = 256, device: str | torch.device = "cpu") -> dict[str, float]:
-        """Weighted mean of batch_metrics over the whole split (no batch is dropped)."""
+        """Mean of batch_metrics over the whole split (no batch is dropped), each batch weighted by
+        the positions it counts (its rows, or its mask's positions: a partly masked last window of
+        a token stream then weighs what it scores)."""
         totals: dict[str, float] = {}
         weight = 0
         for batch in self.eval_batches(split, batch_size):
             batch = batch.to(device)
-            n = int(batch.x.shape[0])
+            n = int(batch.x.shape[0]) if batch.mask is None else int(batch.mask.sum())
             for k, v in self.batch_metrics(predict(batch.x), batch).items():
                 totals[k] = totals.get(k, 0.0) + v * n
             weight += n
@@ -153,6 +161,29 @@ class Task:
     def describe(self) -> dict[str, Any]:
         """Facts about the data that ran (e.g. which corpus), stored in every record."""
         return {}
+
+    @classmethod
+    def parameters(cls) -> list["Param"]:
+        """Every constructor parameter with its default and one-line meaning, read from the task."""
+        help_text: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            help_text.update(vars(klass).get("param_help", {}))
+        return [Param(p.name, p.default, help_text.get(p.name, ""))
+                for p in inspect.signature(cls.__init__).parameters.values()
+                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One task parameter: default is inspect.Parameter.empty when the parameter is required."""
+
+    name: str
+    default: Any
+    help: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is inspect.Parameter.empty
 
 
 def _masked(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None):

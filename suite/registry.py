@@ -72,8 +72,9 @@ class Registry:
         except ValueError as exc:
             raise ConfigError(f"task {name!r}: bad parameter value ({one_line(exc)})") from None
         except TypeError as exc:
-            allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "seed", "kwargs")]
-            raise ConfigError(f"task {name!r}: bad parameters {sorted(params)} ({one_line(exc)}); it takes {allowed}") from None
+            allowed = [p.name for p in cls.parameters() if p.name != "seed"]
+            raise ConfigError(f"task {name!r}: bad parameters {sorted(params)} ({one_line(exc)}); "
+                              f"it takes {allowed} (see `python -m suite describe {name}`)") from None
         if not hasattr(task, "spec"):
             raise PluginError(f"task {name!r} ({self.sources.get('task:' + name)}): __init__ must set self.spec (a TaskSpec)")
         return task
@@ -91,6 +92,12 @@ def check_task_class(cls, source: str) -> None:
         raise PluginError(f"{where}: task {cls.name!r} is missing method baseline()")
     if cls.sample is Task.sample and (cls.train_batch is Task.train_batch or cls.eval_batches is Task.eval_batches):
         raise PluginError(f"{where}: task {cls.name!r} is missing method sample() (or train_batch() and eval_batches())")
+    own_help = vars(cls).get("param_help", {})
+    stray = sorted(set(own_help) - {p.name for p in cls.parameters()}) if isinstance(own_help, dict) else None
+    if stray is None or stray:
+        why = f"; {', '.join(stray)} is no parameter of __init__" if stray else ""
+        raise PluginError(f"{where}: task {cls.name!r} param_help must be a dict from its __init__ "
+                          f"parameters to one-line meanings{why}")
 
 
 def check_task_instance(task: Task) -> None:

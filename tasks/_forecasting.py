@@ -8,19 +8,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from suite.errors import DataError
 from suite.interfaces import Batch, Task, TaskSpec, check_positive
 
 
 class WindowForecastTask(Task):
     """Subclasses call _setup(series (N, C) float array, borders {split: (start, end)} in rows of
-    the *targets*, lookback, horizon, season). A window's lookback may reach back before its split's
-    start (as in the Informer/Autoformer/DLinear protocol: val starts at 8640 − L)."""
+    the *targets*, lookback, horizon, season, targets, source). A window's lookback may reach back
+    before its split's start (as in the Informer/Autoformer/DLinear protocol: val starts at 8640 − L).
+    Every channel is an input; `targets` (channel indices, default all) are the ones predicted."""
 
     family = "forecasting"
     primary_metric = "mse"
     higher_is_better = False
+    param_help = {"lookback": "input window: past time steps the model sees",
+                  "horizon": "time steps predicted after the lookback"}
 
-    def _setup(self, series: np.ndarray, borders: dict, lookback: int, horizon: int, season: int | None):
+    def _setup(self, series: np.ndarray, borders: dict, lookback: int, horizon: int, season: int | None,
+               targets: list[int] | None = None, source: str | None = None):
         check_positive("lookback", lookback)
         check_positive("horizon", horizon)
         self.lookback, self.horizon, self.season = int(lookback), int(horizon), season
@@ -29,17 +34,21 @@ class WindowForecastTask(Task):
         self.std = series[train_start:train_end].std(0) + 1e-8
         self.data = torch.tensor((series - self.mean) / self.std, dtype=torch.float32)
         self.borders = borders
-        C = series.shape[1]
-        self.channels = C
-        self.spec = TaskSpec(seq_len=self.lookback, input_dim=C, output_dim=self.horizon * C, output="regression",
-                             readout="last", causal=False)
+        self.channels = series.shape[1]
+        self.targets = list(range(self.channels)) if targets is None else list(targets)
+        K = len(self.targets)
+        self.spec = TaskSpec(seq_len=self.lookback, input_dim=self.channels, output_dim=self.horizon * K,
+                             output="regression", readout="last", causal=False)
         for split in ("train", "val", "test"):
             if self.window_count(split) < 1:
-                raise ValueError(f"{self.name}: split {split} has no full window for lookback {lookback} + horizon {horizon}")
+                start, end = borders[split]
+                raise DataError(f"{source or self.name}: the {split} split (rows {start}..{end}, lookback "
+                                f"included) is too short for lookback {lookback} + horizon {horizon}; use a "
+                                f"shorter lookback or horizon, or a longer series")
 
     def window_starts(self, split: str) -> torch.Tensor:
         start, end = self.borders[split]
-        return torch.arange(start, end - self.lookback - self.horizon + 1)
+        return torch.arange(start, max(start, end - self.lookback - self.horizon + 1))
 
     def window_count(self, split: str) -> int:
         return len(self.window_starts(split))
@@ -47,7 +56,7 @@ class WindowForecastTask(Task):
     def _windows(self, starts: torch.Tensor) -> Batch:
         L, H = self.lookback, self.horizon
         x = self.data[starts[:, None] + torch.arange(L)]
-        y = self.data[starts[:, None] + L + torch.arange(H)]
+        y = self.data[starts[:, None] + L + torch.arange(H)][:, :, self.targets]
         return Batch(x, y.reshape(len(starts), -1))
 
     def train_batch(self, batch_size, generator):
@@ -72,25 +81,26 @@ class WindowForecastTask(Task):
         return {"loss": se / n, "mse": se / n, "mae": ae / n}
 
     def _naive(self, x):
-        return x[:, -1:, :].expand(-1, self.horizon, -1).reshape(len(x), -1)
+        return x[:, -1:, self.targets].expand(-1, self.horizon, -1).reshape(len(x), -1)
 
     def _seasonal_naive(self, x):
         s = self.season
         reps = -(-self.horizon // s)
-        return x[:, -s:, :].repeat(1, reps, 1)[:, :self.horizon].reshape(len(x), -1)
+        return x[:, -s:, self.targets].repeat(1, reps, 1)[:, :self.horizon].reshape(len(x), -1)
 
     def _fit_linear(self):
-        """One linear map lookback -> horizon shared by all channels, with bias (least squares)."""
+        """One linear map lookback -> horizon shared by the predicted channels, each from its own
+        past, with bias (least squares)."""
         batch = self._windows(self.window_starts("train"))
-        C = self.channels
-        X = batch.x.permute(0, 2, 1).reshape(-1, self.lookback).double()
+        C = len(self.targets)
+        X = batch.x[:, :, self.targets].permute(0, 2, 1).reshape(-1, self.lookback).double()
         Y = batch.y.reshape(len(batch.y), self.horizon, C).permute(0, 2, 1).reshape(-1, self.horizon).double()
         X1 = torch.cat([X, torch.ones(len(X), 1, dtype=X.dtype)], 1)
         ridge = 1e-3 * torch.eye(X1.shape[1], dtype=X.dtype)
         W = torch.linalg.solve(X1.T @ X1 + ridge, X1.T @ Y)
 
         def predict(x):
-            xx = x.permute(0, 2, 1).reshape(-1, self.lookback).double()
+            xx = x[:, :, self.targets].permute(0, 2, 1).reshape(-1, self.lookback).double()
             out = torch.cat([xx, torch.ones(len(xx), 1, dtype=xx.dtype)], 1) @ W
             return out.reshape(len(x), C, self.horizon).permute(0, 2, 1).reshape(len(x), -1).float()
 
@@ -118,4 +128,5 @@ class WindowForecastTask(Task):
 
     def describe(self):
         return {"lookback": self.lookback, "horizon": self.horizon, "channels": self.channels,
+                "targets": len(self.targets),
                 "windows": {s: self.window_count(s) for s in ("train", "val", "test")}}

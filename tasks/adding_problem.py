@@ -15,6 +15,8 @@ class AddingProblem(Task):
     higher_is_better = False
     success_threshold = 0.01
 
+    param_help = {"seq_len": "length T of the sequence holding the two marked values"}
+
     def __init__(self, seq_len: int = 100, seed: int = 0):
         super().__init__(seed)
         check_positive("adding seq_len", seq_len, 4)

@@ -17,6 +17,12 @@ class AssociativeRecall(Task):
     higher_is_better = True
     success_threshold = 0.9
 
+    param_help = {"seq_len": "sequence length (pairs, noise, queries)",
+                  "n_pairs": "key-value pairs shown before the queries",
+                  "n_queries": "keys queried at the end (each scored)",
+                  "n_keys": "distinct keys",
+                  "n_values": "distinct values (a guess scores 1/n_values)"}
+
     def __init__(self, seq_len: int = 64, n_pairs: int = 8, n_queries: int = 8, n_keys: int = 16, n_values: int = 16, seed: int = 0):
         super().__init__(seed)
         for name, value in (("seq_len", seq_len), ("n_pairs", n_pairs), ("n_queries", n_queries), ("n_keys", n_keys), ("n_values", n_values)):

@@ -24,6 +24,8 @@ class CopyMemory(Task):
     higher_is_better = True
     success_threshold = 0.99
 
+    param_help = {"delay": "blank steps between the symbols and the delimiter (sequence length delay + 20)"}
+
     def __init__(self, delay: int = 50, seed: int = 0):
         super().__init__(seed)
         check_positive("copy_memory delay", delay)

@@ -28,6 +28,8 @@ class MackeyGlass(WindowForecastTask):
     name = "mackey_glass"
     description = "Mackey-Glass chaotic series (tau=17), univariate multi-step forecasting (generated)"
 
+    param_help = {"length": "time steps generated (split 60/20/20 in time)"}
+
     def __init__(self, length: int = 4000, lookback: int = 64, horizon: int = 16, seed: int = 0):
         super().__init__(seed)
         series = mackey_glass(int(length), seed=seed)

@@ -108,6 +108,7 @@ def test_corrupt_and_missing_data_give_one_line_errors(tmp_path):
 def test_list_tasks_shows_every_task_with_a_description():
     proc = suite("list", "tasks")
     assert proc.returncode == 0
-    for name in ("copy_memory", "adding", "selective_copy", "associative_recall", "char_lm", "wikitext2", "ett", "mackey_glass", "sunspots"):
+    for name in ("copy_memory", "adding", "selective_copy", "associative_recall", "char_lm", "wikitext2",
+                 "ett", "csv_forecast", "mackey_glass", "sunspots"):
         line = next(l for l in proc.stdout.splitlines() if l.startswith(name + " "))
         assert len(line.split()) > 3
