@@ -14,7 +14,7 @@ from pathlib import Path
 
 from suite.errors import ConfigError
 from suite.jobs import ROLES, Job, TrainConfig, sweep
-from suite.tuning import TunedGroup
+from suite.tuning import TunedGroup, choose
 from suite.registry import Registry
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -81,9 +81,16 @@ class Plan:
     def first_phase(self) -> list[Job]:
         return self.tuning_jobs() + self.jobs
 
-    def second_phase(self, chosen: dict[str, float]) -> list[Job]:
-        """The seeds of every tuned group at its chosen LR (the tuning seed's run is already done)."""
-        return [job for group in self.tuned for job in group.jobs(chosen[group.key])]
+    def seeds_ready(self, settled: dict[str, dict]) -> list[Job]:
+        """The seeds of every tuned group whose tuning points all have a record (settled: key ->
+        record), at the learning rate its validation score chose. The tuning seed's run at that rate
+        is one of its tuning points: same job, same key, not run twice."""
+        jobs = []
+        for group in self.tuned:
+            points = [settled.get(job.key) for job in group.tuning_jobs()]
+            if all(points):
+                jobs += group.jobs(choose(points)["lr"])
+        return jobs
 
 
 def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, models=None, experiments=None) -> Plan:
