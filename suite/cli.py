@@ -112,11 +112,11 @@ def cmd_run(args, registry) -> int:
     else:
         from suite.ray_executor import ray_pool
 
-        plugins = args.plugin
-        pool = ray_pool(context, plan.first_phase() + [g.template for g in plan.tuned], address=args.ray_address,
-                        workers=workers, threads=args.threads, plugins=plugins)
+        every_shape = plan.first_phase() + [g.template for g in plan.tuned]
+        pool = ray_pool(context, every_shape, address=args.ray_address, workers=workers, threads=args.threads,
+                        plugins=args.plugin)
         p = pool.placement
-        where = f"Ray cluster at {args.ray_address}, {len(p.nodes)} nodes" if args.ray_address else "local Ray"
+        where = f"Ray cluster {args.ray_address}, {len(p.nodes)} nodes" if args.ray_address else "local Ray"
         how = f"{_n(p.slots, 'worker')} x {_n(p.threads, 'thread')} ({where}; timing jobs run alone)"
     try:
         store = ResultsStore(out)
@@ -130,7 +130,8 @@ def cmd_run(args, registry) -> int:
               f"({env['device_name']}), {dtype}, {how} -> {out}", file=sys.stderr)
         start = time.perf_counter()
         # tuning points and fixed jobs first; each tuned group's seeds as soon as its own points are in
-        counts = execute(plan.first_phase(), store, pool, plan.seeds_ready, args.retry_failed, not args.no_progress)
+        counts = execute(plan.first_phase(), store, pool, plan.seeds_ready, args.retry_failed,
+                         not args.no_progress)
     finally:
         pool.close()
     print(f"done in {time.perf_counter() - start:.1f}s: {counts['ok']} ok, {counts['diverged']} diverged, "
@@ -154,8 +155,8 @@ def _check_workers(args) -> int | None:
         from suite.ray_executor import local_cores
 
         if args.workers > local_cores():
-            raise SuiteError(f"--workers {args.workers} is more than the {local_cores()} cores of this machine; "
-                             f"use --workers {local_cores()} or fewer (or --ray-address for a cluster)")
+            raise SuiteError(f"--workers {args.workers} is more than the {local_cores()} cores of this "
+                             f"machine; use --workers {local_cores()} or fewer (or --ray-address for a cluster)")
     return args.workers
 
 

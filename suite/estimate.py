@@ -54,7 +54,7 @@ class TrainCost:
         cfg = job.train_config
         steps = cfg.steps if cfg.seconds is None else min(cfg.steps, int(cfg.seconds / max(self.step, 1e-9)))
         evals = math.ceil(steps / cfg.eval_every) + 1  # the last one and the test split
-        busy = cfg.seconds if cfg.seconds is not None else steps * self.step  # a time budget counts steps only
+        busy = cfg.seconds if cfg.seconds is not None else steps * self.step  # a time budget: steps only
         return self.setup + busy + evals * self.per_eval
 
 
@@ -91,7 +91,8 @@ class Costs:
             elif job.kind != "train":
                 walls.setdefault(sig, []).append(wall)
         for sig, pairs in steps.items():
-            self.train[sig] = TrainCost(statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs))
+            self.train[sig] = TrainCost(statistics.median(p[0] for p in pairs),
+                                        statistics.median(p[1] for p in pairs))
         self.measured.update({sig: statistics.median(w) for sig, w in walls.items()})
         self.learned = set(self.train) | set(self.measured)
 
@@ -215,7 +216,8 @@ class SimulatedPool(InProcessPool):
         self.clock, _, job = heapq.heappop(self.heap)
         self.placement.finish(job)
         # a stand-in result: every tuning point scores the same, so the smallest learning rate is chosen
-        return [(job, {"key": job.key, **asdict(job), "status": "ok", "best_val": 0.0, "higher_is_better": False})]
+        return [(job, {"key": job.key, **asdict(job), "status": "ok", "best_val": 0.0,
+                       "higher_is_better": False})]
 
 
 def simulate(plan: Plan, records: list[dict], cost, nodes: int, cpus: int, threads: int, workers: int,
@@ -276,7 +278,8 @@ def dry_run(plan: Plan, out: Path, registry, device, dtype: str, *, workers: int
         print(f"{state:5s}{extra:>9s}  {job.experiment}: {job.label()}")
     experiments = list(dict.fromkeys(j.experiment for j in all_jobs))
     head = [f"1 worker ({modes[1]} thr)"] + ([f"{n} workers ({modes[n]} thr)"] if n > 1 else [])
-    print(f"\n{'experiment':16s} {'jobs':>6s} {'new':>6s} {'done':>6s}  " + "  ".join(f"{h:>20s}" for h in head))
+    print(f"\n{'experiment':16s} {'jobs':>6s} {'new':>6s} {'done':>6s}  "
+          + "  ".join(f"{h:>20s}" for h in head))
     for exp in experiments + ["total"]:
         sub = plan if exp == "total" else _only(plan, exp)
         mine = [(j, s) for j, s in listed if exp == "total" or j.experiment == exp]
@@ -284,7 +287,8 @@ def dry_run(plan: Plan, out: Path, registry, device, dtype: str, *, workers: int
         times = [runs[w].clock if exp == "total" else
                  simulate(sub, done_records, cost_at(t), 1, cores, t if w > 1 else cores, w, retry_failed).clock
                  for w, t in modes.items()]
-        print(f"{exp:16s} {len(mine):6d} {new:6d} {len(mine) - new:6d}  " + "  ".join(f"{_fmt(x):>20s}" for x in times))
+        print(f"{exp:16s} {len(mine):6d} {new:6d} {len(mine) - new:6d}  "
+              + "  ".join(f"{_fmt(x):>20s}" for x in times))
     cal = sum(c.calibration_seconds for c in costs.values())
     for t, c in costs.items():
         print(f"costs at {t} thread(s), configurations by source: {c.sources}")

@@ -22,7 +22,7 @@ import torch
 from tqdm import tqdm
 
 from suite.environment import DTYPES
-from suite.errors import one_line
+from suite.errors import SuiteError, one_line
 from suite.interfaces import Task, TaskSpec
 from suite.jobs import Job
 from suite.measure import throughput
@@ -180,7 +180,8 @@ def failed_record(job: Job, ctx: Context, error: str, started: str, seconds: flo
 def placement_facts(record: dict, placement: Placement, peak: int, executor: str) -> dict:
     """What ran beside the job: `concurrency` is the most jobs of this run on its node while it ran,
     so `ran_alone` is a fact measured by the driver, not the job's declaration (`runs_alone`)."""
-    return {**record, "executor": executor, "workers": placement.slots, "concurrency": peak, "ran_alone": peak == 1}
+    return {**record, "executor": executor, "workers": placement.slots, "concurrency": peak,
+            "ran_alone": peak == 1}
 
 
 class InProcessPool:
@@ -214,7 +215,8 @@ class Progress:
     its step and loss (at most twice a second)."""
 
     def __init__(self, enabled: bool):
-        self.bar = tqdm(total=0, desc="jobs", unit="job", disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(total=0, desc="jobs", unit="job", disable=not enabled, file=sys.stderr,
+                        dynamic_ncols=True)
         self.enabled = enabled
         self.status = ""
 
@@ -274,6 +276,9 @@ def execute(jobs: list[Job], store: ResultsStore, pool, follow_ups=None, retry_f
     try:
         while queue or pool.running():
             pool.take(queue)
+            if not pool.running():  # placement checks every job up front: this is a lost node
+                raise SuiteError(f"no worker left that can run {queue[0].label()}; finished jobs are saved, "
+                                 "run the same command again to resume")
             progress.update(done + len(pool.running()) + len(queue), done, pool.running(), len(queue))
             for job, record in pool.wait():
                 store.append(record)  # the one writer: as each result arrives

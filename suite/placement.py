@@ -73,8 +73,8 @@ class Placement:
                              "use --device cpu, or add a GPU node (ray start --num-gpus N)")
         if any(not job.runs_alone for job in jobs) and not any(self.threads <= n.cpus for n in self.nodes):
             biggest = max(n.cpus for n in self.nodes)
-            raise SuiteError(f"a job asks for {self.threads} cores (--threads) but the largest node has {biggest}; "
-                             f"use --threads {biggest} or fewer")
+            raise SuiteError(f"a job asks for {self.threads} cores (--threads) but the largest node has "
+                             f"{biggest}; use --threads {biggest} or fewer")
 
     @property
     def slots(self) -> int:
@@ -126,7 +126,8 @@ class Placement:
 
     def _set_aside(self, waiting: int) -> None:
         """Keep one drained node per alone job still waiting: the ones with the fewest jobs running."""
-        self.draining = [i for i in self.draining if any(n.id == i and not n.busy_alone for n in self.nodes)][:waiting]
+        free = {n.id for n in self.nodes if not n.busy_alone}
+        self.draining = [i for i in self.draining if i in free][:waiting]
         candidates = sorted((n for n in self.nodes if n.id not in self.draining and not n.busy_alone),
                             key=lambda n: len(n.running))
         self.draining += [n.id for n in candidates[:waiting - len(self.draining)]]

@@ -41,13 +41,13 @@ def import_ray():
     try:
         import ray
     except Exception as exc:  # not installed, or broken: only parallel runs need it
-        raise SuiteError(f"--workers > 1 and --ray-address need Ray, which failed to import "
-                         f"({type(exc).__name__}: {one_line(exc)}); pip install 'ray>=2.30', or run with --workers 1")
+        raise SuiteError(f"--workers > 1 and --ray-address need Ray, which failed to import ({type(exc).__name__}: "
+                         f"{one_line(exc)}); pip install 'ray>=2.30', or run with --workers 1")
     return ray
 
 
 def _reachable(address: str) -> str:
-    """HOST:PORT of the cluster, checked in a few seconds (ray.init retries an unreachable one for minutes)."""
+    """HOST:PORT of the cluster, checked in seconds (ray.init retries an unreachable one for minutes)."""
     try:
         from ray._private.services import canonicalize_bootstrap_address
 
@@ -62,8 +62,8 @@ def _reachable(address: str) -> str:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
             return resolved
     except (OSError, ValueError) as exc:
-        raise SuiteError(f"--ray-address {address}: cannot reach a Ray head at {resolved} ({one_line(exc)}); "
-                         "check the address `ray start --head` printed, and that this machine can reach it") from None
+        raise SuiteError(f"--ray-address {address}: cannot reach a Ray head at {resolved} ({one_line(exc)}); check "
+                         "the address `ray start --head` printed, and that this machine can reach it") from None
 
 
 def start_ray(address: str | None, cores: int):
@@ -80,7 +80,7 @@ def start_ray(address: str | None, cores: int):
         raise
     except Exception as exc:
         ray.shutdown()
-        where = "start a local Ray instance" if address is None else f"connect to the Ray cluster at {address}"
+        where = f"connect to the Ray cluster at {address}" if address else "start a local Ray instance"
         raise SuiteError(f"failed to {where}: {type(exc).__name__}: {one_line(exc)}") from None
     return ray
 
@@ -111,7 +111,8 @@ def run_in_worker(job: Job, setup: WorkerSetup, threads: int) -> dict:
     if setup not in _CONTEXTS:  # a worker process is reused for many jobs: load plugins once
         from suite.registry import load_registry
 
-        _CONTEXTS[setup] = Context(load_registry(list(setup.plugins)), torch.device(setup.device), setup.dtype, {})
+        registry = load_registry(list(setup.plugins))
+        _CONTEXTS[setup] = Context(registry, torch.device(setup.device), setup.dtype, {})
     ctx = _CONTEXTS[setup]
     ctx = replace(ctx, env=environment(ctx.device, setup.dtype))  # this node, these threads
     if ctx.env["commit"] != setup.commit:
@@ -154,8 +155,13 @@ class RayPool:
                 record = self.ray.get(ref)
             except self.ray.exceptions.RayError as exc:
                 record = failed_record(job, self.ctx, _death(exc), started, time.perf_counter() - t0)
+                self._forget_dead_nodes()
             out.append((job, placement_facts(record, self.placement, self.placement.finish(job), self.name)))
         return out
+
+    def _forget_dead_nodes(self) -> None:
+        alive = {n.id for n in cluster_nodes(self.ray)}
+        self.placement.nodes = [n for n in self.placement.nodes if n.id in alive or n.running]
 
     def close(self) -> None:
         self.ray.shutdown()
@@ -179,11 +185,12 @@ def ray_pool(ctx: Context, jobs: list[Job], *, address: str | None, workers: int
     if address is None:
         threads = threads or max(1, cores // workers)
         if threads * workers > cores:
-            raise SuiteError(f"--workers {workers} x --threads {threads} needs {threads * workers} cores, this machine "
-                             f"has {cores}; lower one of them")
+            raise SuiteError(f"--workers {workers} x --threads {threads} needs {threads * workers} cores, this "
+                             f"machine has {cores}; lower one of them")
     ray = start_ray(address, cores)
     try:
-        placement = Placement(cluster_nodes(ray), threads or 1, workers or 10**9, gpu=ctx.device.type == "cuda",
+        placement = Placement(cluster_nodes(ray), threads or 1, workers or 10**9,
+                              gpu=ctx.device.type == "cuda",
                               alone_threads=ctx.env["threads"] if address is None else threads)
         placement.check(jobs)
     except BaseException:
