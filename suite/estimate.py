@@ -273,9 +273,11 @@ def dry_run(plan: Plan, out: Path, registry, device, dtype: str, *, workers: int
     serial = runs[1]
     done = {r["key"]: r for r in done_records if r.get("status") != "failed" or not retry_failed}
     listed = _listing(plan, done)
+    print(f"state  {'1 worker':>9s}  {f'{n} workers' if n > 1 else '':>9s}  job (its own time at each "
+          "mode's thread count)")
     for job, state in listed:
-        extra = f"  {_fmt(cost_at(modes[1])(job))}" if state == "new" else ""
-        print(f"{state:5s}{extra:>9s}  {job.experiment}: {job.label()}")
+        each = [_fmt(cost_at(t)(job)) if state == "new" else "" for t in (modes[1], modes[n])][:1 + (n > 1)]
+        print(f"{state:5s}  " + "  ".join(f"{x:>9s}" for x in each) + f"  {job.experiment}: {job.label()}")
     experiments = list(dict.fromkeys(j.experiment for j in all_jobs))
     head = [f"1 worker ({modes[1]} thr)"] + ([f"{n} workers ({modes[n]} thr)"] if n > 1 else [])
     print(f"\n{'experiment':16s} {'jobs':>6s} {'new':>6s} {'done':>6s}  "

@@ -115,7 +115,7 @@ def run_in_worker(job: Job, setup: WorkerSetup, threads: int) -> dict:
         _CONTEXTS[setup] = Context(registry, torch.device(setup.device), setup.dtype, {})
     ctx = _CONTEXTS[setup]
     ctx = replace(ctx, env=environment(ctx.device, setup.dtype))  # this node, these threads
-    if ctx.env["commit"] != setup.commit:
+    if ctx.env["commit"].split("+")[0] != setup.commit.split("+")[0]:  # uncommitted edits: not comparable
         raise RuntimeError(f"node {ctx.env['host']} runs lstm-bench commit {ctx.env['commit']}, the driver "
                            f"{setup.commit}: install the same checkout on every node")
     return run_job(job, ctx)
