@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from suite.executor import Context, InProcessPool, _build, _prepare, execute, run_job, task_facts
+from suite.executor import Context, _build, _prepare, execute, run_job, task_facts
 from suite.jobs import Job
 from suite.placement import Node, Placement
 from suite.profiles import Plan
@@ -197,15 +197,15 @@ class _Memory:
         self._records.append(record)
 
 
-class SimulatedPool(InProcessPool):
+class SimulatedPool:
     """The driver loop's pool with a simulated clock: a job finishes `cost(job)` seconds after it starts."""
-
-    name = "simulated"
 
     def __init__(self, placement: Placement, cost):
         self.placement, self.cost = placement, cost
         self.clock, self.heap, self.started = 0.0, [], []
-        self.progress = None
+
+    def running(self) -> list[Job]:
+        return self.placement.running()
 
     def take(self, queue: list[Job]) -> None:
         for job, _ in self.placement.take(queue):

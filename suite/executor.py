@@ -217,7 +217,6 @@ class Progress:
     def __init__(self, enabled: bool):
         self.bar = tqdm(total=0, desc="jobs", unit="job", disable=not enabled, file=sys.stderr,
                         dynamic_ncols=True)
-        self.enabled = enabled
         self.status = ""
 
     def update(self, total: int, done: int, running: list[Job], queued: int) -> None:
