@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 
 from suite.errors import ConfigError
 
@@ -90,7 +91,7 @@ class Job:
     extra: dict = field(default_factory=dict)  # kind-specific settings (e.g. seq_len of a scaling point)
     role: str = "main"  # one of ROLES (measurement jobs: their kind)
 
-    @property
+    @cached_property  # a job is never changed after it is made (dataclasses.replace makes a new one)
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from suite.errors import ConfigError
@@ -86,11 +87,21 @@ class Plan:
         record), at the learning rate its validation score chose. The tuning seed's run at that rate
         is one of its tuning points: same job, same key, not run twice."""
         jobs = []
-        for group in self.tuned:
-            points = [settled.get(job.key) for job in group.tuning_jobs()]
-            if all(points):
-                jobs += group.jobs(choose(points)["lr"])
+        for i, (group, keys) in enumerate(self._points):
+            if all(key in settled for key in keys):
+                lr = choose([settled[key] for key in keys])["lr"]
+                if (i, lr) not in self._seeds:  # the same Job objects each call: their keys are hashed once
+                    self._seeds[i, lr] = group.jobs(lr)
+                jobs += self._seeds[i, lr]
         return jobs
+
+    @cached_property
+    def _points(self) -> list[tuple[TunedGroup, list[str]]]:
+        return [(group, [job.key for job in group.tuning_jobs()]) for group in self.tuned]
+
+    @cached_property
+    def _seeds(self) -> dict:
+        return {}
 
 
 def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, models=None, experiments=None) -> Plan:
