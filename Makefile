@@ -6,6 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= quick
 RESULTS ?= results/$(PROFILE)
+WORKERS ?= $(shell nproc 2>/dev/null || echo 1)
 TORCH_CPU ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export PYTHONUNBUFFERED = 1
@@ -37,9 +38,11 @@ microbench: $(VENV)/.installed
 	mkdir -p $(RESULTS)
 	$(PY) -m pytest -q benchmarks --benchmark-enable --benchmark-only --benchmark-json=$(RESULTS)/microbench.json -p no:cacheprovider
 
-# The main job: the profile's runs, the micro-benchmarks, then the report (its path is printed last).
+# The main job: the profile's runs (one worker per core; WORKERS=1 runs them in one process), the
+# micro-benchmarks (after every job: nothing runs beside them), then the report (its path is printed last).
 bench: $(VENV)/.installed
-	$(PY) -m suite run --profile $(PROFILE) --out $(RESULTS); status=$$?; \
+	@echo "make bench: $(WORKERS) worker(s), one per core of this machine (WORKERS=1: in one process); timing jobs run alone"
+	$(PY) -m suite run --profile $(PROFILE) --out $(RESULTS) --workers $(WORKERS); status=$$?; \
 	$(MAKE) --no-print-directory microbench RESULTS=$(RESULTS) || status=1; \
 	$(PY) -m suite report $(RESULTS) || exit 1; exit $$status
 

@@ -46,7 +46,9 @@ def _run(benchmark, impl, mode, t, h):
     torch.manual_seed(0)
     model = MODELS[impl](I, h)
     x = torch.randn(B, t, I, requires_grad=(mode == "fwd+bwd"))
-    benchmark.extra_info.update(impl=impl, mode=mode, B=B, T=t, I=I, H=h, threads=torch.get_num_threads())
+    # pytest times one benchmark at a time, and `make bench` starts them after the run's last job
+    benchmark.extra_info.update(impl=impl, mode=mode, B=B, T=t, I=I, H=h, threads=torch.get_num_threads(),
+                                ran_alone=True, concurrency=1)
     if mode == "forward":
         def fn():
             with torch.no_grad():

@@ -37,7 +37,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", help="number of seeds (3) or a list (0,1,2); default: the profile's")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     run.add_argument("--dtype", default="float32", help="float32, float64 or bfloat16 (default: float32)")
-    run.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    run.add_argument("--threads", type=int,
+                     help="torch CPU threads per job (default: torch's choice; with --workers N, cores // N; "
+                          "on a cluster, 1)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="jobs at once on this machine, on a local Ray instance started for the run; at most "
+                          "the machine's cores (more is an error). 1 (the default) runs in this process")
+    run.add_argument("--ray-address", metavar="HOST:PORT|auto",
+                     help="run the jobs on an existing Ray cluster (`ray start --head`); --workers then caps "
+                          "the jobs at once (default: every node's cores)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="list the jobs (new and already finished) and estimate their time for 1 and N workers; "
+                          "runs a short calibration, writes nothing")
     run.add_argument("--out", help="results directory (default: results/<profile>)")
     run.add_argument("--retry-failed", action="store_true", help="run again the jobs recorded as failed")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -99,15 +110,16 @@ def _parameter_lines(cls) -> list[str]:
 def cmd_run(args, registry) -> int:
     import torch
 
-    from suite import tuning
     from suite.environment import environment, resolve_device
-    from suite.executor import Context, execute
+    from suite.executor import Context, InProcessPool, execute
     from suite.profiles import check_device, check_dtype, expand, load_profile
     from suite.store import ResultsStore
 
-    # everything is validated before the results directory is touched
-    device = resolve_device(check_device(args.device))
+    # everything is validated, and Ray started, before the results directory is touched
+    cluster_cuda = args.ray_address and args.device == "cuda"  # the GPUs may be on the cluster's nodes only
+    device = torch.device("cuda") if cluster_cuda else resolve_device(check_device(args.device))
     dtype = check_dtype(args.dtype)
+    workers = _check_workers(args)
     if args.threads is not None:
         if args.threads < 1:
             raise SuiteError(f"--threads must be >= 1, got {args.threads}")
@@ -119,26 +131,64 @@ def cmd_run(args, registry) -> int:
     out = Path(args.out or Path("results") / profile.name)
     if out.exists() and not out.is_dir():
         raise SuiteError(f"--out {out} is a file, not a directory; pass a directory for the results (e.g. results/mine)")
-    store = ResultsStore(out)
-    store.open_for_append()
+    if args.dry_run:
+        from suite.estimate import dry_run
+
+        return dry_run(plan, out, registry, device, dtype, workers=workers, threads=args.threads,
+                       retry_failed=args.retry_failed)
     env = environment(device, dtype)
-    total = len(plan.jobs) + sum(len(g.grid) + len(g.seeds) - 1 for g in plan.tuned)
-    store.write_run_info({"profile": profile.name, "profile_path": str(profile.path), "profile_data": profile.data,
-                          "command": sys.argv, "env": env, "jobs": total, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                          "plugins": args.plugin + [p for p in os.environ.get("LSTM_BENCH_PLUGINS", "").split(os.pathsep) if p]})
-    print(f"profile {profile.name}: {total} jobs ({len(plan.tuned)} tuned groups) on {env['device']} "
-          f"({env['device_name']}), {dtype}, {env['threads']} threads -> {out}", file=sys.stderr)
-    start = time.perf_counter()
     context = Context(registry, device, dtype, env)
-    counts = execute(plan.first_phase(), store, context, args.retry_failed, not args.no_progress)
-    if plan.tuned:  # the seeds of each tuned group, at the learning rate its validation score chose
-        chosen = {key: choice["lr"] for key, choice in tuning.choices(store.records()).items()}
-        more = execute(plan.second_phase(chosen), store, context, args.retry_failed, not args.no_progress)
-        counts = {k: counts.get(k, 0) + more.get(k, 0) for k in set(counts) | set(more)}
+    if workers == 1 and not args.ray_address:
+        pool, how = InProcessPool(context), f"{_n(env['threads'], 'thread')}, in this process"
+    else:
+        from suite.ray_executor import ray_pool
+
+        every_shape = plan.first_phase() + [g.template for g in plan.tuned]
+        pool = ray_pool(context, every_shape, address=args.ray_address, workers=workers, threads=args.threads,
+                        plugins=args.plugin)
+        p = pool.placement
+        where = f"Ray cluster {args.ray_address}, {len(p.nodes)} nodes" if args.ray_address else "local Ray"
+        how = f"{_n(p.slots, 'worker')} x {_n(p.threads, 'thread')} ({where}; timing jobs run alone)"
+    try:
+        store = ResultsStore(out)
+        store.open_for_append()
+        total = len(plan.jobs) + sum(len(g.grid) + len(g.seeds) - 1 for g in plan.tuned)
+        store.write_run_info({"profile": profile.name, "profile_path": str(profile.path), "profile_data": profile.data,
+                              "command": sys.argv, "env": env, "jobs": total, "executor": how,
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                              "plugins": args.plugin + [p for p in os.environ.get("LSTM_BENCH_PLUGINS", "").split(os.pathsep) if p]})
+        print(f"profile {profile.name}: {total} jobs ({len(plan.tuned)} tuned groups) on {env['device']} "
+              f"({env['device_name']}), {dtype}, {how} -> {out}", file=sys.stderr)
+        start = time.perf_counter()
+        # tuning points and fixed jobs first; each tuned group's seeds as soon as its own points are in
+        counts = execute(plan.first_phase(), store, pool, plan.seeds_ready, args.retry_failed,
+                         not args.no_progress)
+    finally:
+        pool.close()
     print(f"done in {time.perf_counter() - start:.1f}s: {counts['ok']} ok, {counts['diverged']} diverged, "
           f"{counts['failed']} failed, {counts['skipped']} already finished (skipped)", file=sys.stderr)
     print(out)
     return 1 if counts["failed"] else 0
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
+def _check_workers(args) -> int | None:
+    """--workers: at least 1; on this machine at most its cores (an error, not a clamp: a worker count the
+    machine cannot hold would make every job's time a lie). None = the default (1, or a whole cluster)."""
+    if args.workers is None:
+        return None if args.ray_address else 1
+    if args.workers < 1:
+        raise SuiteError(f"--workers must be >= 1, got {args.workers}")
+    if not args.ray_address:
+        from suite.ray_executor import local_cores
+
+        if args.workers > local_cores():
+            raise SuiteError(f"--workers {args.workers} is more than the {local_cores()} cores of this "
+                             f"machine; use --workers {local_cores()} or fewer (or --ray-address for a cluster)")
+    return args.workers
 
 
 def _probe_tasks(jobs, registry) -> None:

@@ -34,8 +34,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+    if device.type == "cuda":  # a driver without a GPU may send CUDA jobs to a Ray cluster's GPU nodes
+        return torch.cuda.get_device_name(device) if torch.cuda.is_available() else "GPUs of the Ray cluster"
     return cpu_name()
 
 

@@ -1,9 +1,12 @@
-"""Runs jobs in this process, one after another, and appends one record per finished job.
+"""Runs jobs and appends one record per finished job: the driver loop every executor shares.
 
-Resume: a job whose key is already in the store is skipped, so re-running the same command
-recomputes nothing, and a run killed at any moment loses at most the job in flight. A job that
-raises is recorded as status "failed" with its error, and the next job runs. The seam for another
-executor (e.g. a cluster) is `run_job(job, context) -> record`: pure in its inputs.
+`run_job(job, context) -> record` is pure in its inputs; it runs in this process (`InProcessPool`, one
+job at a time: tests and debugging use it) or in a Ray worker (suite/ray_executor.py: many at once, on
+this machine or a cluster). Either way only this loop writes the store, as records arrive.
+
+Resume: a job whose key is already in the store is skipped, so re-running the same command recomputes
+nothing, and a run killed at any moment loses at most the jobs in flight. A job that raises, or whose
+worker dies, is recorded as status "failed" with its error, and the next job runs.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ import torch
 from tqdm import tqdm
 
 from suite.environment import DTYPES
-from suite.errors import one_line
+from suite.errors import SuiteError, one_line
 from suite.interfaces import Task, TaskSpec
 from suite.jobs import Job
 from suite.measure import throughput
 from suite.measure.flops import count_flops
 from suite.models import capabilities
 from suite.models.sizing import build_model
+from suite.placement import Node, Placement
 from suite.registry import Registry
 from suite.store import ResultsStore
 
@@ -138,13 +142,18 @@ def run_latency(job: Job, ctx: Context, progress=None) -> dict:
 RUNNERS = {"train": run_train, "throughput": run_throughput, "scaling": run_scaling, "latency": run_latency}
 
 
-def run_job(job: Job, ctx: Context, progress=None) -> dict:
-    """Job -> record: the job's own fields (so a record names its job exactly), then what the runner
-    measured. Never raises for a failure inside the job: that becomes status "failed"."""
+def _header(job: Job, ctx: Context) -> dict:
+    """The job's own fields (so a record names its job exactly) and where it ran."""
     model_spec = ctx.registry.models.get(job.model)
-    record = {"key": job.key, **asdict(job), "model_family": getattr(model_spec, "family", None),
-              "implementation": getattr(model_spec, "implementation", None),
-              "architecture": getattr(model_spec, "architecture", "") or job.model, "env": ctx.env, "started": _now()}
+    return {"key": job.key, **asdict(job), "model_family": getattr(model_spec, "family", None),
+            "implementation": getattr(model_spec, "implementation", None),
+            "architecture": getattr(model_spec, "architecture", "") or job.model, "env": ctx.env}
+
+
+def run_job(job: Job, ctx: Context, progress=None) -> dict:
+    """Job -> record: the job's own fields, then what the runner measured. Never raises for a failure
+    inside the job: that becomes status "failed"."""
+    record = {**_header(job, ctx), "started": _now()}
     t0 = time.perf_counter()
     try:
         result = RUNNERS[job.kind](job, ctx, progress)
@@ -162,31 +171,124 @@ def run_job(job: Job, ctx: Context, progress=None) -> dict:
     return record
 
 
-def _step_progress(bar, label: str):
-    """Progress inside a long job: step and loss on the bar, at most twice a second."""
-    last = [0.0]
-
-    def update(step: int, total: int, loss: float) -> None:
-        now = time.perf_counter()
-        if now - last[0] > 0.5:
-            last[0] = now
-            bar.set_postfix_str(f"{label} step {step}/{total} loss {loss:.3g}")
-    return update
+def failed_record(job: Job, ctx: Context, error: str, started: str, seconds: float) -> dict:
+    """The record of a job whose worker never returned one (killed, out of memory, node lost)."""
+    return {**_header(job, ctx), "started": started, "finished": _now(), "wall_seconds": seconds,
+            "status": "failed", "error": error}
 
 
-def execute(jobs: list[Job], store: ResultsStore, ctx: Context, retry_failed: bool = False, show_progress: bool = True) -> dict:
-    """Run every job not already in the store. Returns counts."""
-    done_status = {r["key"]: r.get("status") for r in store.records()}
-    todo = [j for j in jobs if j.key not in done_status or (retry_failed and done_status[j.key] == "failed")]
-    counts = {"total": len(jobs), "skipped": len(jobs) - len(todo), "ok": 0, "diverged": 0, "failed": 0}
-    bar = tqdm(todo, desc="jobs", unit="job", disable=not show_progress, file=sys.stderr, dynamic_ncols=True)
-    for job in bar:
-        label = job.label()[:60]
-        bar.set_postfix_str(label)
-        record = run_job(job, ctx, _step_progress(bar, label) if show_progress else None)
-        store.append(record)
-        counts[record["status"]] = counts.get(record["status"], 0) + 1
-        if record["status"] == "failed":
-            tqdm.write(f"failed: {job.label()}: {record['error']}", file=sys.stderr)
-    bar.close()
+def placement_facts(record: dict, placement: Placement, peak: int, executor: str) -> dict:
+    """What ran beside the job: `concurrency` is the most jobs of this run on its node while it ran,
+    so `ran_alone` is a fact measured by the driver, not the job's declaration (`runs_alone`)."""
+    return {**record, "executor": executor, "workers": placement.slots, "concurrency": peak,
+            "ran_alone": peak == 1}
+
+
+class InProcessPool:
+    """One job at a time, in this process, with step-by-step progress."""
+
+    name = "in-process"
+
+    def __init__(self, ctx: Context):
+        self.ctx = ctx
+        threads = ctx.env.get("threads", 1)
+        self.placement = Placement([Node("local", ctx.env.get("host", ""), threads)], threads, workers=1)
+        self.progress = None  # set by execute(): a callback(step, total, loss) per job
+
+    def take(self, queue: list[Job]) -> None:
+        self.placement.take(queue)
+
+    def running(self) -> list[Job]:
+        return self.placement.running()
+
+    def wait(self) -> list[tuple[Job, dict]]:
+        job = self.running()[0]
+        record = run_job(job, self.ctx, self.progress(job) if self.progress else None)
+        return [(job, placement_facts(record, self.placement, self.placement.finish(job), self.name))]
+
+    def close(self) -> None:
+        pass
+
+
+class Progress:
+    """Jobs done / running / queued and the running jobs' names; inside a job run in this process,
+    its step and loss (at most twice a second)."""
+
+    def __init__(self, enabled: bool):
+        self.bar = tqdm(total=0, desc="jobs", unit="job", disable=not enabled, file=sys.stderr,
+                        dynamic_ncols=True)
+        self.status = ""
+
+    def update(self, total: int, done: int, running: list[Job], queued: int) -> None:
+        self.bar.total = total
+        self.bar.n = done
+        names = "; ".join(job.label()[:60] for job in running)
+        self.status = f"{len(running)} running, {queued} queued: {names}"
+        self.bar.set_postfix_str(self.status)
+
+    def steps(self, job: Job):
+        last = [0.0]
+
+        def update(step: int, total: int, loss: float) -> None:
+            now = time.perf_counter()
+            if now - last[0] > 0.5:
+                last[0] = now
+                self.bar.set_postfix_str(f"{self.status} step {step}/{total} loss {loss:.3g}")
+        return update
+
+    def note(self, line: str) -> None:
+        tqdm.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def execute(jobs: list[Job], store: ResultsStore, pool, follow_ups=None, retry_failed: bool = False,
+            show_progress: bool = True) -> dict:
+    """Run every job not already in the store on `pool`; `follow_ups(settled records by key)` may add
+    jobs as results arrive (the seeds of a tuned group once its tuning points are in). Returns counts."""
+    latest = {r["key"]: r for r in store.records()}
+    rerun = {key for key, r in latest.items() if retry_failed and r.get("status") == "failed"}
+    settled = {key: r for key, r in latest.items() if key not in rerun}
+    counts = {"total": 0, "skipped": 0, "ok": 0, "diverged": 0, "failed": 0}
+    queue: list[Job] = []
+    seen: set[str] = set()
+
+    def add(new: list[Job]) -> None:
+        for job in new:
+            if job.key in seen:
+                continue  # e.g. the tuning seed's run at the chosen learning rate: already a tuning point
+            seen.add(job.key)
+            counts["total"] += 1
+            if job.key in latest and job.key not in rerun:
+                counts["skipped"] += 1
+            else:
+                queue.append(job)
+
+    add(jobs)
+    if follow_ups:
+        add(follow_ups(settled))
+    progress = Progress(show_progress)
+    if isinstance(pool, InProcessPool) and show_progress:
+        pool.progress = progress.steps
+    done = 0
+    try:
+        while queue or pool.running():
+            pool.take(queue)
+            if not pool.running():  # placement checks every job up front: this is a lost node
+                raise SuiteError(f"no worker left that can run {queue[0].label()}; finished jobs are saved, "
+                                 "run the same command again to resume")
+            progress.update(done + len(pool.running()) + len(queue), done, pool.running(), len(queue))
+            for job, record in pool.wait():
+                store.append(record)  # the one writer: as each result arrives
+                settled[job.key] = record
+                done += 1
+                counts[record["status"]] = counts.get(record["status"], 0) + 1
+                if record["status"] == "failed":
+                    progress.note(f"failed: {job.label()}: {record['error']}")
+            if follow_ups:
+                add(follow_ups(settled))
+        progress.update(done, done, [], 0)
+    finally:
+        progress.close()
     return counts

@@ -10,10 +10,15 @@ import itertools
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from functools import cached_property
 
 from suite.errors import ConfigError
 
 JOB_KINDS = ("train", "throughput", "scaling", "latency")
+# What a kind of job needs from its machine. A job whose result *is* a time runs alone on its node
+# (nothing else of the run beside it); one whose result is a score runs beside others, each on its own
+# share of the cores. A training job with a wall-clock budget is a time too (see Job.runs_alone).
+RESULT_IS_A_TIME = {"train": False, "throughput": True, "scaling": True, "latency": True}
 # What an experiment is for; the report and the claims read this, never the experiment's name.
 ROLES = {
     "main": "the comparison of models at equal size and budget (family verdicts, compute claim)",
@@ -86,7 +91,7 @@ class Job:
     extra: dict = field(default_factory=dict)  # kind-specific settings (e.g. seq_len of a scaling point)
     role: str = "main"  # one of ROLES (measurement jobs: their kind)
 
-    @property
+    @cached_property  # a job is never changed after it is made (dataclasses.replace makes a new one)
     def key(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
@@ -94,6 +99,11 @@ class Job:
     @property
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict(self.train)
+
+    @property
+    def runs_alone(self) -> bool:
+        """The executors read this, never the kind: see RESULT_IS_A_TIME."""
+        return RESULT_IS_A_TIME[self.kind] or self.train.get("seconds") is not None
 
     def label(self) -> str:
         params = ",".join(f"{k}={v}" for k, v in sorted(self.task_params.items()))

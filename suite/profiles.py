@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from suite.errors import ConfigError
 from suite.jobs import ROLES, Job, TrainConfig, sweep
-from suite.tuning import TunedGroup
+from suite.tuning import TunedGroup, choose
 from suite.registry import Registry
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
@@ -81,9 +82,26 @@ class Plan:
     def first_phase(self) -> list[Job]:
         return self.tuning_jobs() + self.jobs
 
-    def second_phase(self, chosen: dict[str, float]) -> list[Job]:
-        """The seeds of every tuned group at its chosen LR (the tuning seed's run is already done)."""
-        return [job for group in self.tuned for job in group.jobs(chosen[group.key])]
+    def seeds_ready(self, settled: dict[str, dict]) -> list[Job]:
+        """The seeds of every tuned group whose tuning points all have a record (settled: key ->
+        record), at the learning rate its validation score chose. The tuning seed's run at that rate
+        is one of its tuning points: same job, same key, not run twice."""
+        jobs = []
+        for i, (group, keys) in enumerate(self._points):
+            if all(key in settled for key in keys):
+                lr = choose([settled[key] for key in keys])["lr"]
+                if (i, lr) not in self._seeds:  # the same Job objects each call: their keys are hashed once
+                    self._seeds[i, lr] = group.jobs(lr)
+                jobs += self._seeds[i, lr]
+        return jobs
+
+    @cached_property
+    def _points(self) -> list[tuple[TunedGroup, list[str]]]:
+        return [(group, [job.key for job in group.tuning_jobs()]) for group in self.tuned]
+
+    @cached_property
+    def _seeds(self) -> dict:
+        return {}
 
 
 def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, models=None, experiments=None) -> Plan:

@@ -34,8 +34,9 @@ def registry():
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The smoke profile, run once per test session through the CLI."""
+    """The smoke profile, run once per test session through the CLI, in this process at 1 thread (the
+    parallel test compares it with 2 workers of 1 thread each)."""
     out = tmp_path_factory.mktemp("smoke") / "results"
-    proc = suite("run", "--profile", "smoke", "--out", out, "--no-progress")
+    proc = suite("run", "--profile", "smoke", "--out", out, "--threads", "1", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
