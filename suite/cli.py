@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         registry = None  # report and compare read records only: no torch, no plugins to import
-        if args.command in ("list", "run"):
+        if args.command not in ("report", "compare"):
             from suite.registry import load_registry
 
             registry = load_registry(args.plugin)
