@@ -217,7 +217,13 @@ def cmd_report(args, registry) -> int:
 
 
 def cmd_compare(args, registry) -> int:
-    from suite.report.compare import compare, format_text, protocol_differences, regressions, write_compare_html
+    from suite.report.compare import (
+        compare,
+        format_text,
+        protocol_differences,
+        regressions,
+        write_compare_html,
+    )
     from suite.store import open_existing
 
     a, b = open_existing(args.a), open_existing(args.b)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -55,7 +56,7 @@ class Batch:
     y: torch.Tensor
     mask: torch.Tensor | None = None
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         mask = None if self.mask is None else self.mask.to(device)
         return Batch(self.x.to(device), self.y.to(device), mask)
 
@@ -163,7 +164,7 @@ class Task:
         return {}
 
     @classmethod
-    def parameters(cls) -> list["Param"]:
+    def parameters(cls) -> list[Param]:
         """Every constructor parameter with its default and one-line meaning, read from the task."""
         help_text: dict[str, str] = {}
         for klass in reversed(cls.__mro__):

@@ -47,7 +47,7 @@ class TrainConfig:
     spike_factor: float = 3.0  # a step loss above this multiple of its running median = a spike
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict) -> TrainConfig:
         names = {f.name for f in fields(cls)}
         unknown = set(values) - names
         if unknown:
@@ -67,7 +67,7 @@ class TrainConfig:
                 raise ConfigError(f"training setting {name} must be a positive number, got {value!r}")
         if self.seconds is not None and (not isinstance(self.seconds, (int, float)) or self.seconds <= 0):
             raise ConfigError(f"training setting seconds must be a positive number, got {self.seconds!r}")
-        if not 0 <= self.warmup or not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0:
+        if not self.warmup >= 0 or not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0:
             raise ConfigError("training settings warmup >= 0, 0 <= min_lr_ratio <= 1 and weight_decay >= 0 are required")
 
     @property

@@ -8,15 +8,16 @@ table asks for throughput, latency and sequence-length scaling jobs.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
+import tomllib
+
 from suite.errors import ConfigError
 from suite.jobs import ROLES, Job, TrainConfig, sweep
-from suite.tuning import TunedGroup, choose
 from suite.registry import Registry
+from suite.tuning import TunedGroup, choose
 
 PROFILE_DIR = Path(__file__).parent / "profiles"
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -128,8 +129,8 @@ def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, mode
             cls = registry.task(task_name)
             train_values = {**base_train, **exp.get("train", {}), **task_entry.get("train", {})}
             budget = int(task_entry.get("param_budget", exp.get("param_budget", 0)))
-            models_here = [m for m in exp.get("models", []) if not (wanted_tasks and task_name not in wanted_tasks
-                                                                    or wanted_models and m not in wanted_models)]
+            models_here = [m for m in exp.get("models", []) if not ((wanted_tasks and task_name not in wanted_tasks)
+                                                                    or (wanted_models and m not in wanted_models))]
             for params in sweep(task_entry.get("params", {})):
                 for train in sweep(train_values):
                     cfg = TrainConfig.from_dict(train)

@@ -34,7 +34,7 @@ class TunedGroup:
     seeds: tuple[int, ...]
 
     @classmethod
-    def of(cls, job: Job, grid: tuple[float, ...], seeds: list[int]) -> "TunedGroup":
+    def of(cls, job: Job, grid: tuple[float, ...], seeds: list[int]) -> TunedGroup:
         extra = {**job.extra, "lr_grid": list(grid), "tune_seed": seeds[0]}
         return cls(replace(job, extra=extra, train={k: v for k, v in job.train.items() if k != "lr"}), grid,
                    tuple(seeds))

@@ -13,10 +13,10 @@ maps to one unknown symbol, scored like any other. Metric: bits per character (a
 import numpy as np
 import torch
 
+from suite.errors import ConfigError, DataError
 from tasks._corpus import embedded_corpus
 from tasks._data import load_hf_dataset, read_text_file, resolve
 from tasks._lm import SPLITS, UNK, TokenLMTask, split_points
-from suite.errors import ConfigError, DataError
 
 SHAKESPEARE = dict(relative="tinyshakespeare/input.txt",
                    sha="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",

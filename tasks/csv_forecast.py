@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from suite.errors import ConfigError, DataError
 from tasks._data import read_text_file
 from tasks._forecasting import WindowForecastTask
-from suite.errors import ConfigError, DataError
 
 
 @dataclass
@@ -125,7 +125,7 @@ class CSVForecast(WindowForecastTask):
         if not isinstance(season, int) or season < 0:
             raise ConfigError(f"csv_forecast season must be an integer >= 0, got {season!r}")
         ratios = ratio_split(split)
-        borders = lambda rows: ratio_borders(rows, ratios, int(lookback))  # noqa: E731
+        borders = lambda rows: ratio_borders(rows, ratios, int(lookback))
         self._load(path, borders, lookback, horizon, season or None, time_column, columns, target)
 
     def _load(self, path, borders, lookback, horizon, season, time_column, columns, target):

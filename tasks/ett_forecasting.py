@@ -4,10 +4,10 @@ a preset of csv_forecast with the published borders, 12/4/4 months (train rows 0
 (7 variables) unless `target` says otherwise, MSE and MAE on the normalised scale, the full test set.
 Files: `path`, $LSTM_BENCH_DATA_DIR/ETT-small/ETTh1.csv, or a download, checked by SHA-256."""
 
+from suite.errors import ConfigError
 from tasks._data import resolve
 from tasks._forecasting import WindowForecastTask
 from tasks.csv_forecast import CSVForecast
-from suite.errors import ConfigError
 
 FILES = {
     "ETTh1": "f18de3ad269cef59bb07b5438d79bb3042d3be49bdeecf01c1cd6d29695ee066",

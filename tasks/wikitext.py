@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from suite.errors import ConfigError, DataError
 from tasks._data import load_hf_dataset
 from tasks._lm import SPLITS, UNK, TokenLMTask
-from suite.errors import ConfigError, DataError
 
 CONFIGS = ("wikitext-2-v1", "wikitext-2-raw-v1")
 HF_SPLIT = {"train": "train", "val": "validation", "test": "test"}

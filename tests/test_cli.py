@@ -8,7 +8,6 @@ import time
 
 import pandas as pd
 import pytest
-
 from conftest import FIXTURES, ROOT, suite
 
 TINY = FIXTURES / "tiny.toml"

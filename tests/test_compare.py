@@ -4,7 +4,6 @@ import json
 import shutil
 
 import pandas as pd
-
 from conftest import suite
 
 ROLE_PROFILE = '[[experiment]]\nrole = "{role}"\nmodels = ["nn-lstm"]\n[[experiment.task]]\nname = "adding"\n'

@@ -29,7 +29,7 @@ def test_absurd_learning_rate_diverges_and_the_next_job_still_runs(registry):
 def test_same_seed_gives_bitwise_identical_metrics(registry):
     ctx = _ctx(registry)
     a, b = run_job(_job(seed=3), ctx), run_job(_job(seed=3), ctx)
-    untimed = lambda curve: [{k: v for k, v in point.items() if k != "seconds"} for point in curve]  # noqa: E731
+    untimed = lambda curve: [{k: v for k, v in point.items() if k != "seconds"} for point in curve]
     assert a["test"] == b["test"] and untimed(a["curve"]) == untimed(b["curve"]) and a["loss_curve"] == b["loss_curve"]
     assert a["grad_norm"] == b["grad_norm"]
     c = run_job(_job(seed=4), ctx)

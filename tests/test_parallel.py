@@ -12,8 +12,8 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-
 from conftest import FIXTURES, ROOT, suite
+
 from suite.errors import SuiteError
 from suite.jobs import Job
 from suite.placement import Node, Placement

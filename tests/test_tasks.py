@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from conftest import data_dir, suite
 
 GENERATED = [("copy_memory", {"delay": 12}), ("adding", {"seq_len": 20}), ("selective_copy", {}),

@@ -75,7 +75,7 @@ def test_family_verdict_counts_twins_once_and_takes_each_familys_best():
     got = tables.family_table(table(row("lstm-fast", LOW), row("nn-lstm", [x * 1.01 for x in LOW]),
                                     row("transformer", HIGH), row("hf-gpt2", [x * 2 for x in HIGH])))
     assert (got["best LSTM"].iloc[0], got["best Transformer"].iloc[0]) == ("lstm-fast", "transformer")
-    assert "LSTM better" == got["verdict"].iloc[0]
+    assert got["verdict"].iloc[0] == "LSTM better"
 
 
 def test_how_sure_never_tests_a_model_against_its_twin():

@@ -9,8 +9,7 @@ import os
 
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
+import torch.nn as nn
 
 
 def _quiet():

@@ -3,7 +3,7 @@ and the detection of which of those kernels really ran."""
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 import torch
 import torch.nn as nn
@@ -14,7 +14,7 @@ from suite.models.lstm import ReferenceLSTM
 _KERNELS = (("cudnn_rnn", "cudnn"), ("mkldnn_rnn", "onednn (mkldnn)"), ("miopen_rnn", "miopen"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def detect_backend(device_type: str, dtype: torch.dtype, grad: bool = True) -> str:
     """Run a tiny nn.LSTM once under the profiler and read which RNN kernel was dispatched."""
     from suite.measure.memory import quiet_profiler

@@ -83,7 +83,7 @@ def format_text(df: pd.DataFrame, a: str, b: str, warnings: list[str] = ()) -> s
         return "\n".join(lines + [f"nothing to compare: {a} or {b} holds no finished training record"])
     lines.append(f"A = {a}   B = {b}   (Welch's t per row, two-sided, log scale for losses; Holm over {len(df)} rows)")
     for r in df.to_dict("records"):
-        lines.append(f"{r['config']:40s} {r['model']:16s} {str(r['metric']):8s} A={_fmt(r['A']):>9s} B={_fmt(r['B']):>9s} "
+        lines.append(f"{r['config']:40s} {r['model']:16s} {r['metric']!s:8s} A={_fmt(r['A']):>9s} B={_fmt(r['B']):>9s} "
                      f"change={_fmt(r.get('change')):>7s} [{_fmt(r.get('CI low'))}, {_fmt(r.get('CI high'))}] "
                      f"n={r.get('n', '–')} df={_fmt(r.get('df'))} p={_fmt(r.get('p (Holm)'))}  {r['verdict']}")
     return "\n".join(lines)

@@ -9,11 +9,11 @@ import json
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker as mticker  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
+import numpy as np
 
-from suite.report.figures import Figure, Panel, Trace  # noqa: E402
+from suite.report.figures import Figure, Panel, Trace
 
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 GAP = 0.07  # between panels, as a fraction of the figure's width

@@ -10,8 +10,18 @@ import html
 
 import pandas as pd
 
-from suite.report.html_tables import (MISSING, Cell, chip, decimals, finite, fixed, interval, number, p_value,
-                                      pm)
+from suite.report.html_tables import (
+    MISSING,
+    Cell,
+    chip,
+    decimals,
+    finite,
+    fixed,
+    interval,
+    number,
+    p_value,
+    pm,
+)
 from suite.report.tables import short_configs
 
 ARROW = {True: "↑", False: "↓"}
