@@ -38,7 +38,7 @@ CALIBRATION_STEPS = 6
 
 def _signature(job: Job) -> str:
     """Everything a job's cost per step depends on (not its seed, learning rate or step count)."""
-    train = {k: job.train.get(k) for k in ("batch_size", "eval_batch_size")}
+    train = {k: job.recipe.get(k) for k in ("batch_size", "eval_batch_size")}
     fields = (job.kind, job.task, job.task_params, job.model, job.model_options, job.param_budget, job.width,
               job.layers, train, job.extra if job.kind != "train" else None)
     return json.dumps(fields, sort_keys=True, default=str)

@@ -30,6 +30,19 @@ from suite.measure.flops import count_flops
 from suite.models import capabilities
 from suite.models.sizing import build_model
 from suite.placement import Node, Placement
+from suite.records import (
+    RESULTS,
+    Header,
+    LatencyResult,
+    LatencySkipped,
+    Outcome,
+    Placed,
+    ScalingResult,
+    TaskFacts,
+    ThroughputResult,
+    TrainResult,
+    flat,
+)
 from suite.registry import Registry
 from suite.store import ResultsStore
 
@@ -73,43 +86,46 @@ def _prepare(model: torch.nn.Module) -> dict:
     return {"compile_seconds": seconds, "compile_reused": None if seconds is None else seconds == 0.0}
 
 
-def _model_facts(model: torch.nn.Module, width: int, spec: TaskSpec, ctx: Context) -> dict:
-    return {**capabilities.parameter_split(model), "model_width": width, **count_flops(model, spec),
+def _model_facts(model: torch.nn.Module, width: int, ctx: Context) -> dict:
+    """records.ModelFacts but the compile fields (from _prepare, before any clock)."""
+    return {**capabilities.parameter_split(model), "model_width": width,
             "backend": capabilities.backend(model, ctx.device, DTYPES[ctx.dtype])}
 
 
-def _task_fields(task: Task) -> dict:
-    return {"seq_len": task.spec.seq_len, "task_family": task.family, "primary_metric": task.primary_metric,
-            "higher_is_better": task.higher_is_better}
+def _task_facts(task: Task) -> dict:
+    return flat(TaskFacts(seq_len=task.spec.seq_len, task_family=task.family,
+                          primary_metric=task.primary_metric, higher_is_better=task.higher_is_better))
 
 
-def run_train(job: Job, ctx: Context, progress=None) -> dict:
+def run_train(job: Job, ctx: Context, progress=None) -> TrainResult:
     from suite import harness
 
     task = ctx.registry.make_task(job.task, job.task_params, seed=job.seed)
     facts = task_facts(job, task)
     model, width = _build(job, task.spec, ctx)
     compiled = _prepare(model)
-    result = harness.train(job.train_config, job.seed, task, model, ctx.device, DTYPES[ctx.dtype],
-                           facts["thresholds"], progress)
-    return {**result, **_task_fields(task), **_model_facts(model, width, task.spec, ctx), **compiled,
-            "model_layers": job.layers or ctx.registry.model(job.model).default_layers, "task_info": task.describe(),
-            "baseline": facts["baseline"], "baseline_name": task.baseline_name(),
-            "success_threshold": facts["thresholds"]["test"], "val_threshold": facts["thresholds"]["val"]}
+    fit = harness.train(job.train_config, job.seed, task, model, ctx.device, DTYPES[ctx.dtype],
+                        facts["thresholds"], progress)
+    return TrainResult(**flat(fit), **_task_facts(task), **_model_facts(model, width, ctx), **compiled,
+                       **count_flops(model, task.spec),
+                       model_layers=job.layers or ctx.registry.model(job.model).default_layers,
+                       task_info=task.describe(), baseline=facts["baseline"],
+                       baseline_name=task.baseline_name(), success_threshold=facts["thresholds"]["test"],
+                       val_threshold=facts["thresholds"]["val"])
 
 
-def run_throughput(job: Job, ctx: Context, progress=None) -> dict:
+def run_throughput(job: Job, ctx: Context, progress=None) -> ThroughputResult:
     from suite import harness
 
-    dtype = DTYPES[ctx.dtype]
     task = ctx.registry.make_task(job.task, job.task_params, seed=0)
     model, width = _build(job, task.spec, ctx)
     compiled = _prepare(model)
-    batch = harness.to_device(task.train_batch(job.train["batch_size"], torch.Generator().manual_seed(0)),
-                              ctx.device, dtype)
-    result = throughput.measure_model(model, batch, task.loss, ctx.device)
-    return {**result, **_task_fields(task), **_model_facts(model, width, task.spec, ctx), **compiled,
-            "batch_size": job.train["batch_size"]}
+    batch_size = job.recipe["batch_size"]
+    batch = task.train_batch(batch_size, torch.Generator().manual_seed(0))
+    batch = harness.to_device(batch, ctx.device, DTYPES[ctx.dtype])
+    measured = throughput.batch_throughput(model, batch, task.loss, ctx.device)
+    return ThroughputResult(**flat(measured), **_task_facts(task), **_model_facts(model, width, ctx),
+                            **compiled, **count_flops(model, task.spec), batch_size=batch_size)
 
 
 def _synthetic(job: Job, ctx: Context, seq_len: int):
@@ -120,23 +136,22 @@ def _synthetic(job: Job, ctx: Context, seq_len: int):
     return model, spec, width, _prepare(model)
 
 
-def run_scaling(job: Job, ctx: Context, progress=None) -> dict:
-    T = job.extra["seq_len"]
+def run_scaling(job: Job, ctx: Context, progress=None) -> ScalingResult:
+    T, batch_size = job.extra["seq_len"], job.recipe["batch_size"]
     model, spec, width, compiled = _synthetic(job, ctx, T)
-    result = throughput.length_scaling(model, spec, job.train["batch_size"], ctx.device, DTYPES[ctx.dtype])
-    return {**result, **_model_facts(model, width, spec, ctx), **compiled, "seq_len": T,
-            "batch_size": job.train["batch_size"]}
+    measured = throughput.length_scaling(model, spec, batch_size, ctx.device)
+    return ScalingResult(**flat(measured), **_model_facts(model, width, ctx), **compiled,
+                         **count_flops(model, spec), seq_len=T, batch_size=batch_size)
 
 
-def run_latency(job: Job, ctx: Context, progress=None) -> dict:
+def run_latency(job: Job, ctx: Context, progress=None) -> LatencyResult | LatencySkipped:
     context = job.extra["context"]
-    model, spec, width, compiled = _synthetic(job, ctx, context)
+    model, _, width, compiled = _synthetic(job, ctx, context)
     if not capabilities.supports_step(model):
-        return {"status": "skipped", "skip_reason": f"model {job.model} has no incremental decoding (step)",
-                "context": context}
-    result = throughput.step_latency(model, context, ctx.device, DTYPES[ctx.dtype])
-    return {**result, **capabilities.parameter_split(model), "model_width": width, **compiled, "context": context,
-            "backend": capabilities.backend(model, ctx.device, DTYPES[ctx.dtype])}
+        return LatencySkipped(skip_reason=f"model {job.model} has no incremental decoding (step)",
+                              context=context)
+    measured = throughput.step_latency(model, context, ctx.device, DTYPES[ctx.dtype])
+    return LatencyResult(**flat(measured), **_model_facts(model, width, ctx), **compiled, context=context)
 
 
 RUNNERS = {"train": run_train, "throughput": run_throughput, "scaling": run_scaling, "latency": run_latency}
@@ -145,43 +160,53 @@ RUNNERS = {"train": run_train, "throughput": run_throughput, "scaling": run_scal
 def _header(job: Job, ctx: Context) -> dict:
     """The job's own fields (so a record names its job exactly) and where it ran."""
     model_spec = ctx.registry.models.get(job.model)
-    return {"key": job.key, **asdict(job), "model_family": getattr(model_spec, "family", None),
-            "implementation": getattr(model_spec, "implementation", None),
-            "architecture": getattr(model_spec, "architecture", "") or job.model, "env": ctx.env}
+    header = Header(key=job.key, model_family=getattr(model_spec, "family", None),
+                    implementation=getattr(model_spec, "implementation", None),
+                    architecture=getattr(model_spec, "architecture", "") or job.model, env=ctx.env)
+    return {**asdict(job), **flat(header)}
+
+
+def _result_fields(job: Job, result) -> dict:
+    """A runner's declared result -> its record fields; it must be one its kind declares, and it never
+    overwrites a job field (a record must name its job exactly)."""
+    if not isinstance(result, RESULTS[job.kind]):
+        raise RuntimeError(f"runner {job.kind!r} returned a {type(result).__name__}, not one of "
+                           f"{[cls.__name__ for cls in RESULTS[job.kind]]}")
+    fields = flat(result)
+    clash = set(fields) & set(asdict(job))
+    if clash:
+        raise RuntimeError(f"runner {job.kind!r} returned job fields {sorted(clash)}")
+    return fields
 
 
 def run_job(job: Job, ctx: Context, progress=None) -> dict:
     """Job -> record: the job's own fields, then what the runner measured. Never raises for a failure
     inside the job: that becomes status "failed"."""
-    record = {**_header(job, ctx), "started": _now()}
-    t0 = time.perf_counter()
+    record, started, t0 = _header(job, ctx), _now(), time.perf_counter()
     try:
-        result = RUNNERS[job.kind](job, ctx, progress)
-        clash = set(result) & set(asdict(job))
-        if clash:  # a record must name its job exactly: measurements never overwrite job settings
-            raise RuntimeError(f"runner {job.kind!r} returned job fields {sorted(clash)}")
-        record.update(result)
-        record.setdefault("status", "ok")
+        record.update(_result_fields(job, RUNNERS[job.kind](job, ctx, progress)))
+        error = trace = None
     except (KeyboardInterrupt, SystemExit):
         raise
     except Exception as exc:
-        record.update(status="failed", error=f"{type(exc).__name__}: {one_line(exc)}",
-                      traceback=traceback.format_exc(limit=6))
-    record.update(finished=_now(), wall_seconds=time.perf_counter() - t0)
-    return record
+        record["status"], error = "failed", f"{type(exc).__name__}: {one_line(exc)}"
+        trace = traceback.format_exc(limit=6)
+    outcome = Outcome(started=started, finished=_now(), wall_seconds=time.perf_counter() - t0,
+                      status=record["status"], error=error, traceback=trace)
+    return {**record, **flat(outcome)}
 
 
 def failed_record(job: Job, ctx: Context, error: str, started: str, seconds: float) -> dict:
     """The record of a job whose worker never returned one (killed, out of memory, node lost)."""
-    return {**_header(job, ctx), "started": started, "finished": _now(), "wall_seconds": seconds,
-            "status": "failed", "error": error}
+    outcome = Outcome(started=started, finished=_now(), wall_seconds=seconds, status="failed", error=error)
+    return {**_header(job, ctx), **flat(outcome)}
 
 
 def placement_facts(record: dict, placement: Placement, peak: int, executor: str) -> dict:
     """What ran beside the job: `concurrency` is the most jobs of this run on its node while it ran,
     so `ran_alone` is a fact measured by the driver, not the job's declaration (`runs_alone`)."""
-    return {**record, "executor": executor, "workers": placement.slots, "concurrency": peak,
-            "ran_alone": peak == 1}
+    return {**record, **flat(Placed(executor=executor, workers=placement.slots, concurrency=peak,
+                                    ran_alone=peak == 1))}
 
 
 class InProcessPool:

@@ -21,6 +21,7 @@ import torch
 from suite.interfaces import Batch, Task, split_seed
 from suite.jobs import TrainConfig
 from suite.measure.stability import GradientStats, LossWatch
+from suite.records import FitResult
 
 
 def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
@@ -67,7 +68,7 @@ def forecast_example(task: Task, model, device, dtype) -> dict:
 
 
 def train(cfg: TrainConfig, seed: int, task: Task, model: torch.nn.Module, device: torch.device,
-          dtype: torch.dtype, thresholds: dict[str, float | None], progress=None) -> dict:
+          dtype: torch.dtype, thresholds: dict[str, float | None], progress=None) -> FitResult:
     """Train `model` (built, initialised and prepared by the caller) on `task` under `cfg`.
     thresholds: the primary-metric value that counts as solved on "val" (time-to-threshold) and
     "test" (success)."""
@@ -133,22 +134,23 @@ def train(cfg: TrainConfig, seed: int, task: Task, model: torch.nn.Module, devic
         test = task.evaluate(predictor(model, device, dtype), "test", cfg.eval_batch_size, device)
         if task.family == "forecasting":
             example = forecast_example(task, model, device, dtype)
-    return {
-        "status": status,
-        "forecast_example": example,
-        "divergence_reason": reason,
-        "diverged_step": diverged_step,
-        "test": test,
-        "best_val": best,
-        "success": bool(test is not None and status == "ok" and reached(test[metric], thresholds.get("test"), higher)),
-        "curve": curve,
-        "loss_curve": watch.curve(),
-        "grad_norm": grads.summary(),
-        "loss_spikes": watch.spikes,
-        "time_to_threshold_steps": ttt_steps,
-        "time_to_threshold_seconds": ttt_seconds,
-        "time_to_threshold_tokens": ttt_tokens,
-        "steps_done": step,
-        "train_seconds": train_seconds,
-        "train_tokens_per_s_in_loop": tokens / train_seconds if train_seconds else None,
-    }
+    return FitResult(
+        status=status,
+        forecast_example=example,
+        divergence_reason=reason,
+        diverged_step=diverged_step,
+        test=test,
+        best_val=best,
+        success=bool(test is not None and status == "ok"
+                     and reached(test[metric], thresholds.get("test"), higher)),
+        curve=curve,
+        loss_curve=watch.curve(),
+        grad_norm=grads.summary(),
+        loss_spikes=watch.spikes,
+        time_to_threshold_steps=ttt_steps,
+        time_to_threshold_seconds=ttt_seconds,
+        time_to_threshold_tokens=ttt_tokens,
+        steps_done=step,
+        train_seconds=train_seconds,
+        train_tokens_per_s_in_loop=tokens / train_seconds if train_seconds else None,
+    )

@@ -86,24 +86,26 @@ class Job:
     model_options: dict = field(default_factory=dict)
     param_budget: int = 0
     layers: int | None = None
-    train: dict = field(default_factory=dict)
+    recipe: dict = field(default_factory=dict)  # the profile's `train` settings: Recipe.from_dict reads them
     width: int | None = None  # a fixed width instead of matching param_budget
     extra: dict = field(default_factory=dict)  # kind-specific settings (e.g. seq_len of a scaling point)
     role: str = "main"  # one of ROLES (measurement jobs: their kind)
 
     @cached_property  # a job is never changed after it is made (dataclasses.replace makes a new one)
     def key(self) -> str:
-        blob = json.dumps(asdict(self), sort_keys=True, default=str)
+        values = asdict(self)
+        values["train"] = values.pop("recipe")  # its name when keys were first made: old results still resume
+        blob = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     @property
     def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.train)
+        return TrainConfig.from_dict(self.recipe)
 
     @property
     def runs_alone(self) -> bool:
         """The executors read this, never the kind: see RESULT_IS_A_TIME."""
-        return RESULT_IS_A_TIME[self.kind] or self.train.get("seconds") is not None
+        return RESULT_IS_A_TIME[self.kind] or self.recipe.get("seconds") is not None
 
     def label(self) -> str:
         params = ",".join(f"{k}={v}" for k, v in sorted(self.task_params.items()))

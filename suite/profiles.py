@@ -191,7 +191,8 @@ def _measure_jobs(measure: dict, registry: Registry, wanted_models) -> list[Job]
                 if not isinstance(point, int) or point < 1:
                     raise ConfigError(f"[measure.{kind}] {axis} must be positive integers, got {point!r}")
                 jobs.append(Job(kind, kind, "synthetic", model, 0, param_budget=int(table.get("param_budget", 100_000)),
-                                train={"batch_size": int(table.get("batch_size", 8))}, extra={axis[:-1]: point},
+                                recipe={"batch_size": int(table.get("batch_size", 8))},
+                                extra={axis[:-1]: point},
                                 role=kind))
     return jobs
 

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from suite.errors import SuiteError
+from suite.records import upgrade
 
 RECORDS = "records.jsonl"
 RUN_INFO = "run.json"
@@ -66,6 +67,8 @@ class ResultsStore:
             os.close(fd)
 
     def records(self) -> list[dict]:
+        """Every record in today's shape (suite.records.upgrade); a SuiteError for one written by a newer
+        version of lstm-bench than this one."""
         path = self.records_path
         if not path.exists():
             return []
@@ -74,13 +77,11 @@ class ResultsStore:
             if not line.strip():
                 continue
             try:
-                out.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a torn last line from a killed run
+            out.append(upgrade(record, str(path)))
         return out
-
-    def finished_keys(self) -> set[str]:
-        return {r["key"] for r in self.records() if r.get("status") in ("ok", "diverged")}
 
     def write_run_info(self, info: dict) -> None:
         tmp = self.root / (RUN_INFO + ".tmp")
@@ -113,4 +114,6 @@ def open_existing(root: str | Path) -> ResultsStore:
     records = path / RECORDS
     if records.exists() and not os.access(records, os.R_OK):
         raise SuiteError(f"{records} is not readable; check its permissions")
-    return ResultsStore(path)
+    store = ResultsStore(path)
+    store.records()  # a record from a newer lstm-bench stops here, before a report writes anything
+    return store

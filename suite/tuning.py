@@ -23,7 +23,7 @@ from suite.jobs import Job
 def group_key(fields: dict) -> str:
     """A tuned group's identity: every job setting except the seed and the learning rate."""
     rest = {k: v for k, v in fields.items() if k in Job.__dataclass_fields__ and k != "seed"}
-    rest["train"] = {k: v for k, v in (rest.get("train") or {}).items() if k != "lr"}
+    rest["recipe"] = {k: v for k, v in (rest.get("recipe") or {}).items() if k != "lr"}
     return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -36,7 +36,7 @@ class TunedGroup:
     @classmethod
     def of(cls, job: Job, grid: tuple[float, ...], seeds: list[int]) -> TunedGroup:
         extra = {**job.extra, "lr_grid": list(grid), "tune_seed": seeds[0]}
-        return cls(replace(job, extra=extra, train={k: v for k, v in job.train.items() if k != "lr"}), grid,
+        return cls(replace(job, extra=extra, recipe={k: v for k, v in job.recipe.items() if k != "lr"}), grid,
                    tuple(seeds))
 
     @property
@@ -44,7 +44,7 @@ class TunedGroup:
         return group_key(asdict(self.template))
 
     def _at(self, seed: int, lr: float) -> Job:
-        return replace(self.template, seed=seed, train={**self.template.train, "lr": lr})
+        return replace(self.template, seed=seed, recipe={**self.template.recipe, "lr": lr})
 
     def tuning_jobs(self) -> list[Job]:
         return [self._at(self.seeds[0], lr) for lr in self.grid]
@@ -61,7 +61,7 @@ def _score(record: dict) -> float | None:
 
 def choose(records: list[dict]) -> dict:
     """The tuning seed's records of one group -> {"lr", "scores" {lr: best_val or None}, "seconds"}."""
-    scores = {float(r["train"]["lr"]): _score(r) for r in records}
+    scores = {float(r["recipe"]["lr"]): _score(r) for r in records}
     higher = bool(records[0].get("higher_is_better"))
     finished = {lr: s for lr, s in scores.items() if s is not None}
     if finished:

@@ -57,8 +57,8 @@ def test_learning_rate_is_tuned_on_validation_then_seeds_run_at_the_choice(tmp_p
     proc = suite("run", "--profile", profile, "--out", out, "--no-progress")
     assert proc.returncode == 0, proc.stderr[-1500:]
     df = pd.read_json(out / "records.jsonl", lines=True)
-    lrs = {(r.seed, r.train["lr"]) for r in df.itertuples()}
-    tuning = df[df["seed"] == 0].set_index(df[df["seed"] == 0]["train"].map(lambda t: t["lr"]))["best_val"]
+    lrs = {(r.seed, r.recipe["lr"]) for r in df.itertuples()}
+    tuning = df[df["seed"] == 0].set_index(df[df["seed"] == 0]["recipe"].map(lambda t: t["lr"]))["best_val"]
     chosen = tuning.idxmin()  # MSE: lower is better
     assert lrs == {(0, 1e-4), (0, 3e-2), (1, chosen)}, lrs  # 2 grid points on seed 0, then seed 1 at the choice
     assert len(df) == 3 and df["key"].is_unique

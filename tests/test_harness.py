@@ -66,4 +66,4 @@ def test_wall_clock_budget(registry):
               {"steps": 10**6, "seconds": 0.5, "batch_size": 8, "eval_every": 1000})
     rec = run_job(job, _ctx(registry))
     assert rec["status"] == "ok" and 0 < rec["steps_done"] < 10**6
-    assert rec["train_seconds"] >= 0.5 and rec["train"]["seconds"] == 0.5  # stops once the budget is spent
+    assert rec["train_seconds"] >= 0.5 and rec["recipe"]["seconds"] == 0.5  # stops once the budget is spent

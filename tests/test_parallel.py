@@ -93,11 +93,11 @@ def test_a_tuned_groups_seeds_wait_for_its_own_points_only():
     plan = Plan([], [group])
     points = group.tuning_jobs()
     rec = {"status": "ok", "higher_is_better": False}
-    first = {points[0].key: {**rec, "train": points[0].train, "best_val": 0.5}}
+    first = {points[0].key: {**rec, "train": points[0].recipe, "best_val": 0.5}}
     assert plan.seeds_ready(first) == []
-    both = {**first, points[1].key: {**rec, "train": points[1].train, "best_val": 0.1}}
+    both = {**first, points[1].key: {**rec, "train": points[1].recipe, "best_val": 0.1}}
     seeds = plan.seeds_ready(both)
-    assert [j.seed for j in seeds] == [0, 1, 2] and {j.train["lr"] for j in seeds} == {1e-2}
+    assert [j.seed for j in seeds] == [0, 1, 2] and {j.recipe["lr"] for j in seeds} == {1e-2}
 
 
 def test_the_estimate_simulates_the_schedule_on_a_constructed_case():
@@ -175,7 +175,7 @@ def test_kill_9_of_the_driver_then_a_rerun_gives_the_uninterrupted_records(tmp_p
     train = merged[merged["kind"] == "train"]
     assert (train["test"] == train["test_ref"]).all()
     tuned = train[train["extra"].map(lambda e: "lr_grid" in e)]
-    assert (tuned["train"] == tuned["train_ref"]).all(), "the rerun chose other learning rates"
+    assert (tuned["recipe"] == tuned["recipe_ref"]).all(), "the rerun chose other learning rates"
 
 
 @pytest.mark.slow

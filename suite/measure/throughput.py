@@ -24,6 +24,7 @@ from torch.utils.benchmark import Timer
 from suite.interfaces import Batch, TaskSpec
 from suite.measure.flops import example_input
 from suite.measure.memory import peak_memory
+from suite.records import Latency, Scaling, Throughput
 
 MIN_RUN_TIME = 0.3
 
@@ -49,7 +50,7 @@ def _threads(*measurements: dict) -> int | list[int]:
     return seen[0] if len(seen) == 1 else seen
 
 
-def measure_model(model, batch: Batch, loss_fn, device, min_run_time: float = MIN_RUN_TIME) -> dict:
+def batch_throughput(model, batch: Batch, loss_fn, device, min_run_time: float = MIN_RUN_TIME) -> Throughput:
     """Train-step and inference throughput of `model` on `batch`, twice each, plus peak memory."""
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
 
@@ -65,23 +66,27 @@ def measure_model(model, batch: Batch, loss_fn, device, min_run_time: float = MI
 
     model.train()
     tokens = batch.tokens
-    out, measured = {}, []
-    for name, fn in (("train", train_step), ("inference", infer)):
-        first, second = timed(fn, min_run_time), timed(fn, min_run_time, warmup=0)
-        measured += [first, second]
-        out[f"{name}_tokens_per_s"] = tokens / first["median"]
-        out[f"{name}_step_seconds"] = first["median"]
-        out[f"{name}_iqr_seconds"] = first["iqr"]
-        out[f"{name}_repeat_step_seconds"] = second["median"]
-        out[f"{name}_repeat_iqr_seconds"] = second["iqr"]
-        out[f"{name}_spread_tokens_per_s"] = tokens * first["iqr"] / first["median"] ** 2  # delta method
-    out["timing_threads"] = _threads(*measured)
-    out.update({f"train_{k}": v for k, v in peak_memory(train_step, device).items()})
-    out.update({f"inference_{k}": v for k, v in peak_memory(infer, device).items()})
-    return out
+    train1, train2 = timed(train_step, min_run_time), timed(train_step, min_run_time, warmup=0)
+    infer1, infer2 = timed(infer, min_run_time), timed(infer, min_run_time, warmup=0)
+    train_mem, infer_mem = peak_memory(train_step, device), peak_memory(infer, device)
+    return Throughput(
+        train_tokens_per_s=tokens / train1["median"], train_step_seconds=train1["median"],
+        train_iqr_seconds=train1["iqr"], train_repeat_step_seconds=train2["median"],
+        train_repeat_iqr_seconds=train2["iqr"], train_spread_tokens_per_s=_spread(tokens, train1),
+        inference_tokens_per_s=tokens / infer1["median"], inference_step_seconds=infer1["median"],
+        inference_iqr_seconds=infer1["iqr"], inference_repeat_step_seconds=infer2["median"],
+        inference_repeat_iqr_seconds=infer2["iqr"], inference_spread_tokens_per_s=_spread(tokens, infer1),
+        timing_threads=_threads(train1, train2, infer1, infer2),
+        train_peak_bytes=train_mem["peak_bytes"], train_memory_method=train_mem["memory_method"],
+        inference_peak_bytes=infer_mem["peak_bytes"], inference_memory_method=infer_mem["memory_method"])
 
 
-def token_batch(spec: TaskSpec, batch_size: int, device, dtype, seed: int = 0) -> Batch:
+def _spread(tokens: int, timing: dict) -> float:
+    """The tokens/s interquartile range from the seconds' (delta method)."""
+    return tokens * timing["iqr"] / timing["median"] ** 2
+
+
+def token_batch(spec: TaskSpec, batch_size: int, device, seed: int = 0) -> Batch:
     g = torch.Generator().manual_seed(seed)
     if spec.input_vocab:
         x = torch.randint(0, spec.input_vocab, (batch_size, spec.seq_len), generator=g)
@@ -91,7 +96,7 @@ def token_batch(spec: TaskSpec, batch_size: int, device, dtype, seed: int = 0) -
     return Batch(x.to(device), y.to(device))
 
 
-def step_latency(model, context: int, device, dtype, batch_size: int = 1, steps: int = 16) -> dict:
+def step_latency(model, context: int, device, dtype, batch_size: int = 1, steps: int = 16) -> Latency:
     """Prefill `context - steps` positions one at a time, then time `steps` single-token steps.
     perf_counter per step (not Timer): a decoding step changes the state it is timed on."""
     model.eval()
@@ -113,12 +118,12 @@ def step_latency(model, context: int, device, dtype, batch_size: int = 1, steps:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
     q = statistics.quantiles(times, n=4)
-    return {"latency_seconds": statistics.median(times), "latency_iqr_seconds": q[2] - q[0], "latency_steps": len(times),
-            "timing_threads": _threads({"threads": threads})}
+    return Latency(latency_seconds=statistics.median(times), latency_iqr_seconds=q[2] - q[0],
+                   latency_steps=len(times), timing_threads=_threads({"threads": threads}))
 
 
-def length_scaling(model, spec: TaskSpec, batch_size: int, device, dtype) -> dict:
-    batch = token_batch(spec, batch_size, device, dtype)
+def length_scaling(model, spec: TaskSpec, batch_size: int, device) -> Scaling:
+    batch = token_batch(spec, batch_size, device)
 
     def fwd():
         with torch.no_grad():
@@ -131,6 +136,6 @@ def length_scaling(model, spec: TaskSpec, batch_size: int, device, dtype) -> dic
     model.train()
     f, fb = timed(fwd, 0.2, warmup=1), timed(fwd_bwd, 0.2, warmup=1)
     mem = peak_memory(fwd_bwd, device)
-    return {"forward_seconds": f["median"], "forward_iqr_seconds": f["iqr"], "train_seconds": fb["median"],
-            "train_iqr_seconds": fb["iqr"], "peak_bytes": mem["peak_bytes"], "memory_method": mem["memory_method"],
-            "timing_threads": _threads(f, fb)}
+    return Scaling(forward_seconds=f["median"], forward_iqr_seconds=f["iqr"], train_seconds=fb["median"],
+                   train_iqr_seconds=fb["iqr"], peak_bytes=mem["peak_bytes"],
+                   memory_method=mem["memory_method"], timing_threads=_threads(f, fb))

@@ -152,7 +152,7 @@ def _role_figures(role, task, g, table, train, scores, colors, assets) -> list:
         return out
     if role == "lr-sweep":
         return []  # the sensitivity figure (stability section) shows every task of the sweep
-    timed = any(isinstance(t, dict) and t.get("seconds") for t in mine.loc[mine["task"] == task, "train"])
+    timed = any(isinstance(t, dict) and t.get("seconds") for t in mine.loc[mine["task"] == task, "recipe"])
     out = []
     for config in configs:
         out.append(assets.figure(figures.seed_strip(scores, table, config, role, colors, train)))

@@ -99,8 +99,8 @@ def run_caption(records: pd.DataFrame, *, budget: bool = True) -> str:
     if "seed" in records:
         seeds = sorted({int(s) for s in records["seed"].dropna()})
         parts.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})")
-    if budget and "train" in records:
-        parts.append(_budget([t for t in records["train"] if isinstance(t, dict)]))
+    if budget and "recipe" in records:
+        parts.append(_budget([t for t in records["recipe"] if isinstance(t, dict)]))
     return "; ".join(p for p in parts if p)
 
 
@@ -121,7 +121,7 @@ def timing_caption(records: pd.DataFrame) -> str:
         return ""
     env = _env(records)
     threads = sorted({int(t) for t in records.get("timing_threads", pd.Series(dtype=float)).dropna()})
-    sizes = sorted({t.get("batch_size") for t in records.get("train", []) if isinstance(t, dict)} - {None})
+    sizes = sorted({t.get("batch_size") for t in records.get("recipe", []) if isinstance(t, dict)} - {None})
     return (f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('dtype', '?')}, timed with "
             f"{', '.join(map(str, threads)) or env.get('threads', '?')} thread(s)"
             + (f", batch {', '.join(map(str, sizes))}" if sizes else ""))

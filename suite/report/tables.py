@@ -48,7 +48,7 @@ def _split_tuning(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     keep, is_tuning = [], []
     for row, tuned in zip(train.to_dict("records"), grid):
         choice = chosen.get(tuning.group_key(row)) if tuned else None
-        keep.append(not tuned or (choice is not None and float(row["train"]["lr"]) == choice["lr"]))
+        keep.append(not tuned or (choice is not None and float(row["recipe"]["lr"]) == choice["lr"]))
         is_tuning.append(tuned and row["seed"] == row["extra"].get("tune_seed"))
     train = train.assign(lr_tuned=grid)
     return train[keep].reset_index(drop=True), train[is_tuning].reset_index(drop=True)
@@ -57,11 +57,11 @@ def _split_tuning(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 def config_label(row) -> str:
     params = row.get("task_params") or {}
     text = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
-    train = row.get("train") or {}
-    if row.get("role") == "lr-sweep" and "lr" in train:
-        text = (text + ", " if text else "") + f"lr={train['lr']:g}"
-    if train.get("seconds"):
-        text = (text + ", " if text else "") + f"budget={train['seconds']:g}s"
+    recipe = row.get("recipe") or {}
+    if row.get("role") == "lr-sweep" and "lr" in recipe:
+        text = (text + ", " if text else "") + f"lr={recipe['lr']:g}"
+    if recipe.get("seconds"):
+        text = (text + ", " if text else "") + f"budget={recipe['seconds']:g}s"
     return f"{row['task']}({text})" if text else row["task"]
 
 
@@ -139,10 +139,10 @@ def task_table(train: pd.DataFrame, tuning_records: pd.DataFrame | None = None) 
             "params": _int(first.get("params")), "backbone_params": _int(first.get("backbone_params")),
             "lookup_params": _int(first.get("lookup_params")),
             "flops_per_token": first.get("flops_per_token"), "train_flops_per_token": train_flops,
-            "seq_len": first.get("seq_len"), "lr": (first.get("train") or {}).get("lr"),
+            "seq_len": first.get("seq_len"), "lr": (first.get("recipe") or {}).get("lr"),
             "lr_tuned": bool(first.get("lr_tuned", False)),
             "tuning_seconds": cost.get((exp, config, model)),
-            "budget": _budget(first.get("train") or {}), "task_family": first.get("task_family"),
+            "budget": _budget(first.get("recipe") or {}), "task_family": first.get("task_family"),
         })
     return pd.DataFrame(rows)
 
@@ -155,8 +155,8 @@ def _int(x):
     return int(x) if _finite(x) else None
 
 
-def _budget(train: dict) -> str:
-    return f"{train['seconds']:g} s" if train.get("seconds") else f"{train.get('steps', '?')} steps"
+def _budget(recipe: dict) -> str:
+    return f"{recipe['seconds']:g} s" if recipe.get("seconds") else f"{recipe.get('steps', '?')} steps"
 
 
 def _tuning_cost(tuning_records: pd.DataFrame | None) -> dict:
@@ -353,5 +353,5 @@ def seed_scores(train: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["experiment", "role", "task", "config", "model", "seed", "seq_len", "lr", "value"])
     rows = [{"experiment": r["experiment"], "role": r["role"], "task": r["task"], "config": r["config"],
              "model": r["model"], "seed": r["seed"], "seq_len": r.get("seq_len"),
-             "lr": (r.get("train") or {}).get("lr"), "value": _metric(r)} for r in train.to_dict("records")]
+             "lr": (r.get("recipe") or {}).get("lr"), "value": _metric(r)} for r in train.to_dict("records")]
     return pd.DataFrame(rows).dropna(subset=["value"])

@@ -1,0 +1,137 @@
+"""The declared record (suite/records.py): runners build it, old files stay readable, newer ones stop
+with one line, and every record column the report reads is a declared field."""
+
+import ast
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from suite import records
+from suite.jobs import JOB_KINDS, Job, TrainConfig
+from suite.report import tables
+from suite.store import ResultsStore
+
+SUITE = Path(records.__file__).parent
+
+
+def _as_version_1(record: dict) -> dict:
+    """What lstm-bench wrote before records were declared: no version, the recipe under `train`."""
+    old = {("train" if k == "recipe" else k): v for k, v in record.items() if k != "record_version"}
+    return {k: v for k, v in old.items() if v is not None or k not in ("error", "traceback")}
+
+
+def _write(path: Path, rows: list[dict]) -> ResultsStore:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return ResultsStore(path)
+
+
+def test_version_1_records_read_as_today_and_keep_their_keys(smoke_run, tmp_path):
+    today = ResultsStore(smoke_run).records()
+    assert {r["record_version"] for r in today} == {records.RECORD_VERSION}
+    old = _write(tmp_path / "v1", [_as_version_1(r) for r in today])
+    read = old.records()
+    assert all(r["record_version"] == 1 and "train" not in r and "recipe" in r for r in read)
+    for r in read:  # the job key is unchanged: a results directory of version 1 resumes
+        assert Job(**{k: r[k] for k in records.JOB_FIELDS}).key == r["key"]
+    new, v1 = tables.load(ResultsStore(smoke_run)), tables.load(old)
+    assert not v1["train"].empty and not tables.throughput_table(v1.get("throughput")).empty
+    cols = ["config", "model", "mean", "std", "seeds", "lr", "budget", "params"]
+    pd.testing.assert_frame_equal(tables.task_table(v1["train"])[cols], tables.task_table(new["train"])[cols])
+
+
+def test_a_key_made_before_the_rename_still_matches():
+    job = Job("train", "main", "copy_memory", "nn-lstm", 1, {"delay": 10}, {}, 5000, None,
+              {"steps": 100, "lr": 0.01}, None, {}, "main")
+    assert job.key == "ab16d25a87106fc2a030"  # computed by lstm-bench before Job.train became Job.recipe
+
+
+def test_a_newer_record_version_is_one_line_and_exit_2(tmp_path, capsys):
+    from suite.cli import main
+
+    _write(tmp_path / "new", [{"record_version": records.RECORD_VERSION + 1, "key": "k", "kind": "train"}])
+    assert main(["report", str(tmp_path / "new"), "--out", str(tmp_path / "rep")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and f"record version {records.RECORD_VERSION + 1}" in err
+    assert f"reads up to {records.RECORD_VERSION}: upgrade lstm-bench" in err
+    assert not (tmp_path / "rep").exists()
+
+
+def test_a_result_with_an_undeclared_field_fails_where_it_is_made():
+    with pytest.raises(TypeError, match="tokens_per_sec"):
+        records.Latency(latency_seconds=1.0, latency_iqr_seconds=0.1, latency_steps=4, timing_threads=1,
+                        tokens_per_sec=3.0)
+
+
+def test_a_runner_that_returns_an_undeclared_result_is_a_failed_record(registry, monkeypatch):
+    import torch
+
+    from suite import executor
+    from suite.environment import environment
+
+    job = Job("latency", "latency", "synthetic", "nn-lstm", 0, param_budget=2000, recipe={"batch_size": 2},
+              extra={"context": 8}, role="latency")
+    run = executor.Context(registry, torch.device("cpu"), "float32", environment(torch.device("cpu"), "float32"))
+    monkeypatch.setitem(executor.RUNNERS, "latency", lambda job, run, progress=None: {"latency_seconds": 1.0})
+    record = executor.run_job(job, run)
+    assert record["status"] == "failed" and "returned a dict" in record["error"]
+    assert set(record) <= records.COLUMNS["latency"]
+
+
+# ---- every record column the report reads is declared -----------------------------------------------
+
+READERS = {  # the functions that read record columns (the others read the report's own tables)
+    "report/tables.py": ("load", "_split_tuning", "config_label", "_metric", "_baseline", "task_table",
+                         "_tuning_cost", "tuning_table", "throughput_table", "seed_scores"),
+    "report/claims.py": ("_scaling_evidence",),
+}
+MADE_BY_THE_REPORT = {"config", "lr_tuned", "value"}  # columns the report adds (load, seed_scores)
+NOT_COLUMNS = ({f.name for f in fields(TrainConfig)}  # keys of the recipe,
+               | {"lr_grid", "tune_seed", "scores", "points"}  # of a tuned job's extra and tuning.choose,
+               | {"mean", "std", "min", "max", "n"}  # of stability.seed_summary,
+               | set(JOB_KINDS) | {"tuning"})  # and of the frames tables.load returns
+
+
+def _strings_read(fn: ast.FunctionDef) -> set[str]:
+    """Column names a function reads: x["a"], x[["a", "b"]], x.get("a"), "a" in x, _col(g, "a"),
+    groupby/drop_duplicates/dropna(subset=)/sort_values arguments and the `cols` list."""
+    out: set[str] = set()
+
+    def consts(node) -> list[str]:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            return [node.value]
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [s for e in node.elts for s in consts(e)]
+        return []
+
+    for node in ast.walk(fn):
+        if isinstance(node, ast.Subscript):
+            out.update(consts(node.slice))
+        elif isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops):
+            out.update(consts(node.left))
+        elif isinstance(node, ast.Call):
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            if name == "get" and node.args:
+                out.update(consts(node.args[0]))
+            elif name in ("groupby", "drop_duplicates", "dropna", "sort_values"):
+                for arg in [*node.args, *(k.value for k in node.keywords if k.arg in ("subset", "by"))]:
+                    out.update(consts(arg))
+            elif name in ("_col", "_family_best") and len(node.args) > 1:
+                out.update(consts(node.args[1]))
+        elif isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "cols" for t in node.targets):
+            out.update(consts(node.value))
+    return out
+
+
+@pytest.mark.parametrize("module", sorted(READERS))
+def test_every_record_column_the_report_reads_is_declared(module):
+    tree = ast.parse((SUITE / module).read_text())
+    functions = {n.name: n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    assert set(READERS[module]) <= set(functions), "a reader was renamed: update READERS"
+    read = set().union(*(_strings_read(functions[name]) for name in READERS[module]))
+    assert "train_tokens_per_s" in read or module.endswith("claims.py")  # the scan sees the reads
+    unknown = read - records.ALL_COLUMNS - MADE_BY_THE_REPORT - NOT_COLUMNS
+    assert not unknown, f"{module} reads record columns that suite/records.py does not declare: {sorted(unknown)}"
