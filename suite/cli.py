@@ -111,7 +111,7 @@ def cmd_run(args, registry) -> int:
     import torch
 
     from suite.environment import environment, resolve_device
-    from suite.executor import Context, InProcessPool, execute
+    from suite.executor import RunContext, InProcessPool, execute
     from suite.profiles import check_device, check_dtype, expand, load_profile
     from suite.store import ResultsStore
 
@@ -137,14 +137,14 @@ def cmd_run(args, registry) -> int:
         return dry_run(plan, out, registry, device, dtype, workers=workers, threads=args.threads,
                        retry_failed=args.retry_failed)
     env = environment(device, dtype)
-    context = Context(registry, device, dtype, env)
+    run = RunContext(registry, device, dtype, env)
     if workers == 1 and not args.ray_address:
-        pool, how = InProcessPool(context), f"{_n(env['threads'], 'thread')}, in this process"
+        pool, how = InProcessPool(run), f"{_n(env['threads'], 'thread')}, in this process"
     else:
         from suite.ray_executor import ray_pool
 
         every_shape = plan.first_phase() + [g.template for g in plan.tuned]
-        pool = ray_pool(context, every_shape, address=args.ray_address, workers=workers, threads=args.threads,
+        pool = ray_pool(run, every_shape, address=args.ray_address, workers=workers, threads=args.threads,
                         plugins=args.plugin)
         p = pool.placement
         where = f"Ray cluster {args.ray_address}, {len(p.nodes)} nodes" if args.ray_address else "local Ray"

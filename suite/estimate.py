@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from suite.executor import Context, _build, _prepare, execute, run_job, task_facts
-from suite.jobs import Job
+from suite.executor import RunContext, _build, _prepare, execute, run_job, task_facts
+from suite.jobs import Job, Recipe
 from suite.placement import Node, Placement
 from suite.profiles import Plan
 from suite.store import ResultsStore
@@ -38,9 +38,9 @@ CALIBRATION_STEPS = 6
 
 def _signature(job: Job) -> str:
     """Everything a job's cost per step depends on (not its seed, learning rate or step count)."""
-    train = {k: job.recipe.get(k) for k in ("batch_size", "eval_batch_size")}
+    sizes = {k: job.recipe.get(k) for k in ("batch_size", "eval_batch_size")}
     fields = (job.kind, job.task, job.task_params, job.model, job.model_options, job.param_budget, job.width,
-              job.layers, train, job.extra if job.kind != "train" else None)
+              job.layers, sizes, job.extra if job.kind != "train" else None)
     return json.dumps(fields, sort_keys=True, default=str)
 
 
@@ -51,7 +51,7 @@ class TrainCost:
     setup: float = 0.0  # task and model built (calibration)
 
     def seconds(self, job: Job) -> float:
-        cfg = job.train_config
+        cfg = Recipe.from_dict(job.recipe)
         steps = cfg.steps if cfg.seconds is None else min(cfg.steps, int(cfg.seconds / max(self.step, 1e-9)))
         evals = math.ceil(steps / cfg.eval_every) + 1  # the last one and the test split
         busy = cfg.seconds if cfg.seconds is not None else steps * self.step  # a time budget: steps only
@@ -61,22 +61,22 @@ class TrainCost:
 class Costs:
     """Seconds per job at one thread count: earlier records first, then a calibration."""
 
-    def __init__(self, ctx: Context, records: list[dict], threads: int):
-        self.ctx, self.threads = ctx, threads
-        self.train: dict[str, TrainCost] = {}
+    def __init__(self, run: RunContext, records: list[dict], threads: int):
+        self.run, self.threads = run, threads
+        self.train_costs: dict[str, TrainCost] = {}
         self.measured: dict[str, float] = {}  # signature -> wall seconds
         self.origin: dict[str, str] = {}  # signature -> "records" | "calibration" | "extrapolated"
         self.calibration_seconds = 0.0
         self._learn(records)
 
     def _learn(self, records: list[dict]) -> None:
-        host = self.ctx.env.get("host")
+        host = self.run.env.get("host")
         steps: dict[str, list] = {}
         walls: dict[str, list] = {}
         for r in records:
             env = r.get("env") or {}
             if (r.get("status") != "ok" or env.get("host") != host or env.get("threads") != self.threads
-                    or env.get("dtype") != self.ctx.dtype or env.get("device") != self.ctx.device.type):
+                    or env.get("dtype") != self.run.dtype or env.get("device") != self.run.device.type):
                 continue
             try:
                 job = Job(**{k: r[k] for k in Job.__dataclass_fields__})
@@ -91,10 +91,10 @@ class Costs:
             elif job.kind != "train":
                 walls.setdefault(sig, []).append(wall)
         for sig, pairs in steps.items():
-            self.train[sig] = TrainCost(statistics.median(p[0] for p in pairs),
+            self.train_costs[sig] = TrainCost(statistics.median(p[0] for p in pairs),
                                         statistics.median(p[1] for p in pairs))
         self.measured.update({sig: statistics.median(w) for sig, w in walls.items()})
-        self.learned = set(self.train) | set(self.measured)
+        self.learned = set(self.train_costs) | set(self.measured)
 
     @property
     def sources(self) -> dict[str, int]:
@@ -108,9 +108,9 @@ class Costs:
         if sig in self.learned:
             self.origin[sig] = "records"
         if job.kind == "train":
-            if sig not in self.train:
-                self.train[sig], self.origin[sig] = self._calibrate_train(job), "calibration"
-            return self.train[sig].seconds(job)
+            if sig not in self.train_costs:
+                self.train_costs[sig], self.origin[sig] = self._calibrate_train(job), "calibration"
+            return self.train_costs[sig].seconds(job)
         if sig not in self.measured:
             self.measured[sig] = self._extrapolate(job, plan_jobs)
             self.origin.setdefault(sig, "calibration")
@@ -123,21 +123,21 @@ class Costs:
         self._say(job)
         start = time.perf_counter()
         torch.set_num_threads(self.threads)
-        ctx, dtype = self.ctx, DTYPES[self.ctx.dtype]
-        task = ctx.registry.make_task(job.task, job.task_params, seed=job.seed)
+        run, dtype = self.run, DTYPES[self.run.dtype]
+        task = run.registry.make_task(job.task, job.task_params, seed=job.seed)
         task_facts(job, task)  # a baseline is paid once per task config and process: not a per-job cost
         t0 = time.perf_counter()
-        model, _ = _build(job, task.spec, ctx)
+        model, _ = _build(job, task.spec, run)
         setup = time.perf_counter() - t0
         _prepare(model)  # a compile is paid once per machine (cached on disk)
-        cfg = job.train_config
+        cfg = Recipe.from_dict(job.recipe)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(0)
         times = []
         model.train()
         for _ in range(CALIBRATION_STEPS + 1):  # the first is warm-up
             t0 = time.perf_counter()
-            batch = harness.to_device(task.train_batch(cfg.batch_size, gen), ctx.device, dtype)
+            batch = harness.to_device(task.train_batch(cfg.batch_size, gen), run.device, dtype)
             loss = task.loss(model(batch.x), batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -146,7 +146,7 @@ class Costs:
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         model.eval()
-        task.evaluate(harness.predictor(model, ctx.device, dtype), "val", cfg.eval_batch_size, ctx.device)
+        task.evaluate(harness.predictor(model, run.device, dtype), "val", cfg.eval_batch_size, run.device)
         per_eval = time.perf_counter() - t0
         self.calibration_seconds += time.perf_counter() - start
         return TrainCost(statistics.median(times[1:]), per_eval, setup)
@@ -175,7 +175,7 @@ class Costs:
         if sig not in self.measured:
             self._say(job)
             torch.set_num_threads(self.threads)
-            record = run_job(job, self.ctx)
+            record = run_job(job, self.run)
             self.origin[sig] = "calibration"
             self.calibration_seconds += record["wall_seconds"]
             self.measured[sig] = record["wall_seconds"] - (record.get("compile_seconds") or 0.0)
@@ -260,8 +260,8 @@ def dry_run(plan: Plan, out: Path, registry, device, dtype: str, *, workers: int
           "configurations without earlier records...", file=sys.stderr)
     costs = {}
     for t in sorted(set(modes.values())):
-        ctx = Context(registry, device, dtype, environment(device, dtype) | {"threads": t})
-        costs[t] = Costs(ctx, near, t)
+        run = RunContext(registry, device, dtype, environment(device, dtype) | {"threads": t})
+        costs[t] = Costs(run, near, t)
     all_jobs = plan.first_phase() + [j for g in plan.tuned for j in g.jobs(g.grid[0])]
 
     def cost_at(t):  # a job that runs alone runs at the run's own thread count, as with one worker

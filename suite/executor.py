@@ -1,6 +1,6 @@
 """Runs jobs and appends one record per finished job: the driver loop every executor shares.
 
-`run_job(job, context) -> record` is pure in its inputs; it runs in this process (`InProcessPool`, one
+`run_job(job, run) -> record` is pure in its inputs; it runs in this process (`InProcessPool`, one
 job at a time: tests and debugging use it) or in a Ray worker (suite/ray_executor.py: many at once, on
 this machine or a cluster). Either way only this loop writes the store, as records arrive.
 
@@ -16,7 +16,8 @@ import json
 import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from tqdm import tqdm
@@ -24,7 +25,7 @@ from tqdm import tqdm
 from suite.environment import DTYPES
 from suite.errors import SuiteError, one_line
 from suite.interfaces import Task, TaskSpec
-from suite.jobs import Job
+from suite.jobs import Job, Recipe
 from suite.measure import throughput
 from suite.measure.flops import count_flops
 from suite.models import capabilities
@@ -50,11 +51,15 @@ SCALING_SPEC = dict(input_vocab=64, output_dim=64)  # the synthetic token task o
 
 
 @dataclass
-class Context:
+class RunContext:
+    """What every job of one run shares: the registry, where and at what precision it runs, the
+    environment its records carry, and (in this process) a callback(step, total, loss) for the job."""
+
     registry: Registry
     device: torch.device
     dtype: str
     env: dict
+    progress: Callable[[int, int, float], None] | None = None
 
 
 def _now() -> str:
@@ -74,10 +79,10 @@ def task_facts(job: Job, task: Task) -> dict:
     return _TASK_FACTS[key]
 
 
-def _build(job: Job, spec: TaskSpec, ctx: Context) -> tuple[torch.nn.Module, int]:
-    return build_model(ctx.registry.model(job.model), spec, budget=job.param_budget, width=job.width,
-                       layers=job.layers, options=job.model_options, seed=job.seed, device=ctx.device,
-                       dtype=DTYPES[ctx.dtype])
+def _build(job: Job, spec: TaskSpec, run: RunContext) -> tuple[torch.nn.Module, int]:
+    return build_model(run.registry.model(job.model), spec, budget=job.param_budget, width=job.width,
+                       layers=job.layers, options=job.model_options, seed=job.seed, device=run.device,
+                       dtype=DTYPES[run.dtype])
 
 
 def _prepare(model: torch.nn.Module) -> dict:
@@ -86,10 +91,10 @@ def _prepare(model: torch.nn.Module) -> dict:
     return {"compile_seconds": seconds, "compile_reused": None if seconds is None else seconds == 0.0}
 
 
-def _model_facts(model: torch.nn.Module, width: int, ctx: Context) -> dict:
+def _model_facts(model: torch.nn.Module, width: int, run: RunContext) -> dict:
     """records.ModelFacts but the compile fields (from _prepare, before any clock)."""
     return {**capabilities.parameter_split(model), "model_width": width,
-            "backend": capabilities.backend(model, ctx.device, DTYPES[ctx.dtype])}
+            "backend": capabilities.backend(model, run.device, DTYPES[run.dtype])}
 
 
 def _task_facts(task: Task) -> dict:
@@ -97,72 +102,72 @@ def _task_facts(task: Task) -> dict:
                           primary_metric=task.primary_metric, higher_is_better=task.higher_is_better))
 
 
-def run_train(job: Job, ctx: Context, progress=None) -> TrainResult:
+def run_train(job: Job, run: RunContext) -> TrainResult:
     from suite import harness
 
-    task = ctx.registry.make_task(job.task, job.task_params, seed=job.seed)
+    task = run.registry.make_task(job.task, job.task_params, seed=job.seed)
     facts = task_facts(job, task)
-    model, width = _build(job, task.spec, ctx)
+    model, width = _build(job, task.spec, run)
     compiled = _prepare(model)
-    fit = harness.train(job.train_config, job.seed, task, model, ctx.device, DTYPES[ctx.dtype],
-                        facts["thresholds"], progress)
-    return TrainResult(**flat(fit), **_task_facts(task), **_model_facts(model, width, ctx), **compiled,
+    fit = harness.fit(Recipe.from_dict(job.recipe), job.seed, task, model, run.device, DTYPES[run.dtype],
+                      facts["thresholds"], run.progress)
+    return TrainResult(**flat(fit), **_task_facts(task), **_model_facts(model, width, run), **compiled,
                        **count_flops(model, task.spec),
-                       model_layers=job.layers or ctx.registry.model(job.model).default_layers,
+                       model_layers=job.layers or run.registry.model(job.model).default_layers,
                        task_info=task.describe(), baseline=facts["baseline"],
                        baseline_name=task.baseline_name(), success_threshold=facts["thresholds"]["test"],
                        val_threshold=facts["thresholds"]["val"])
 
 
-def run_throughput(job: Job, ctx: Context, progress=None) -> ThroughputResult:
+def run_throughput(job: Job, run: RunContext) -> ThroughputResult:
     from suite import harness
 
-    task = ctx.registry.make_task(job.task, job.task_params, seed=0)
-    model, width = _build(job, task.spec, ctx)
+    task = run.registry.make_task(job.task, job.task_params, seed=0)
+    model, width = _build(job, task.spec, run)
     compiled = _prepare(model)
     batch_size = job.recipe["batch_size"]
     batch = task.train_batch(batch_size, torch.Generator().manual_seed(0))
-    batch = harness.to_device(batch, ctx.device, DTYPES[ctx.dtype])
-    measured = throughput.batch_throughput(model, batch, task.loss, ctx.device)
-    return ThroughputResult(**flat(measured), **_task_facts(task), **_model_facts(model, width, ctx),
+    batch = harness.to_device(batch, run.device, DTYPES[run.dtype])
+    measured = throughput.batch_throughput(model, batch, task.loss, run.device)
+    return ThroughputResult(**flat(measured), **_task_facts(task), **_model_facts(model, width, run),
                             **compiled, **count_flops(model, task.spec), batch_size=batch_size)
 
 
-def _synthetic(job: Job, ctx: Context, seq_len: int):
+def _synthetic(job: Job, run: RunContext, seq_len: int):
     """A model for the synthetic token task of the measurement jobs. The budget is matched on the
     backbone, so every length of a sweep gets the same width and the same backbone."""
     spec = TaskSpec(seq_len=seq_len, **SCALING_SPEC)
-    model, width = _build(job, spec, ctx)
+    model, width = _build(job, spec, run)
     return model, spec, width, _prepare(model)
 
 
-def run_scaling(job: Job, ctx: Context, progress=None) -> ScalingResult:
+def run_scaling(job: Job, run: RunContext) -> ScalingResult:
     T, batch_size = job.extra["seq_len"], job.recipe["batch_size"]
-    model, spec, width, compiled = _synthetic(job, ctx, T)
-    measured = throughput.length_scaling(model, spec, batch_size, ctx.device)
-    return ScalingResult(**flat(measured), **_model_facts(model, width, ctx), **compiled,
+    model, spec, width, compiled = _synthetic(job, run, T)
+    measured = throughput.length_scaling(model, spec, batch_size, run.device)
+    return ScalingResult(**flat(measured), **_model_facts(model, width, run), **compiled,
                          **count_flops(model, spec), seq_len=T, batch_size=batch_size)
 
 
-def run_latency(job: Job, ctx: Context, progress=None) -> LatencyResult | LatencySkipped:
+def run_latency(job: Job, run: RunContext) -> LatencyResult | LatencySkipped:
     context = job.extra["context"]
-    model, _, width, compiled = _synthetic(job, ctx, context)
+    model, _, width, compiled = _synthetic(job, run, context)
     if not capabilities.supports_step(model):
         return LatencySkipped(skip_reason=f"model {job.model} has no incremental decoding (step)",
                               context=context)
-    measured = throughput.step_latency(model, context, ctx.device, DTYPES[ctx.dtype])
-    return LatencyResult(**flat(measured), **_model_facts(model, width, ctx), **compiled, context=context)
+    measured = throughput.step_latency(model, context, run.device, DTYPES[run.dtype])
+    return LatencyResult(**flat(measured), **_model_facts(model, width, run), **compiled, context=context)
 
 
 RUNNERS = {"train": run_train, "throughput": run_throughput, "scaling": run_scaling, "latency": run_latency}
 
 
-def _header(job: Job, ctx: Context) -> dict:
+def _header(job: Job, run: RunContext) -> dict:
     """The job's own fields (so a record names its job exactly) and where it ran."""
-    model_spec = ctx.registry.models.get(job.model)
+    model_spec = run.registry.models.get(job.model)
     header = Header(key=job.key, model_family=getattr(model_spec, "family", None),
                     implementation=getattr(model_spec, "implementation", None),
-                    architecture=getattr(model_spec, "architecture", "") or job.model, env=ctx.env)
+                    architecture=getattr(model_spec, "architecture", "") or job.model, env=run.env)
     return {**asdict(job), **flat(header)}
 
 
@@ -179,12 +184,12 @@ def _result_fields(job: Job, result) -> dict:
     return fields
 
 
-def run_job(job: Job, ctx: Context, progress=None) -> dict:
+def run_job(job: Job, run: RunContext) -> dict:
     """Job -> record: the job's own fields, then what the runner measured. Never raises for a failure
     inside the job: that becomes status "failed"."""
-    record, started, t0 = _header(job, ctx), _now(), time.perf_counter()
+    record, started, t0 = _header(job, run), _now(), time.perf_counter()
     try:
-        record.update(_result_fields(job, RUNNERS[job.kind](job, ctx, progress)))
+        record.update(_result_fields(job, RUNNERS[job.kind](job, run)))
         error = trace = None
     except (KeyboardInterrupt, SystemExit):
         raise
@@ -196,10 +201,10 @@ def run_job(job: Job, ctx: Context, progress=None) -> dict:
     return {**record, **flat(outcome)}
 
 
-def failed_record(job: Job, ctx: Context, error: str, started: str, seconds: float) -> dict:
+def failed_record(job: Job, run: RunContext, error: str, started: str, seconds: float) -> dict:
     """The record of a job whose worker never returned one (killed, out of memory, node lost)."""
     outcome = Outcome(started=started, finished=_now(), wall_seconds=seconds, status="failed", error=error)
-    return {**_header(job, ctx), **flat(outcome)}
+    return {**_header(job, run), **flat(outcome)}
 
 
 def placement_facts(record: dict, placement: Placement, peak: int, executor: str) -> dict:
@@ -214,10 +219,10 @@ class InProcessPool:
 
     name = "in-process"
 
-    def __init__(self, ctx: Context):
-        self.ctx = ctx
-        threads = ctx.env.get("threads", 1)
-        self.placement = Placement([Node("local", ctx.env.get("host", ""), threads)], threads, workers=1)
+    def __init__(self, run: RunContext):
+        self.run = run
+        threads = run.env.get("threads", 1)
+        self.placement = Placement([Node("local", run.env.get("host", ""), threads)], threads, workers=1)
         self.progress = None  # set by execute(): a callback(step, total, loss) per job
 
     def take(self, queue: list[Job]) -> None:
@@ -228,7 +233,7 @@ class InProcessPool:
 
     def wait(self) -> list[tuple[Job, dict]]:
         job = self.running()[0]
-        record = run_job(job, self.ctx, self.progress(job) if self.progress else None)
+        record = run_job(job, replace(self.run, progress=self.progress(job)) if self.progress else self.run)
         return [(job, placement_facts(record, self.placement, self.placement.finish(job), self.name))]
 
     def close(self) -> None:

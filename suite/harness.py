@@ -1,6 +1,6 @@
 """The one training/evaluation loop, shared by every (task, model, seed).
 
-Recipe (the same for every model, from the job's TrainConfig): AdamW (β = 0.9, 0.99; weight decay
+The recipe (the same for every model: suite.jobs.Recipe): AdamW (β = 0.9, 0.99; weight decay
 on matrices only), linear warm-up then cosine decay to min_lr_ratio·lr, gradient-norm clipping, evaluation on the validation
 split every eval_every steps and at the end. The test split is scored once, with the parameters
 of the best validation evaluation ("best-validation checkpoint rule").
@@ -19,16 +19,17 @@ import time
 import torch
 
 from suite.interfaces import Batch, Task, split_seed
-from suite.jobs import TrainConfig
+from suite.jobs import Recipe
 from suite.measure.stability import GradientStats, LossWatch
 from suite.records import FitResult
 
 
-def lr_factor(progress: float, step: int, cfg: TrainConfig) -> float:
-    """Warm-up over cfg.warmup steps, then cosine from 1 to min_lr_ratio as progress goes 0 -> 1."""
+def lr_factor(done: float, step: int, cfg: Recipe) -> float:
+    """Warm-up over cfg.warmup steps, then cosine from 1 to min_lr_ratio as the budget's fraction done goes
+    0 -> 1."""
     if step < cfg.warmup:
         return (step + 1) / cfg.warmup
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, done)))
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine
 
 
@@ -67,8 +68,8 @@ def forecast_example(task: Task, model, device, dtype) -> dict:
             "prediction": pred[0].view(-1, K)[:, -1].cpu().tolist()}
 
 
-def train(cfg: TrainConfig, seed: int, task: Task, model: torch.nn.Module, device: torch.device,
-          dtype: torch.dtype, thresholds: dict[str, float | None], progress=None) -> FitResult:
+def fit(cfg: Recipe, seed: int, task: Task, model: torch.nn.Module, device: torch.device,
+        dtype: torch.dtype, thresholds: dict[str, float | None], progress=None) -> FitResult:
     """Train `model` (built, initialised and prepared by the caller) on `task` under `cfg`.
     thresholds: the primary-metric value that counts as solved on "val" (time-to-threshold) and
     "test" (success)."""
@@ -101,9 +102,9 @@ def train(cfg: TrainConfig, seed: int, task: Task, model: torch.nn.Module, devic
     while step < cfg.steps and (cfg.seconds is None or train_seconds < cfg.seconds):
         batch = to_device(task.train_batch(cfg.batch_size, gen), device, dtype)
         start = time.perf_counter()  # the step only: making the batch is the task's cost, not the model's
-        progress_frac = train_seconds / cfg.seconds if cfg.seconds else step / cfg.steps
+        done = train_seconds / cfg.seconds if cfg.seconds else step / cfg.steps
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(progress_frac, step, cfg)
+            group["lr"] = cfg.lr * lr_factor(done, step, cfg)
         loss = task.loss(model(batch.x), batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()

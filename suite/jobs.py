@@ -29,9 +29,10 @@ ROLES = {
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """The one training recipe shared by every model: AdamW, linear warm-up then cosine decay,
-    gradient-norm clipping, evaluation every `eval_every` steps, best-validation checkpoint."""
+class Recipe:
+    """The one training recipe shared by every model (a profile's `train` settings; Job.recipe): AdamW,
+    linear warm-up then cosine decay, gradient-norm clipping, evaluation every `eval_every` steps,
+    best-validation checkpoint."""
 
     steps: int = 200
     seconds: float | None = None  # wall-clock budget; when set, `steps` is only a cap
@@ -47,7 +48,7 @@ class TrainConfig:
     spike_factor: float = 3.0  # a step loss above this multiple of its running median = a spike
 
     @classmethod
-    def from_dict(cls, values: dict) -> TrainConfig:
+    def from_dict(cls, values: dict) -> Recipe:
         names = {f.name for f in fields(cls)}
         unknown = set(values) - names
         if unknown:
@@ -97,10 +98,6 @@ class Job:
         values["train"] = values.pop("recipe")  # its name when keys were first made: old results still resume
         blob = json.dumps(values, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-    @property
-    def train_config(self) -> TrainConfig:
-        return TrainConfig.from_dict(self.recipe)
 
     @property
     def runs_alone(self) -> bool:

@@ -15,7 +15,7 @@ from pathlib import Path
 import tomllib
 
 from suite.errors import ConfigError
-from suite.jobs import ROLES, Job, TrainConfig, sweep
+from suite.jobs import ROLES, Job, Recipe, sweep
 from suite.registry import Registry
 from suite.tuning import TunedGroup, choose
 
@@ -108,7 +108,7 @@ class Plan:
 def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, models=None, experiments=None) -> Plan:
     """Profile -> validated plan of jobs. Raises ConfigError before anything runs."""
     data = profile.data
-    base_train = data.get("train", {})
+    base_recipe = data.get("train", {})  # the TOML key stays `train`
     base_tune = _grid(data.get("tune"), "[tune]")
     seed_list = resolve_seeds(seeds if seeds is not None else data.get("seeds", 1))
     wanted_tasks = _names(tasks, registry.task)
@@ -127,18 +127,18 @@ def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, mode
         for task_entry in exp.get("task", []):
             task_name = task_entry.get("name")
             cls = registry.task(task_name)
-            train_values = {**base_train, **exp.get("train", {}), **task_entry.get("train", {})}
+            recipe_values = {**base_recipe, **exp.get("train", {}), **task_entry.get("train", {})}
             budget = int(task_entry.get("param_budget", exp.get("param_budget", 0)))
             models_here = [m for m in exp.get("models", []) if not ((wanted_tasks and task_name not in wanted_tasks)
                                                                     or (wanted_models and m not in wanted_models))]
             for params in sweep(task_entry.get("params", {})):
-                for train in sweep(train_values):
-                    cfg = TrainConfig.from_dict(train)
-                    lr_is_axis = isinstance(train_values.get("lr"), list)
+                for recipe in sweep(recipe_values):
+                    cfg = Recipe.from_dict(recipe)
+                    lr_is_axis = isinstance(recipe_values.get("lr"), list)
                     for model in models_here:
                         job = Job("train", exp_name, cls.name, model, exp_seeds[0], params,
-                                  exp.get("model_options", {}).get(model, {}), budget, exp.get("layers"), train,
-                                  width=exp.get("width"), role=role)
+                                  exp.get("model_options", {}).get(model, {}), budget, exp.get("layers"),
+                                  recipe, width=exp.get("width"), role=role)
                         if grid and not lr_is_axis:
                             tuned.append(TunedGroup.of(job, grid, exp_seeds))
                         else:

@@ -23,7 +23,7 @@ import torch
 
 from suite.environment import environment, git_commit
 from suite.errors import SuiteError, one_line
-from suite.executor import Context, _now, failed_record, placement_facts, run_job
+from suite.executor import RunContext, _now, failed_record, placement_facts, run_job
 from suite.jobs import Job
 from suite.placement import Node, Placement
 
@@ -102,7 +102,7 @@ class WorkerSetup:
     commit: str  # the driver's: a node on other code fails its jobs rather than mixing results
 
 
-_CONTEXTS: dict[WorkerSetup, Context] = {}
+_CONTEXTS: dict[WorkerSetup, RunContext] = {}
 
 
 def run_in_worker(job: Job, setup: WorkerSetup, threads: int) -> dict:
@@ -112,22 +112,22 @@ def run_in_worker(job: Job, setup: WorkerSetup, threads: int) -> dict:
         from suite.registry import load_registry
 
         registry = load_registry(list(setup.plugins))
-        _CONTEXTS[setup] = Context(registry, torch.device(setup.device), setup.dtype, {})
-    ctx = _CONTEXTS[setup]
-    ctx = replace(ctx, env=environment(ctx.device, setup.dtype))  # this node, these threads
-    if ctx.env["commit"].split("+")[0] != setup.commit.split("+")[0]:  # uncommitted edits: not comparable
-        raise RuntimeError(f"node {ctx.env['host']} runs lstm-bench commit {ctx.env['commit']}, the driver "
+        _CONTEXTS[setup] = RunContext(registry, torch.device(setup.device), setup.dtype, {})
+    run = _CONTEXTS[setup]
+    run = replace(run, env=environment(run.device, setup.dtype))  # this node, these threads
+    if run.env["commit"].split("+")[0] != setup.commit.split("+")[0]:  # uncommitted edits: not comparable
+        raise RuntimeError(f"node {run.env['host']} runs lstm-bench commit {run.env['commit']}, the driver "
                            f"{setup.commit}: install the same checkout on every node")
-    return run_job(job, ctx)
+    return run_job(job, run)
 
 
 class RayPool:
     name = "ray"
 
-    def __init__(self, ray, ctx: Context, setup: WorkerSetup, placement: Placement):
+    def __init__(self, ray, run: RunContext, setup: WorkerSetup, placement: Placement):
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.ray, self.ctx, self.setup, self.placement = ray, ctx, setup, placement
+        self.ray, self.run, self.setup, self.placement = ray, run, setup, placement
         self.affinity = NodeAffinitySchedulingStrategy
         self.task = ray.remote(max_retries=0)(run_in_worker)  # a dead worker is a failed record, not a retry
         self.refs: dict = {}  # ObjectRef -> (job, started timestamp, perf_counter)
@@ -154,7 +154,7 @@ class RayPool:
             try:
                 record = self.ray.get(ref)
             except self.ray.exceptions.RayError as exc:
-                record = failed_record(job, self.ctx, _death(exc), started, time.perf_counter() - t0)
+                record = failed_record(job, self.run, _death(exc), started, time.perf_counter() - t0)
                 self._forget_dead_nodes()
             out.append((job, placement_facts(record, self.placement, self.placement.finish(job), self.name)))
         return out
@@ -175,8 +175,8 @@ def _death(exc: Exception) -> str:
     return f"worker died ({type(exc).__name__}): {one_line(exc)}"[:500]
 
 
-def ray_pool(ctx: Context, jobs: list[Job], *, address: str | None, workers: int | None, threads: int | None,
-             plugins: list[str]) -> RayPool:
+def ray_pool(run: RunContext, jobs: list[Job], *, address: str | None, workers: int | None,
+             threads: int | None, plugins: list[str]) -> RayPool:
     """Start (or connect to) Ray and place the run on its nodes. Local: `workers` jobs at once, each on
     cores // workers threads unless --threads says; alone jobs at the run's own thread count, as with
     --workers 1. Cluster: every node's cores in shares of --threads (default 1), alone jobs on all of
@@ -190,12 +190,12 @@ def ray_pool(ctx: Context, jobs: list[Job], *, address: str | None, workers: int
     ray = start_ray(address, cores)
     try:
         placement = Placement(cluster_nodes(ray), threads or 1, workers or 10**9,
-                              gpu=ctx.device.type == "cuda",
-                              alone_threads=ctx.env["threads"] if address is None else threads)
+                              gpu=run.device.type == "cuda",
+                              alone_threads=run.env["threads"] if address is None else threads)
         placement.check(jobs)
     except BaseException:
         ray.shutdown()
         raise
     setup = WorkerSetup(tuple(str(os.path.abspath(p)) if os.path.exists(p) else p for p in plugins),
-                        ctx.device.type, ctx.dtype, git_commit())
-    return RayPool(ray, ctx, setup, placement)
+                        run.device.type, run.dtype, git_commit())
+    return RayPool(ray, run, setup, placement)

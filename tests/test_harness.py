@@ -3,13 +3,13 @@
 import torch
 
 from suite.environment import environment
-from suite.executor import Context, run_job
+from suite.executor import RunContext, run_job
 from suite.jobs import Job
 
 
-def _ctx(registry):
+def _run_context(registry):
     dev = torch.device("cpu")
-    return Context(registry, dev, "float32", environment(dev, "float32"))
+    return RunContext(registry, dev, "float32", environment(dev, "float32"))
 
 
 def _job(model="nn-lstm", lr=3e-3, seed=0, steps=20):
@@ -18,26 +18,26 @@ def _job(model="nn-lstm", lr=3e-3, seed=0, steps=20):
 
 
 def test_absurd_learning_rate_diverges_and_the_next_job_still_runs(registry):
-    ctx = _ctx(registry)
-    bad = run_job(_job("transformer", lr=1e6, steps=60), ctx)
+    run = _run_context(registry)
+    bad = run_job(_job("transformer", lr=1e6, steps=60), run)
     assert bad["status"] == "diverged", bad.get("error")
     assert isinstance(bad["diverged_step"], int) and bad["divergence_reason"]
-    good = run_job(_job(), ctx)
+    good = run_job(_job(), run)
     assert good["status"] == "ok" and good["test"]["mse"] is not None
 
 
 def test_same_seed_gives_bitwise_identical_metrics(registry):
-    ctx = _ctx(registry)
-    a, b = run_job(_job(seed=3), ctx), run_job(_job(seed=3), ctx)
+    run = _run_context(registry)
+    a, b = run_job(_job(seed=3), run), run_job(_job(seed=3), run)
     untimed = lambda curve: [{k: v for k, v in point.items() if k != "seconds"} for point in curve]
     assert a["test"] == b["test"] and untimed(a["curve"]) == untimed(b["curve"]) and a["loss_curve"] == b["loss_curve"]
     assert a["grad_norm"] == b["grad_norm"]
-    c = run_job(_job(seed=4), ctx)
+    c = run_job(_job(seed=4), run)
     assert c["test"] != a["test"]
 
 
 def test_records_carry_stability_and_cost_fields(registry):
-    rec = run_job(_job(), _ctx(registry))
+    rec = run_job(_job(), _run_context(registry))
     for key in ("grad_norm", "loss_spikes", "params", "flops_per_token", "baseline", "backend", "env", "curve",
                 "time_to_threshold_steps", "success", "train_seconds"):
         assert key in rec, key
@@ -52,7 +52,7 @@ def test_records_carry_stability_and_cost_fields(registry):
 def test_throughput_record_holds_both_measurements_and_their_labels(registry):
     """How well the two measurements agree is a benchmark's business (benchmarks/), not a test's."""
     job = Job("throughput", "t", "adding", "nn-lstm", 0, {"seq_len": 32}, {}, 5000, None, {"batch_size": 16})
-    rec = run_job(job, _ctx(registry))
+    rec = run_job(job, _run_context(registry))
     assert rec["status"] == "ok", rec.get("error")
     for kind in ("train", "inference"):
         assert rec[f"{kind}_step_seconds"] > 0 and rec[f"{kind}_repeat_step_seconds"] > 0
@@ -64,6 +64,6 @@ def test_throughput_record_holds_both_measurements_and_their_labels(registry):
 def test_wall_clock_budget(registry):
     job = Job("train", "t", "adding", "nn-lstm", 0, {"seq_len": 12}, {}, 3000, None,
               {"steps": 10**6, "seconds": 0.5, "batch_size": 8, "eval_every": 1000})
-    rec = run_job(job, _ctx(registry))
+    rec = run_job(job, _run_context(registry))
     assert rec["status"] == "ok" and 0 < rec["steps_done"] < 10**6
     assert rec["train_seconds"] >= 0.5 and rec["recipe"]["seconds"] == 0.5  # stops once the budget is spent

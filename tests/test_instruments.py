@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from conftest import FIXTURES, suite
 from suite.environment import environment
-from suite.executor import Context, run_job
+from suite.executor import RunContext, run_job
 from suite.interfaces import TaskSpec
 from suite.jobs import Job
 from suite.measure.flops import count_flops
@@ -78,7 +78,7 @@ def test_throughput_record_states_the_threads_seen_inside_the_timer(registry):
         torch.set_num_threads(2)
         dev = torch.device("cpu")
         job = Job("throughput", "t", "adding", "nn-lstm", 0, {"seq_len": 16}, {}, 3000, None, {"batch_size": 8})
-        rec = run_job(job, Context(registry, dev, "float32", environment(dev, "float32")))
+        rec = run_job(job, RunContext(registry, dev, "float32", environment(dev, "float32")))
     finally:
         torch.set_num_threads(before)
     assert rec["status"] == "ok", rec.get("error")
@@ -111,7 +111,7 @@ def test_time_to_threshold_uses_the_validation_threshold(registry):
     dev = torch.device("cpu")
     job = Job("train", "t", "sunspots", "nn-lstm", 0, {}, {}, 2000, None,
               {"steps": 10, "batch_size": 8, "eval_every": 5, "warmup": 0})
-    rec = run_job(job, Context(registry, dev, "float32", environment(dev, "float32")))
+    rec = run_job(job, RunContext(registry, dev, "float32", environment(dev, "float32")))
     task = registry.make_task("sunspots", {})
     assert rec["val_threshold"] == pytest.approx(task.threshold("val"))
     assert rec["success_threshold"] == pytest.approx(task.threshold("test")) != rec["val_threshold"]

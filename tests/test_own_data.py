@@ -14,7 +14,7 @@ from conftest import ROOT, data_dir
 from suite.cli import main
 from suite.environment import environment
 from suite.errors import ConfigError, DataError, PluginError
-from suite.executor import Context, run_job
+from suite.executor import RunContext, run_job
 from suite.interfaces import Batch, Task, TaskSpec
 from suite.jobs import Job
 from tasks._lm import UNK
@@ -33,9 +33,9 @@ def hf_cache(tmp_path, monkeypatch):
 
 
 def _train(registry, task, params, model="nn-lstm", steps=12):
-    ctx = Context(registry, torch.device("cpu"), "float32", environment(torch.device("cpu"), "float32"))
+    run = RunContext(registry, torch.device("cpu"), "float32", environment(torch.device("cpu"), "float32"))
     train = {"steps": steps, "batch_size": 8, "eval_every": 6, "lr": 3e-3, "warmup": 0, "eval_batch_size": 64}
-    return run_job(Job("train", "t", task, model, 0, params, {}, 3000, None, train), ctx)
+    return run_job(Job("train", "t", task, model, 0, params, {}, 3000, None, train), run)
 
 
 def _scored_targets(task, split):

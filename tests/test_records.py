@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from suite import records
-from suite.jobs import JOB_KINDS, Job, TrainConfig
+from suite.jobs import JOB_KINDS, Job, Recipe
 from suite.report import tables
 from suite.store import ResultsStore
 
@@ -74,8 +74,9 @@ def test_a_runner_that_returns_an_undeclared_result_is_a_failed_record(registry,
 
     job = Job("latency", "latency", "synthetic", "nn-lstm", 0, param_budget=2000, recipe={"batch_size": 2},
               extra={"context": 8}, role="latency")
-    run = executor.Context(registry, torch.device("cpu"), "float32", environment(torch.device("cpu"), "float32"))
-    monkeypatch.setitem(executor.RUNNERS, "latency", lambda job, run, progress=None: {"latency_seconds": 1.0})
+    cpu = torch.device("cpu")
+    run = executor.RunContext(registry, cpu, "float32", environment(cpu, "float32"))
+    monkeypatch.setitem(executor.RUNNERS, "latency", lambda job, run: {"latency_seconds": 1.0})
     record = executor.run_job(job, run)
     assert record["status"] == "failed" and "returned a dict" in record["error"]
     assert set(record) <= records.COLUMNS["latency"]
@@ -89,7 +90,7 @@ READERS = {  # the functions that read record columns (the others read the repor
     "report/claims.py": ("_scaling_evidence",),
 }
 MADE_BY_THE_REPORT = {"config", "lr_tuned", "value"}  # columns the report adds (load, seed_scores)
-NOT_COLUMNS = ({f.name for f in fields(TrainConfig)}  # keys of the recipe,
+NOT_COLUMNS = ({f.name for f in fields(Recipe)}  # keys of the recipe,
                | {"lr_grid", "tune_seed", "scores", "points"}  # of a tuned job's extra and tuning.choose,
                | {"mean", "std", "min", "max", "n"}  # of stability.seed_summary,
                | set(JOB_KINDS) | {"tuning"})  # and of the frames tables.load returns
@@ -126,6 +127,12 @@ def _strings_read(fn: ast.FunctionDef) -> set[str]:
     return out
 
 
+def test_the_throughput_figure_reads_declared_columns():
+    from suite.report.figures import RATES
+
+    assert {c for _, *columns in RATES for c in columns} <= records.names(records.Throughput)
+
+
 @pytest.mark.parametrize("module", sorted(READERS))
 def test_every_record_column_the_report_reads_is_declared(module):
     tree = ast.parse((SUITE / module).read_text())
@@ -134,4 +141,4 @@ def test_every_record_column_the_report_reads_is_declared(module):
     read = set().union(*(_strings_read(functions[name]) for name in READERS[module]))
     assert "train_tokens_per_s" in read or module.endswith("claims.py")  # the scan sees the reads
     unknown = read - records.ALL_COLUMNS - MADE_BY_THE_REPORT - NOT_COLUMNS
-    assert not unknown, f"{module} reads record columns that suite/records.py does not declare: {sorted(unknown)}"
+    assert not unknown, f"{module} reads record columns suite/records.py does not declare: {sorted(unknown)}"

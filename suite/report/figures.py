@@ -104,13 +104,13 @@ def run_caption(records: pd.DataFrame, *, budget: bool = True) -> str:
     return "; ".join(p for p in parts if p)
 
 
-def _budget(trains: list[dict]) -> str:
-    if not trains:
+def _budget(recipes: list[dict]) -> str:
+    if not recipes:
         return ""
-    t = trains[0]
+    t = recipes[0]
     amount = f"{t['seconds']:g} s per run" if t.get("seconds") else f"{t.get('steps', '?')} steps"
     size = f"batch {t['batch_size']}" if t.get("batch_size") else ""
-    lrs = sorted({float(x["lr"]) for x in trains if x.get("lr") is not None})
+    lrs = sorted({float(x["lr"]) for x in recipes if x.get("lr") is not None})
     lr = f"lr {', '.join(f'{v:g}' for v in lrs)}" if lrs else ""
     return ", ".join(p for p in (amount, size, lr) if p)
 
@@ -318,15 +318,20 @@ def grad_norms(train: pd.DataFrame) -> Figure | None:
 
 # ---- speed and memory ----------------------------------------------------------------------------
 
+# A panel per timed call: its tokens/s and their spread (fields of suite.records.Throughput).
+RATES = (("train", "train_tokens_per_s", "train_spread_tokens_per_s"),
+         ("inference", "inference_tokens_per_s", "inference_spread_tokens_per_s"))
+
+
 def throughput(thr: pd.DataFrame, records: pd.DataFrame, colors: Colors) -> Figure | None:
     """Training and inference tokens/s per task config (median; error bar: spread from the IQR)."""
     if thr is None or thr.empty:
         return None
     panels, short = [], short_configs(list(thr["config"].unique()))
-    for kind in ("train", "inference"):
+    for kind, rate_column, spread_column in RATES:
         traces = []
         for model, g in colors.groups(thr):
-            rate, spread = g[f"{kind}_tokens_per_s"], g[f"{kind}_spread_tokens_per_s"].fillna(0)
+            rate, spread = g[rate_column], g[spread_column].fillna(0)
             traces.append(Trace(model, [short[c] for c in g["config"]], list(rate), "bar", model,
                                 colors(model), list(spread),
                                 hover=[f"{model} on {c}<br>{v:,.0f} ± {s:,.0f} tokens/s<br>{b}"
