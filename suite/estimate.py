@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from suite.errors import SuiteError
 from suite.executor import RunContext, _build, _prepare, execute, run_job, task_facts
 from suite.jobs import Job, Recipe
 from suite.placement import Node, Placement
@@ -236,7 +237,16 @@ def _only(plan: Plan, experiment: str) -> Plan:
 def _records_near(out: Path) -> list[dict]:
     """Earlier records on this machine: the results directory and its siblings."""
     dirs = {out} | ({p for p in out.parent.iterdir() if p.is_dir()} if out.parent.is_dir() else set())
-    return [r for d in sorted(dirs) for r in ResultsStore(d).records()]
+    return [r for d in sorted(dirs) for r in _records_or_none(d)]
+
+
+def _records_or_none(path: Path) -> list[dict]:
+    """A sibling written by a newer lstm-bench is no hint about costs here (`out` itself is read again,
+    and stops the dry run, in dry_run)."""
+    try:
+        return ResultsStore(path).records()
+    except SuiteError:
+        return []
 
 
 def _fmt(seconds: float) -> str:

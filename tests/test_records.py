@@ -60,6 +60,14 @@ def test_a_newer_record_version_is_one_line_and_exit_2(tmp_path, capsys):
     assert not (tmp_path / "rep").exists()
 
 
+def test_dry_run_cost_hints_skip_a_sibling_written_by_a_newer_version(tmp_path):
+    from suite.estimate import _records_near
+
+    _write(tmp_path / "newer", [{"record_version": records.RECORD_VERSION + 1, "key": "n", "kind": "train"}])
+    _write(tmp_path / "older", [{"key": "o", "kind": "train", "train": {"lr": 0.1}}])
+    assert [r["key"] for r in _records_near(tmp_path / "mine")] == ["o"]
+
+
 def test_a_result_with_an_undeclared_field_fails_where_it_is_made():
     with pytest.raises(TypeError, match="tokens_per_sec"):
         records.Latency(latency_seconds=1.0, latency_iqr_seconds=0.1, latency_steps=4, timing_threads=1,
