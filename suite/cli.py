@@ -131,6 +131,7 @@ def cmd_run(args, registry) -> int:
     out = Path(args.out or Path("results") / profile.name)
     if out.exists() and not out.is_dir():
         raise SuiteError(f"--out {out} is a file, not a directory; pass a directory for the results (e.g. results/mine)")
+    ResultsStore(out).records()  # from a newer lstm-bench: one line, before anything starts or is written
     if args.dry_run:
         from suite.estimate import dry_run
 

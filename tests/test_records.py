@@ -58,6 +58,9 @@ def test_a_newer_record_version_is_one_line_and_exit_2(tmp_path, capsys):
     assert "\n" not in err and f"record version {records.RECORD_VERSION + 1}" in err
     assert f"reads up to {records.RECORD_VERSION}: upgrade lstm-bench" in err
     assert not (tmp_path / "rep").exists()
+    assert main(["run", "--profile", "smoke", "--out", str(tmp_path / "new"), "--no-progress"]) == 2
+    assert "upgrade lstm-bench" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["records.jsonl"]  # no run.json, no record
 
 
 def test_dry_run_cost_hints_skip_a_sibling_written_by_a_newer_version(tmp_path):
