@@ -1,9 +1,9 @@
-"""The one training/evaluation loop, shared by every (task, model, seed).
+"""The one training/evaluation loop (`fit`), shared by every (task, model, seed).
 
-The recipe (the same for every model: suite.jobs.Recipe): AdamW (β = 0.9, 0.99; weight decay
-on matrices only), linear warm-up then cosine decay to min_lr_ratio·lr, gradient-norm clipping, evaluation on the validation
-split every eval_every steps and at the end. The test split is scored once, with the parameters
-of the best validation evaluation ("best-validation checkpoint rule").
+The recipe (the same for every model: suite.jobs.Recipe): AdamW (β = 0.9, 0.99; weight decay on
+matrices only), linear warm-up then cosine decay to min_lr_ratio·lr, gradient-norm clipping,
+evaluation on the validation split every eval_every steps and at the end. The test split is scored
+once, with the parameters of the best validation evaluation ("best-validation checkpoint rule").
 
 Divergence: a non-finite loss or gradient norm, or a running loss above divergence_factor times
 its initial value, stops the run; it is recorded as status "diverged" with the step, and the
