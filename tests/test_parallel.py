@@ -24,8 +24,9 @@ PARALLEL = FIXTURES / "tiny_parallel.toml"
 TRAIN = {"steps": 12, "batch_size": 8, "eval_every": 6, "eval_batch_size": 64}
 
 
-def _job(kind="train", model="nn-lstm", seed=0, **train) -> Job:
-    return Job(kind, "main", "adding", model, seed, {"seq_len": 10}, param_budget=3000, train={**TRAIN, **train})
+def _job(kind="train", model="nn-lstm", seed=0, **recipe) -> Job:
+    return Job(kind, "main", "adding", model, seed, {"seq_len": 10}, param_budget=3000,
+               recipe={**TRAIN, **recipe})
 
 
 def _records(out) -> pd.DataFrame:
@@ -93,9 +94,9 @@ def test_a_tuned_groups_seeds_wait_for_its_own_points_only():
     plan = Plan([], [group])
     points = group.tuning_jobs()
     rec = {"status": "ok", "higher_is_better": False}
-    first = {points[0].key: {**rec, "train": points[0].recipe, "best_val": 0.5}}
+    first = {points[0].key: {**rec, "recipe": points[0].recipe, "best_val": 0.5}}
     assert plan.seeds_ready(first) == []
-    both = {**first, points[1].key: {**rec, "train": points[1].recipe, "best_val": 0.1}}
+    both = {**first, points[1].key: {**rec, "recipe": points[1].recipe, "best_val": 0.1}}
     seeds = plan.seeds_ready(both)
     assert [j.seed for j in seeds] == [0, 1, 2] and {j.recipe["lr"] for j in seeds} == {1e-2}
 
