@@ -34,8 +34,9 @@ def hf_cache(tmp_path, monkeypatch):
 
 def _train(registry, task, params, model="nn-lstm", steps=12):
     run = RunContext(registry, torch.device("cpu"), "float32", environment(torch.device("cpu"), "float32"))
-    train = {"steps": steps, "batch_size": 8, "eval_every": 6, "lr": 3e-3, "warmup": 0, "eval_batch_size": 64}
-    return run_job(Job("train", "t", task, model, 0, params, {}, 3000, None, train), run)
+    recipe = {"steps": steps, "batch_size": 8, "eval_every": 6, "lr": 3e-3, "warmup": 0,
+              "eval_batch_size": 64}
+    return run_job(Job("train", "t", task, model, 0, params, {}, 3000, None, recipe), run)
 
 
 def _scored_targets(task, split):
