@@ -11,7 +11,7 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export PYTHONUNBUFFERED = 1
 
-.PHONY: bench test smoke microbench report clean-results install
+.PHONY: bench test test-all lint smoke microbench report clean-results install
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,8 +27,17 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# `make test`: every test not marked slow (under 5 min on 2 cores); `make test-all`: all of them (CI).
 test: $(VENV)/.installed
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: $(VENV)/.installed
 	$(PY) -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 smoke: $(VENV)/.installed
 	$(PY) -m suite run --profile smoke --out results/smoke

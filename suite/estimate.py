@@ -203,7 +203,9 @@ class SimulatedPool:
 
     def __init__(self, placement: Placement, cost):
         self.placement, self.cost = placement, cost
-        self.clock, self.heap, self.started = 0.0, [], []
+        self.clock = 0.0
+        self.heap: list[tuple[float, int, Job]] = []
+        self.started: list[Job] = []
 
     def running(self) -> list[Job]:
         return self.placement.running()

@@ -42,7 +42,7 @@ def import_ray():
         import ray
     except Exception as exc:  # not installed, or broken: only parallel runs need it
         raise SuiteError(f"--workers > 1 and --ray-address need Ray, which failed to import ({type(exc).__name__}: "
-                         f"{one_line(exc)}); pip install 'ray>=2.30', or run with --workers 1")
+                         f"{one_line(exc)}); pip install 'ray>=2.30', or run with --workers 1") from exc
     return ray
 
 

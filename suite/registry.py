@@ -152,6 +152,8 @@ def _import_plugin(ref: str) -> ModuleType:
                 raise PluginError(f"plugin file {ref!r} does not exist; pass a .py file or an importable module name")
             name = "lstm_bench_plugin_" + path.stem
             spec = importlib.util.spec_from_file_location(name, path)
+            if spec is None or spec.loader is None:
+                raise PluginError(f"plugin file {ref!r} cannot be imported; pass a .py file")
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
             spec.loader.exec_module(module)

@@ -56,7 +56,7 @@ class TunedGroup:
 def _score(record: dict) -> float | None:
     value = record.get("best_val")
     ok = record.get("status") == "ok" and isinstance(value, (int, float)) and math.isfinite(value)
-    return float(value) if ok else None
+    return float(value) if ok and value is not None else None
 
 
 def choose(records: list[dict]) -> dict:

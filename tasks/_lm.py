@@ -31,6 +31,7 @@ class TokenLMTask(Task):
     """Subclasses set self.source and call _setup with the token ids of each split and the
     vocabulary (built from the training split)."""
 
+    source: str  # where the text came from, as errors and describe() name it
     family = "language-modeling"
     primary_metric = "bpc"
     higher_is_better = False

@@ -28,12 +28,13 @@ def load(config: str, path: str | None, instead: str):
         if not folder.is_dir():
             raise DataError(f"WikiText-2 folder {folder} does not exist; {instead}")
         return load_hf_dataset(str(folder), None, instead)
-    first = None
+    first: DataError | None = None
     for name in HUB_NAMES:
         try:
             return load_hf_dataset(name, config, instead)
         except DataError as exc:
             first = first or exc
+    assert first is not None  # HUB_NAMES is not empty
     raise first
 
 

@@ -29,6 +29,7 @@ def test_smoke_rerun_skips_everything(smoke_run):
     assert len(keys) == len(set(keys)) and set(df["status"]) <= {"ok", "diverged"}
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path):
     ref = tmp_path / "ref"
     assert suite("run", "--profile", TINY, "--out", ref, "--no-progress").returncode == 0

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import FIXTURES, suite
+
 from suite.environment import environment
 from suite.executor import RunContext, run_job
 from suite.interfaces import TaskSpec

@@ -130,7 +130,7 @@ def test_wikitext2_keeps_the_official_splits_apart(tmp_path, registry, hf_cache)
 
 
 def test_wikitext2_offline_without_the_data_is_one_clear_error(registry, hf_cache):
-    with pytest.raises(DataError, match="not in the local datasets cache.*LSTM_BENCH_ONLINE=1.*path="):
+    with pytest.raises(DataError, match=r"not in the local datasets cache.*LSTM_BENCH_ONLINE=1.*path="):
         registry.make_task("wikitext2", {})
 
 
@@ -155,7 +155,7 @@ def test_csv_forecast_with_a_chosen_target_trains_and_scales_on_training_rows(tm
     raw = frame[["a", "b", "c"]].to_numpy()
     assert task.borders == {"train": (0, 280), "val": (256, 320), "test": (296, 400)}
     assert task.mean == pytest.approx(raw[:280].mean(0)) and task.std == pytest.approx(raw[:280].std(0))
-    assert not task.mean == pytest.approx(raw.mean(0))
+    assert task.mean != pytest.approx(raw.mean(0))
     windows = {s: task.window_count(s) for s in ("train", "val", "test")}
     assert windows == {"train": 249, "val": 33, "test": 73}
     assert task.spec.input_dim == 3 and task.spec.output_dim == 8  # three inputs, one predicted column

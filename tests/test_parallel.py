@@ -2,6 +2,7 @@
 the same records, timing jobs never beside another job, kill -9 of the driver, a worker killed mid-job,
 bad input; and the placement policy and the time estimate on constructed cases with known answers."""
 
+import contextlib
 import json
 import os
 import signal
@@ -127,7 +128,7 @@ def test_smoke_with_two_workers_gives_the_in_process_records(smoke_run, tmp_path
     proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "--profile", "smoke", "--out", str(out),
                              "--workers", "2", "--threads", "1", "--no-progress"], cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    stdout, stderr = proc.communicate(timeout=600)
+    _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
     assert "2 workers x 1 thread" in stderr
     time.sleep(1)
@@ -162,10 +163,8 @@ def test_kill_9_of_the_driver_then_a_rerun_gives_the_uninterrupted_records(tmp_p
         time.sleep(0.05)  # the 3 timing jobs, then 2 of the training jobs that run side by side
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)  # Ray's agents outlive a killed driver by a minute or two
-    except ProcessLookupError:
-        pass
     assert 5 <= records.read_bytes().count(b"\n") < 11, "the kill came too late to test anything"
     rerun = suite(*args[3:])
     assert rerun.returncode == 0, rerun.stderr[-2000:]

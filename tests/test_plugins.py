@@ -4,9 +4,11 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 from conftest import FIXTURES, suite
 
 
+@pytest.mark.slow
 def test_plugin_package_via_entry_point(tmp_path):
     target = tmp_path / "site"
     pip = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),

@@ -12,7 +12,7 @@ class GradientStats:
     """Gradient norms (before clipping) over training: median, 99th percentile, clipping events."""
 
     def __init__(self, clip: float):
-        self.clip, self.norms = clip, []
+        self.clip, self.norms = clip, list[float]()
 
     def add(self, norm: float) -> None:
         self.norms.append(norm)
@@ -76,7 +76,8 @@ def lr_window(points: list[tuple[float, bool]]) -> dict:
     """Width of the learning-rate window in which training succeeds: the longest run of
     consecutive grid points that succeeded, in decades (log10 of max/min LR of that run)."""
     points = sorted(points)
-    best, run = [], []
+    best: list[float] = []
+    run: list[float] = []
     for lr, ok in points:
         run = run + [lr] if ok else []
         if len(run) > len(best):

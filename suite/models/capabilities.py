@@ -12,6 +12,8 @@ every job kind treats a bare plugin module (a plain nn.Module mapping inputs to 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -23,7 +25,8 @@ def backend(model: nn.Module, device: torch.device, dtype: torch.dtype) -> str:
 
 def prepare(model: nn.Module) -> float | None:
     """Run every submodule's prepare() hook; None when nothing in the model compiles anything."""
-    spent = [m.prepare() for m in model.modules() if callable(getattr(m, "prepare", None))]
+    hooks: list[Any] = [getattr(m, "prepare", None) for m in model.modules()]
+    spent = [hook() for hook in hooks if callable(hook)]
     spent = [s for s in spent if s is not None]
     return sum(spent) if spent else None
 

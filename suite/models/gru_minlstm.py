@@ -98,7 +98,7 @@ class MinLSTM(nn.Module):
         return -F.softplus(diff), -F.softplus(-diff), k_h  # log f', log i', pre-activation of h̃
 
     def forward(self, x, state=None):
-        B, T, _ = x.shape
+        B = x.shape[0]
         finals = []
         for layer in range(self.num_layers):
             log_f, log_i, k_h = self._gates(layer, x)

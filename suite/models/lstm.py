@@ -101,7 +101,7 @@ class ReferenceLSTM(nn.Module):
 
     def reset_parameters(self, forget_bias: float = 0.0) -> None:
         bound = 1.0 / math.sqrt(self.hidden_size)  # nn.LSTM's init
-        for name, p in self.named_parameters():
+        for p in self.parameters():
             nn.init.uniform_(p, -bound, bound)
         if forget_bias and "f" in self.variant.gates:
             j = self.variant.gates.index("f") * self.hidden_size

@@ -4,6 +4,8 @@ any task (tokens or features in; classes or values out; every position or the la
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn as nn
 
@@ -11,6 +13,8 @@ from suite.interfaces import TaskSpec
 
 
 class SequenceModel(nn.Module):
+    backbone: Any  # an nn.Module whose optional methods (step, backend, flop_twin) are looked up by name
+
     def __init__(self, spec: TaskSpec, backbone: nn.Module, width: int, tie_weights: bool = False,
                  embed_std: float | None = None):
         """embed_std: N(0, std) init of the token embedding and the head (GPT-2 uses 0.02, so that
@@ -22,8 +26,9 @@ class SequenceModel(nn.Module):
         if embed_std is not None:  # token tables and the head; a feature projection keeps nn.Linear's init
             for layer in (self.embed, self.head) if spec.input_vocab else (self.head,):
                 nn.init.normal_(layer.weight, 0.0, embed_std)
-                if getattr(layer, "bias", None) is not None:
-                    nn.init.zeros_(layer.bias)
+                bias = getattr(layer, "bias", None)
+                if isinstance(bias, torch.Tensor):
+                    nn.init.zeros_(bias)
         if tie_weights and spec.input_vocab == spec.output_dim and spec.output == "classes":
             self.head.weight = self.embed.weight  # LM weight tying (Press & Wolf 2017)
 

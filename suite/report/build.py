@@ -63,7 +63,8 @@ class Assets:
     PNGs are drawn by a second process while this one builds the rest (matplotlib is most of the cost)."""
 
     def __init__(self, out: Path):
-        self.out, self.count, self.pending = out, 0, []
+        self.out, self.count = out, 0
+        self.pending: list[tuple] = []
         fork = "fork" in multiprocessing.get_all_start_methods()  # a forked worker starts with our imports
         self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) if fork else None
 
@@ -129,7 +130,7 @@ def role_section(role: str, table, win, train, scores, colors, assets: Assets) -
                                   wrap=("how sure",)))
     tasks = []
     for task, g in rows.groupby("task", sort=False):
-        info = train.loc[train["task"] == task, "task_info"].dropna() if "task_info" in train else []
+        info = train.loc[train["task"] == task, "task_info"].dropna() if "task_info" in train else pd.Series()
         caption = (f"{task}: test {g['metric'].iloc[0]} over seeds (best-validation checkpoint); baseline: "
                    f"{g['baseline_name'].iloc[0]}. Click ▸ for per-seed scores.")
         table_html = assets.table(g, views.task_rows, f"{role}_{task}", caption)

@@ -6,6 +6,7 @@ Differences in the two runs' protocols (profile data, device, torch, threads) ar
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -77,7 +78,7 @@ def _fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
 
-def format_text(df: pd.DataFrame, a: str, b: str, warnings: list[str] = ()) -> str:
+def format_text(df: pd.DataFrame, a: str, b: str, warnings: Sequence[str] = ()) -> str:
     lines = [f"warning: {w}" for w in warnings]
     if df.empty:
         return "\n".join(lines + [f"nothing to compare: {a} or {b} holds no finished training record"])
@@ -89,7 +90,7 @@ def format_text(df: pd.DataFrame, a: str, b: str, warnings: list[str] = ()) -> s
     return "\n".join(lines)
 
 
-def write_compare_html(df: pd.DataFrame, a: str, b: str, out: Path, warnings: list[str] = ()) -> Path:
+def write_compare_html(df: pd.DataFrame, a: str, b: str, out: Path, warnings: Sequence[str] = ()) -> Path:
     """The comparison as a page in the report's style: a sortable, filterable table, regressions first,
     every verdict in colour and words."""
     from suite.report import views

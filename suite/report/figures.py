@@ -85,7 +85,9 @@ def _zip(df: pd.DataFrame, *cols):
 # ---- captions: what was run ----------------------------------------------------------------------
 
 def _env(records: pd.DataFrame) -> dict:
-    envs = records["env"].dropna() if "env" in records else []
+    if "env" not in records:
+        return {}
+    envs = records["env"].dropna()
     return envs.iloc[0] if len(envs) else {}
 
 
@@ -121,7 +123,7 @@ def timing_caption(records: pd.DataFrame) -> str:
         return ""
     env = _env(records)
     threads = sorted({int(t) for t in records.get("timing_threads", pd.Series(dtype=float)).dropna()})
-    sizes = sorted({t.get("batch_size") for t in records.get("recipe", []) if isinstance(t, dict)} - {None})
+    sizes = sorted({t["batch_size"] for t in records.get("recipe", []) if isinstance(t, dict) and "batch_size" in t})
     return (f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('dtype', '?')}, timed with "
             f"{', '.join(map(str, threads)) or env.get('threads', '?')} thread(s)"
             + (f", batch {', '.join(map(str, sizes))}" if sizes else ""))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from typing import Any
 
 import matplotlib
 
@@ -95,20 +96,23 @@ def _axis(title: str, log: bool, values=(), sweep: bool = False, **extra) -> dic
 
 def _extent(traces: list[Trace], axis: str) -> list[float]:
     """Every value a log axis must show: the data, band edges and the ends of error bars."""
-    out = []
+    out: list[Any] = []
     for t in traces:
         data = list(t.x if axis == "x" else t.y)
         out += data + (list(t.high or []) if axis == "y" else [])
         if t.err is not None and ("x" if t.kind == "hbar" or t.err_axis == "x" else "y") == axis:
             out += [v + sign * e for v, e in zip(data, t.err) for sign in (1, -1)]
-    return [v for v in out if isinstance(v, (int, float, np.number))]
+    return [float(v) for v in out if isinstance(v, (int, float, np.number))]
 
 
 def to_plotly(fig: Figure) -> dict:
     """The figure as plotly's {data, layout}: panels side by side, one legend, a legend group per model."""
     n = len(fig.panels)
     width = (1 - GAP * (n - 1)) / n
-    data, layout, titles, seen = [], {}, [], set()
+    data: list[dict] = []
+    layout: dict[str, Any] = {}
+    titles: list[dict] = []
+    seen: set[str] = set()
     for i, panel in enumerate(fig.panels):
         k = "" if i == 0 else str(i + 1)
         domain = [round(i * (width + GAP), 4), round(i * (width + GAP) + width, 4)]
