@@ -111,7 +111,7 @@ def cmd_run(args, registry) -> int:
     import torch
 
     from suite.environment import environment, resolve_device
-    from suite.executor import RunContext, InProcessPool, execute
+    from suite.executor import InProcessPool, RunContext, execute
     from suite.profiles import check_device, check_dtype, expand, load_profile
     from suite.store import ResultsStore
 

@@ -123,7 +123,8 @@ def timing_caption(records: pd.DataFrame) -> str:
         return ""
     env = _env(records)
     threads = sorted({int(t) for t in records.get("timing_threads", pd.Series(dtype=float)).dropna()})
-    sizes = sorted({t["batch_size"] for t in records.get("recipe", []) if isinstance(t, dict) and "batch_size" in t})
+    recipes = [t for t in records.get("recipe", []) if isinstance(t, dict)]
+    sizes = sorted({t["batch_size"] for t in recipes if "batch_size" in t})
     return (f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('dtype', '?')}, timed with "
             f"{', '.join(map(str, threads)) or env.get('threads', '?')} thread(s)"
             + (f", batch {', '.join(map(str, sizes))}" if sizes else ""))
