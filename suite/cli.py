@@ -9,8 +9,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from suite.errors import SuiteError, one_line
+
+if TYPE_CHECKING:  # imported where used: report and compare never import torch or Ray
+    from suite.ray_executor import RayPool
 
 EPILOG = "Profiles live in suite/profiles/*.toml; copy one and pass its path to --profile."
 
@@ -140,7 +144,8 @@ def cmd_run(args, registry) -> int:
     env = environment(device, dtype)
     run = RunContext(registry, device, dtype, env)
     if workers == 1 and not args.ray_address:
-        pool, how = InProcessPool(run), f"{_n(env['threads'], 'thread')}, in this process"
+        pool: InProcessPool | RayPool = InProcessPool(run)
+        how = f"{_n(env['threads'], 'thread')}, in this process"
     else:
         from suite.ray_executor import ray_pool
 

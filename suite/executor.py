@@ -18,6 +18,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
 
 import torch
 from tqdm import tqdm
@@ -45,9 +46,8 @@ from suite.records import (
     flat,
 )
 from suite.registry import Registry
-from suite.store import ResultsStore
 
-SCALING_SPEC = dict(input_vocab=64, output_dim=64)  # the synthetic token task of measurement jobs
+SCALING_SPEC: dict[str, Any] = dict(input_vocab=64, output_dim=64)  # the synthetic token task of measurement jobs
 
 
 @dataclass
@@ -223,7 +223,7 @@ class InProcessPool:
         self.run = run
         threads = run.env.get("threads", 1)
         self.placement = Placement([Node("local", run.env.get("host", ""), threads)], threads, workers=1)
-        self.progress = None  # set by execute(): a callback(step, total, loss) per job
+        self.progress: Callable[[Job], Callable] | None = None  # set by execute(): a per-job callback
 
     def take(self, queue: list[Job]) -> None:
         self.placement.take(queue)
@@ -273,7 +273,25 @@ class Progress:
         self.bar.close()
 
 
-def execute(jobs: list[Job], store: ResultsStore, pool, follow_ups=None, retry_failed: bool = False,
+class Pool(Protocol):
+    """What the driver loop needs of a pool: InProcessPool here, RayPool (suite/ray_executor.py), and the
+    estimator's simulated one (suite/estimate.py)."""
+
+    placement: Placement
+
+    def take(self, queue: list[Job]) -> None: ...
+    def running(self) -> list[Job]: ...
+    def wait(self) -> list[tuple[Job, dict]]: ...
+
+
+class RecordSink(Protocol):
+    """What the driver loop needs of a store: the records so far, and where new ones go."""
+
+    def records(self) -> list[dict]: ...
+    def append(self, record: dict) -> None: ...
+
+
+def execute(jobs: list[Job], store: RecordSink, pool: Pool, follow_ups=None, retry_failed: bool = False,
             show_progress: bool = True) -> dict:
     """Run every job not already in the store on `pool`; `follow_ups(settled records by key)` may add
     jobs as results arrive (the seeds of a tuned group once its tuning points are in). Returns counts."""

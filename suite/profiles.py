@@ -147,7 +147,7 @@ def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, mode
                         jobs += [Job("throughput", exp_name, cls.name, model, 0, params,
                                      exp.get("model_options", {}).get(model, {}), budget, exp.get("layers"),
                                      {"batch_size": cfg.batch_size}, role="throughput") for model in models_here]
-    jobs += _measure_jobs(data.get("measure", {}), registry, wanted_models)
+    jobs += _measure_jobs(data.get("measure", {}), registry, wanted_models, experiments)
     if not jobs and not tuned:
         raise ConfigError(f"profile {profile.name!r} with these filters selects no job; check --task/--model/--experiment")
     return Plan(jobs, tuned)
@@ -177,11 +177,12 @@ def _experiment_grid(exp: dict, role: str, base: tuple[float, ...] | None) -> tu
     return _grid(exp["tune"], f"experiment {exp.get('name')!r}") if "tune" in exp else base
 
 
-def _measure_jobs(measure: dict, registry: Registry, wanted_models) -> list[Job]:
+def _measure_jobs(measure: dict, registry: Registry, wanted_models, experiments) -> list[Job]:
+    """[measure.scaling] and [measure.latency]: experiments named "scaling" and "latency" for --experiment."""
     jobs = []
     for kind, axis in (("scaling", "seq_lens"), ("latency", "contexts")):
         table = measure.get(kind)
-        if not table:
+        if not table or (experiments and kind not in experiments):
             continue
         for model in table.get("models", []):
             registry.model(model)

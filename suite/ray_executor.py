@@ -183,6 +183,7 @@ def ray_pool(run: RunContext, jobs: list[Job], *, address: str | None, workers: 
     a node's cores; --workers caps the jobs at once. Anything that cannot run stops here, in one line."""
     cores = local_cores()
     if address is None:
+        workers = workers or 1
         threads = threads or max(1, cores // workers)
         if threads * workers > cores:
             raise SuiteError(f"--workers {workers} x --threads {threads} needs {threads * workers} cores, this "

@@ -122,3 +122,14 @@ def test_list_models_and_profiles():
     for name in ("lstm-reference", "lstm-manual", "lstm-fast", "nn-lstm", "lstm-cifg", "gru", "minlstm", "transformer", "hf-gpt2", "hf-llama"):
         assert name in models
     assert all(p in suite("list", "profiles").stdout for p in ("smoke", "quick", "standard", "full"))
+
+
+def test_experiment_filter_selects_the_measure_experiments_by_name(registry):
+    """--experiment ablation runs the ablation only; the [measure] tables answer to "scaling", "latency"."""
+    from suite.profiles import expand, load_profile
+
+    quick = load_profile("quick")
+    kinds = lambda names: {j.kind for j in expand(quick, registry, experiments=names).jobs}
+    ablation = expand(quick, registry, experiments=["ablation"])
+    assert not ablation.jobs and {g.template.experiment for g in ablation.tuned} == {"ablation"}
+    assert kinds(["scaling"]) == {"scaling"} and kinds(["latency"]) == {"latency"}
