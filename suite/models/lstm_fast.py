@@ -10,8 +10,9 @@ and the reference cell stays the definition the tests compare against. Per layer
     forward   pre = x W_ihᵀ + b for all steps as one GEMM, then the loop: per step h_{t-1} W_hhᵀ with the
               weights packed once for a register-blocked micro-kernel (csrc/small_gemm.h), then the fused
               gate math. Under no_grad a second kernel keeps nothing for the backward.
-    backward  the loop, backwards, gives δa_t (the gates' pre-activation gradients) for every step; the
-              weight gradients are then one GEMM each over all steps (RecurrentLayerFunction.backward).
+    backward  the loop backwards, in C++ too: per step the cell's δa_t (gate pre-activation gradients) and
+              δa_t W_hh; every few steps the weight gradients' share Σ δa_tᵀ [x_t | h_{t-1}] as one GEMM over
+              the chunk's rows while they are in cache.
 
 Measured alternatives: torch.jit.script was slower than eager here, torch.compile of the whole loop
 took over a minute cold, and ATen's addmm per step spent much of each step on dispatch and on packing
@@ -124,38 +125,16 @@ class RecurrentLayerFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out, grad_hn, grad_cn=None):
         x, hs, cs, saved, w_ih, w_hh, w_gg, peep = ctx.saved_tensors
-        cell, T, H = ctx.cell, hs.shape[0] - 1, hs.shape[2]
+        cell = ctx.cell
         zeros = hs.new_zeros(hs.shape[1:])
-        grad_out = torch.zeros_like(hs[1:]) if grad_out is None else grad_out.contiguous()
-        grad_hn = zeros if grad_hn is None else grad_hn.contiguous()
-        grad_cn = (zeros if grad_cn is None else grad_cn.contiguous()) if cell.has_cell_state else hs.new_empty(0)
-        d_pre, d_rec, grad_h0, grad_c0 = extension().backward(cell.code, grad_out, grad_hn, grad_cn, hs, cs, saved,
-                                                              w_hh, w_gg, peep)
-        # every weight gradient as one GEMM over all steps (d_rec is d_pre except for GRU's n block)
-        flat, rec = d_pre.flatten(0, 1), d_rec.flatten(0, 1)
-        grad_x = (flat @ w_ih).view(T, -1, w_ih.shape[1]) if ctx.needs_input_grad[1] else None
-        grad_w_ih, grad_b_ih = flat.t() @ x.flatten(0, 1), flat.sum(0)
-        grad_w_hh = rec.t() @ hs[:-1].flatten(0, 1)
-        grad_b_hh = rec.sum(0) if cell.recurrent_bias else grad_b_ih  # the LSTM's biases enter as their sum
-        grad_w_gg = rec.t() @ _previous_gates(saved, H).flatten(0, 1) if cell.gate_recurrence else None
-        grad_peep = _peephole_grads(cell, d_pre, cs) if peep.numel() else None
-        return (None, grad_x, grad_h0, grad_c0 if cell.has_cell_state else None, grad_w_ih, grad_w_hh, grad_b_ih,
-                grad_b_hh, grad_w_gg, grad_peep)
-
-
-def _previous_gates(saved, H):
-    """(i, f, o)_{t-1} for t = 0..T-1 (zeros before the first step): the first 3H of each saved row."""
-    gates = saved[..., :3 * H]
-    return torch.cat([torch.zeros_like(gates[:1]), gates[:-1]])
-
-
-def _peephole_grads(cell: CellSpec, d_pre, cs):
-    """∂L/∂p_g = Σ_t,b δa_g ⊙ c, with c_{t-1} for i and f and c_t for o (the output gate sees the new cell)."""
-    T, B, _ = d_pre.shape
-    d = d_pre.view(T, B, len(cell.gates), -1)
-    rows = [(d[:, :, cell.gates.index(g)] * (cs[1:] if g == "o" else cs[:-1])).sum((0, 1)) if g in cell.gates
-            else cs.new_zeros(cs.shape[-1]) for g in "ifo"]
-    return torch.stack(rows)
+        grad_out = torch.zeros_like(hs[1:]) if grad_out is None else grad_out
+        grad_hn = zeros if grad_hn is None else grad_hn
+        grad_cn = (zeros if grad_cn is None else grad_cn) if cell.has_cell_state else hs.new_empty(0)
+        g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep = extension().backward(
+            cell.code, grad_out, grad_hn, grad_cn, x, hs, cs, saved, w_ih, w_hh, w_gg, peep, ctx.needs_input_grad[1])
+        none_if_empty = [g if g.numel() else None for g in (g_x, g_c0, g_w_gg, g_peep)]
+        g_x, g_c0, g_w_gg, g_peep = none_if_empty
+        return None, g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep
 
 
 def run_layer(cell: CellSpec, x, h0, c0, e0, weights, train: bool):

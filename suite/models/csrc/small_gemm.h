@@ -52,20 +52,21 @@ void pack(const scalar_t* b, int64_t K, int64_t N, int64_t stride_k, int64_t str
   }
 }
 
-// C[0:MR, 0:NR] (+)= A[0:MR, 0:K] · panel
+// C[0:MR, 0:NR] (+)= A[0:MR, 0:K] · panel, with A's element (r, k) at a[r * rs + k * ks]: rs = lda, ks = 1 for
+// A stored row-major; rs = 1, ks = MR for A packed by pack_columns().
 template <typename scalar_t, int MR>
-inline void micro_kernel(const scalar_t* a, int64_t lda, const scalar_t* panel, int64_t K, scalar_t* c, int64_t ldc,
-                         bool accumulate) {
+inline void micro_kernel(const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel, int64_t K, scalar_t* c,
+                         int64_t ldc, bool accumulate) {
   constexpr int L = kLanes<scalar_t>;
   Vec<scalar_t> acc[MR][2];
   for (int r = 0; r < MR; ++r) {
     acc[r][0] = accumulate ? vload(c + r * ldc) : Vec<scalar_t>{};
     acc[r][1] = accumulate ? vload(c + r * ldc + L) : Vec<scalar_t>{};
   }
-  for (int64_t k = 0; k < K; ++k, panel += 2 * L) {
+  for (int64_t k = 0; k < K; ++k, panel += 2 * L, a += ks) {
     const Vec<scalar_t> b0 = vload(panel), b1 = vload(panel + L);
     for (int r = 0; r < MR; ++r) {
-      const Vec<scalar_t> ar = a[r * lda + k] + Vec<scalar_t>{};  // broadcast
+      const Vec<scalar_t> ar = a[r * rs] + Vec<scalar_t>{};  // broadcast
       acc[r][0] += ar * b0;
       acc[r][1] += ar * b1;
     }
@@ -76,31 +77,78 @@ inline void micro_kernel(const scalar_t* a, int64_t lda, const scalar_t* panel, 
   }
 }
 
-// The last M % MR rows of a panel.
 template <typename scalar_t>
-inline void micro_kernel_tail(int rows, const scalar_t* a, int64_t lda, const scalar_t* panel, int64_t K, scalar_t* c,
-                              int64_t ldc, bool accumulate) {
+inline void micro_kernel_rows(int rows, const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel, int64_t K,
+                              scalar_t* c, int64_t ldc, bool accumulate) {
   switch (rows) {
-    case 5: return micro_kernel<scalar_t, 5>(a, lda, panel, K, c, ldc, accumulate);
-    case 4: return micro_kernel<scalar_t, 4>(a, lda, panel, K, c, ldc, accumulate);
-    case 3: return micro_kernel<scalar_t, 3>(a, lda, panel, K, c, ldc, accumulate);
-    case 2: return micro_kernel<scalar_t, 2>(a, lda, panel, K, c, ldc, accumulate);
-    case 1: return micro_kernel<scalar_t, 1>(a, lda, panel, K, c, ldc, accumulate);
+    case 6: return micro_kernel<scalar_t, 6>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 5: return micro_kernel<scalar_t, 5>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 4: return micro_kernel<scalar_t, 4>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 3: return micro_kernel<scalar_t, 3>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 2: return micro_kernel<scalar_t, 2>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 1: return micro_kernel<scalar_t, 1>(a, rs, ks, panel, K, c, ldc, accumulate);
     default: return;
   }
 }
 
-// C (M x padded(N)) = A (M x K) · B, or += when accumulate; B packed by pack(); ldc >= padded(N).
+// Rows per micro-kernel call for the next block of the M - r left: 6 while more than 8 remain, then the
+// rest in one block or two near-equal ones (8 = 4 + 4: a block of 2 would stream a whole panel for little work).
+inline int row_block(int64_t left) { return int(left > 8 ? kRows : left > kRows ? (left + 1) / 2 : left); }
+
+// C (M x padded(N)) = A (M x K) · B, or += when accumulate; A row-major, B packed by pack(); ldc >= padded(N).
 // Panel by panel: the panel stays in L1 while every row block of A (M x K, also cache-resident) passes.
 template <typename scalar_t>
 void gemm(int64_t M, int64_t N, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* packed, scalar_t* c,
           int64_t ldc, bool accumulate) {
   constexpr int NR = kPanel<scalar_t>;
-  for (int64_t p = 0; p < N; p += NR, packed += K * NR) {
-    int64_t r = 0;
-    for (; r + kRows <= M; r += kRows)
-      micro_kernel<scalar_t, kRows>(a + r * lda, lda, packed, K, c + r * ldc + p, ldc, accumulate);
-    micro_kernel_tail<scalar_t>(int(M - r), a + r * lda, lda, packed, K, c + r * ldc + p, ldc, accumulate);
+  for (int64_t p = 0; p < N; p += NR, packed += K * NR)
+    for (int64_t r = 0, rows; r < M; r += rows) {
+      rows = row_block(M - r);
+      micro_kernel_rows<scalar_t>(int(rows), a + r * lda, lda, 1, packed, K, c + r * ldc + p, ldc, accumulate);
+    }
+}
+
+// A given as its K columns one at a time (column(k): pointer to M values), packed in blocks of MR rows
+// stored k-major (MR contiguous values per k, zero past M): for Aᵀ = δa of a chunk of steps, whose rows
+// are the columns of A in the weight gradients' δAᵀ X.
+template <typename scalar_t, class ColumnOf>
+void pack_columns(int64_t M, int64_t K, ColumnOf column, scalar_t* out) {
+  const int64_t blocks = (M + kRows - 1) / kRows;
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t* src = column(k);
+    for (int64_t j = 0; j < blocks; ++j) {
+      scalar_t* dst = out + (j * K + k) * kRows;
+      for (int r = 0; r < kRows; ++r) dst[r] = j * kRows + r < M ? src[j * kRows + r] : scalar_t(0);
+    }
+  }
+}
+
+template <typename scalar_t> inline int64_t packed_columns_size(int64_t M, int64_t K) { return round_up(M, kRows) * K; }
+
+// C (M x padded(N)) (+)= A · B with A packed by pack_columns() and B by pack()/pack_rows().
+template <typename scalar_t>
+void gemm_packed(int64_t M, int64_t N, int64_t K, const scalar_t* a_packed, const scalar_t* b_packed, scalar_t* c,
+                 int64_t ldc, bool accumulate) {
+  constexpr int NR = kPanel<scalar_t>;
+  for (int64_t p = 0; p < N; p += NR, b_packed += K * NR)
+    for (int64_t r = 0; r < M; r += kRows)
+      micro_kernel_rows<scalar_t>(int(M - r < kRows ? M - r : kRows), a_packed + r * K, 1, kRows, b_packed, K,
+                                  c + r * ldc + p, ldc, accumulate);
+}
+
+// Rows given one at a time (row(k): pointer to N values) packed as pack() does: for an operand gathered
+// from several places, such as one batch slice's rows over a chunk of time steps.
+template <typename scalar_t, class RowOf>
+void pack_rows(int64_t K, int64_t N, RowOf row, scalar_t* out) {
+  constexpr int NR = kPanel<scalar_t>;
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t* src = row(k);
+    for (int64_t p = 0; p < N; p += NR) {
+      scalar_t* dst = out + p * K + k * NR;  // panel p / NR starts at (p / NR) K NR = p K
+      const int64_t width = N - p < NR ? N - p : NR;
+      std::memcpy(dst, src + p, sizeof(scalar_t) * width);
+      for (int64_t c = width; c < NR; ++c) dst[c] = scalar_t(0);
+    }
   }
 }
 
