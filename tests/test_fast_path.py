@@ -114,7 +114,7 @@ def _gradcheck_args(spec, T=3, I=2, H=3):
     G = len(spec.gates)
     args = [torch.randn(T, B, I), torch.randn(B, H), torch.randn(B, H) if spec.has_cell_state else torch.empty(0),
             torch.randn(G * H, I), torch.randn(G * H, H), torch.randn(G * H), torch.randn(G * H),
-            torch.randn(4 * H, 3 * H) if spec.gate_recurrence else torch.empty(0),
+            torch.randn(3 * H, 3 * H) if spec.gate_recurrence else torch.empty(0),
             torch.randn(3, H) if spec.peepholes else torch.empty(0)]
     return [a.double().requires_grad_(a.numel() > 0) for a in args]
 

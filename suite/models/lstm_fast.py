@@ -112,7 +112,7 @@ def lstm_cell(variant: Variant) -> CellSpec:
 
 class RecurrentLayerFunction(torch.autograd.Function):
     """One layer through the C++ loop. Inputs (cell, x (T, B, I), h0, c0, W_ih, W_hh, b_ih, b_hh, W_gg, p);
-    W_gg (4H x 3H) and p (3 x H) are empty where the cell has none. Outputs (out (T, B, H), h_n[, c_n])."""
+    W_gg (3H x 3H) and p (3 x H) are empty where the cell has none. Outputs (out (T, B, H), h_n[, c_n])."""
 
     @staticmethod
     def forward(ctx, cell: CellSpec, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_gg, peep):
@@ -204,7 +204,8 @@ class FastLSTM(CompiledLoop, ReferenceLSTM):
 
     def layer_weights(self, layer: int) -> tuple:
         w = {name: getattr(self, f"{name}_l{layer}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-        return (*w.values(), self._gate_recurrence(layer), self._peepholes(layer))
+        w_gg = getattr(self, f"weight_gg_l{layer}") if self.variant.full_gate_recurrence else w["weight_hh"].new_empty(0)
+        return (*w.values(), w_gg, self._peepholes(layer))
 
     def _peepholes(self, layer: int):
         """(3, H): p_i, p_f, p_o, zero for a gate without one; empty without peepholes."""
@@ -213,13 +214,6 @@ class FastLSTM(CompiledLoop, ReferenceLSTM):
             return weight.new_empty(0)
         zero = weight.new_zeros(self.hidden_size)
         return torch.stack([getattr(self, f"peephole_{g}_l{layer}", zero) for g in "ifo"])
-
-    def _gate_recurrence(self, layer: int):
-        """FGR's W_gg (3H x 3H, rows i, f, o) placed in the gates' rows (i, f, g, o): (4H x 3H), zero for g."""
-        if not self.variant.full_gate_recurrence:
-            return self.weight_hh_l0.new_empty(0)
-        w_i, w_f, w_o = getattr(self, f"weight_gg_l{layer}").split(self.hidden_size)
-        return torch.cat([w_i, w_f, torch.zeros_like(w_i), w_o])
 
     def forward(self, x, state=None):
         if not self.compiled(x):

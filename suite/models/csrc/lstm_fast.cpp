@@ -58,7 +58,8 @@ inline double tanh_(double x) { return std::tanh(x); }
 // One batch row at one forward step (pointers to that row; blocks of H values).
 template <typename scalar_t> struct StepRow {
   const scalar_t* pre;       // x_t W_ihᵀ, one block per gate with weights
-  const scalar_t* rec;       // h_{t-1} W_hhᵀ (+ (i, f, o)_{t-1} W_ggᵀ), the same blocks
+  const scalar_t* rec;       // h_{t-1} W_hhᵀ, the same blocks
+  const scalar_t* gate_rec;  // FGR: (i, f, o)_{t-1} W_ggᵀ, blocks i, f, o
   const scalar_t* bias;      // LSTM: b_ih + b_hh; GRU: b_ih
   const scalar_t* rec_bias;  // GRU's b_hh
   const scalar_t* h_prev;
@@ -89,7 +90,7 @@ template <typename scalar_t> struct GradRow {
 //   i = σ(a_i + p_i c_{t-1})   f = σ(a_f + p_f c_{t-1})   z = g(a_z)   c = f c_{t-1} + i z
 //   o = σ(a_o + p_o c)         h = o h(c)                 a = pre + rec + b_ih + b_hh
 // A dropped gate is 1 (NIG, NFG, NOG), CIFG has f = 1 - i, NIAF g(z) = z, NOAF h(c) = c, FGR adds
-// (i, f, o)_{t-1} W_ggᵀ to rec (a second product in the loop). Saved: i, f, o, z, h(c).
+// (i, f, o)_{t-1} W_ggᵀ to a_i, a_f, a_o (a second product in the loop). Saved: i, f, o, z, h(c).
 //
 // Backward of one step, given δh = ∂L/∂h_t (output + step t+1), δc = ∂L/∂c_t through c_{t+1}, and for
 // FGR δe = ∂L/∂(i, f, o)_t through step t+1's gate recurrence:
@@ -99,8 +100,8 @@ template <typename scalar_t> struct GradRow {
 //   δa_i = δi i(1 − i)   δa_f = δf f(1 − f)   δa_z = δz g'(a_z)    (g' = 1 − z² or 1 for NIAF)
 //   CIFG: f = 1 − i, so δa_i = (δi − δf) i(1 − i) and there is no δa_f
 //   ∂L/∂c_{t-1} = δc f + δa_i p_i + δa_f p_f
-// then ∂L/∂h_{t-1} = δa W_hh, δe_{t-1} = δa W_gg, ∂L/∂x_t = δa W_ih, and over all steps
-// ∂L/∂W = Σ_t δa_tᵀ [x_t | h_{t-1} | (i, f, o)_{t-1}], ∂L/∂b = Σ_t δa_t, ∂L/∂p_i = Σ δa_i c_{t-1},
+// then ∂L/∂h_{t-1} = δa W_hh, δe_{t-1} = (δa_i, δa_f, δa_o) W_gg, ∂L/∂x_t = δa W_ih, and over all steps
+// ∂L/∂W = Σ_t δa_tᵀ [x_t | h_{t-1}], ∂L/∂W_gg = Σ_t (δa_i, δa_f, δa_o)ᵀ_t (i, f, o)_{t-1}, ∂L/∂b = Σ_t δa_t, ∂L/∂p_i = Σ δa_i c_{t-1},
 // ∂L/∂p_f = Σ δa_f c_{t-1}, ∂L/∂p_o = Σ δa_o c_t (backward_loop below).
 template <int64_t kCode> struct LstmCell {
   static constexpr bool IG = kCode & kInputGate, CIFG = kCode & kCoupled, FG = (kCode & kForgetGate) && !CIFG;
@@ -112,7 +113,7 @@ template <int64_t kCode> struct LstmCell {
   static constexpr bool kHasCell = true, kHasGateRecurrence = FGR, kDirectHiddenGrad = false, kRecurrentBias = false;
 
   template <typename scalar_t> static void forward(const StepRow<scalar_t>& r, int64_t H) {
-    const scalar_t *pre = r.pre, *rec = r.rec, *bias = r.bias, *cp = r.c_prev, *p = r.peep;
+    const scalar_t *pre = r.pre, *rec = r.rec, *bias = r.bias, *cp = r.c_prev, *p = r.peep, *gr = r.gate_rec;
     scalar_t *s = r.saved, *c_out = r.c, *h_out = r.h;
     _Pragma("omp simd")
     for (int64_t j = 0; j < H; ++j) {
@@ -121,6 +122,7 @@ template <int64_t kCode> struct LstmCell {
       if constexpr (IG) {
         scalar_t a = pre[kI * H + j] + rec[kI * H + j] + bias[kI * H + j];
         if constexpr (PH) a += p[j] * c_prev;
+        if constexpr (FGR) a += gr[j];
         i = sigmoid(a);
       }
       if constexpr (CIFG) {
@@ -128,6 +130,7 @@ template <int64_t kCode> struct LstmCell {
       } else if constexpr (FG) {
         scalar_t a = pre[kF * H + j] + rec[kF * H + j] + bias[kF * H + j];
         if constexpr (PH) a += p[H + j] * c_prev;
+        if constexpr (FGR) a += gr[H + j];
         f = sigmoid(a);
       }
       const scalar_t a_z = pre[kZ * H + j] + rec[kZ * H + j] + bias[kZ * H + j];
@@ -136,6 +139,7 @@ template <int64_t kCode> struct LstmCell {
       if constexpr (OG) {
         scalar_t a = pre[kO * H + j] + rec[kO * H + j] + bias[kO * H + j];
         if constexpr (PH) a += p[2 * H + j] * c;
+        if constexpr (FGR) a += gr[2 * H + j];
         o = sigmoid(a);
       }
       const scalar_t hc = OA ? tanh_(c) : c;
@@ -309,6 +313,7 @@ template <class Cell, typename scalar_t, bool kTrain>
 void forward_loop(ForwardArgs& a) {
   const int64_t T = a.x.size(0), B = a.x.size(1), I = a.x.size(2), H = a.h0.size(1);
   const int64_t SH = Cell::kSaved * H, ld = small_gemm::padded<scalar_t>(Cell::kGates * H);
+  const int64_t E = Cell::kHasGateRecurrence ? 3 * H : 0, ld_e = small_gemm::padded<scalar_t>(E);
   at::Tensor packed_ih, packed_hh, packed_gg;
   const bool pack = T > 1;  // packing costs about one step's products: not worth it for a single step
   const Recurrent<scalar_t> r_ih(a.w_ih, pack, packed_ih), r_hh(a.w_hh, pack, packed_hh);
@@ -319,7 +324,7 @@ void forward_loop(ForwardArgs& a) {
   scalar_t* S = kTrain ? a.saved.data_ptr<scalar_t>() : nullptr;
   for_each_slice(B, [&](int64_t, int64_t b0, int64_t b1) {
     const int64_t nb = b1 - b0, steps_per_chunk = std::max<int64_t>(1, kChunkRows / nb);
-    std::vector<scalar_t> xc(steps_per_chunk * nb * I), pre(steps_per_chunk * nb * ld), rec(nb * ld);
+    std::vector<scalar_t> xc(steps_per_chunk * nb * I), pre(steps_per_chunk * nb * ld), rec(nb * ld), rg(nb * ld_e);
     std::vector<scalar_t> scratch(kTrain ? 0 : nb * SH);
     if (!kTrain && Cell::kHasGateRecurrence && E0)  // the scratch row holds (i, f, o)_{t-1} in its first 3H
       for (int64_t b = 0; b < nb; ++b) std::copy(E0 + (b0 + b) * 3 * H, E0 + (b0 + b + 1) * 3 * H, &scratch[b * SH]);
@@ -338,13 +343,14 @@ void forward_loop(ForwardArgs& a) {
       scalar_t* c_new = Cell::kHasCell ? CS + ((kTrain ? t + 1 : 0) * B + b0) * H : nullptr;
       scalar_t* s_new = kTrain ? S + (t * B + b0) * SH : scratch.data();
       r_hh.apply(nb, h_prev, H, rec.data(), ld, false);
-      if constexpr (Cell::kHasGateRecurrence) {  // + (i, f, o)_{t-1} W_ggᵀ
-        if (!kTrain) r_gg.apply(nb, scratch.data(), SH, rec.data(), ld, true);
-        else if (t > 0) r_gg.apply(nb, S + ((t - 1) * B + b0) * SH, SH, rec.data(), ld, true);
-        else if (E0) r_gg.apply(nb, E0 + b0 * 3 * H, 3 * H, rec.data(), ld, true);
+      if constexpr (Cell::kHasGateRecurrence) {  // (i, f, o)_{t-1} W_ggᵀ
+        if (!kTrain) r_gg.apply(nb, scratch.data(), SH, rg.data(), ld_e, false);
+        else if (t > 0) r_gg.apply(nb, S + ((t - 1) * B + b0) * SH, SH, rg.data(), ld_e, false);
+        else if (E0) r_gg.apply(nb, E0 + b0 * E, E, rg.data(), ld_e, false);  // else zeros, as rg starts
       }
       for (int64_t b = 0; b < nb; ++b) {
-        StepRow<scalar_t> row{pre.data() + (q * nb + b) * ld, rec.data() + b * ld, BIAS, RB, h_prev + b * H,
+        StepRow<scalar_t> row{pre.data() + (q * nb + b) * ld, rec.data() + b * ld, rg.data() + b * ld_e, BIAS, RB,
+                              h_prev + b * H,
                               c_prev ? c_prev + b * H : nullptr, h_new + b * H, c_new ? c_new + b * H : nullptr,
                               s_new + b * SH, PEEP};
         Cell::forward(row, H);
@@ -359,7 +365,7 @@ void forward_loop(ForwardArgs& a) {
 }  // namespace
 
 // x (T, B, I); h0, c0 (B, H); e0 (B, 3H): FGR's (i, f, o) before the first step (empty: zeros);
-// w_gg (4H, 3H): FGR's W_gg with a zero block for g; peep (3, H): p_i, p_f, p_o (empty: none).
+// w_gg (3H, 3H): FGR's gate recurrence (empty: none); peep (3, H): p_i, p_f, p_o (empty: none).
 // train: returns {hs (T+1, B, H), cs (T+1, B, H), saved (T, B, S H)}, outputs = hs[1:];
 // else: returns {out (T, B, H), c_n (B, H), e_n (B, 3H)}, h_n = out[-1].
 std::vector<at::Tensor> forward(int64_t code, at::Tensor x, at::Tensor h0, at::Tensor c0, at::Tensor e0,
@@ -423,13 +429,20 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
   const bool FGR = Cell::kHasGateRecurrence, PH = a.peep.numel() > 0, gx_on = a.need_grad_x;
   const auto opt = a.grad_out.options();
   // B operands of the per-step products: W_hh (K = G H, N = H), W_ih (N = I), W_gg (N = 3H), row-major
-  auto packed = [&](const at::Tensor& w, int64_t N) {
+  auto packed = [&](const at::Tensor& w, int64_t N) {  // all G H rows
     at::Tensor out = at::empty({sg::packed_size<scalar_t>(GH, N)}, opt);
     sg::pack<scalar_t>(w.data_ptr<scalar_t>(), GH, N, N, 1, out.data_ptr<scalar_t>());
     return out;
   };
   const at::Tensor p_hh = packed(a.w_hh, H), p_ih = gx_on ? packed(a.w_ih, I) : at::Tensor();
-  const at::Tensor p_gg = FGR ? packed(a.w_gg, E) : at::Tensor();
+  // FGR: δe = (δa_i, δa_f) W_gg[0:2H] + δa_o W_gg[2H:3H] (the g block has no gate recurrence)
+  at::Tensor p_gg_if, p_gg_o;
+  if (FGR) {
+    p_gg_if = at::empty({sg::packed_size<scalar_t>(2 * H, E)}, opt);
+    p_gg_o = at::empty({sg::packed_size<scalar_t>(H, E)}, opt);
+    sg::pack<scalar_t>(a.w_gg.data_ptr<scalar_t>(), 2 * H, E, E, 1, p_gg_if.data_ptr<scalar_t>());
+    sg::pack<scalar_t>(a.w_gg.data_ptr<scalar_t>() + 2 * H * E, H, E, E, 1, p_gg_o.data_ptr<scalar_t>());
+  }
   at::Tensor grad_x = gx_on ? at::empty({T, B, I}, opt) : at::empty({0}, opt);
   at::Tensor grad_h0 = at::empty({B, H}, opt);
   at::Tensor grad_c0 = Cell::kHasCell ? a.grad_cn.clone() : at::empty({0}, opt);  // carried in place
@@ -443,7 +456,7 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
   const scalar_t *X = a.x.data_ptr<scalar_t>(), *HS = a.hs.data_ptr<scalar_t>(), *CS = ptr<scalar_t>(a.cs);
   const scalar_t *S = a.saved.data_ptr<scalar_t>(), *PEEP = ptr<scalar_t>(a.peep);
   const scalar_t *WHH = p_hh.data_ptr<scalar_t>(), *WIH = gx_on ? p_ih.data_ptr<scalar_t>() : nullptr;
-  const scalar_t* WGG = FGR ? p_gg.data_ptr<scalar_t>() : nullptr;
+  const scalar_t *WGG_IF = FGR ? p_gg_if.data_ptr<scalar_t>() : nullptr, *WGG_O = FGR ? p_gg_o.data_ptr<scalar_t>() : nullptr;
   scalar_t *GX = gx_on ? grad_x.data_ptr<scalar_t>() : nullptr, *GH0 = grad_h0.data_ptr<scalar_t>();
   scalar_t* DC = Cell::kHasCell ? grad_c0.data_ptr<scalar_t>() : nullptr;
 
@@ -498,7 +511,10 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
         Cell::backward(g, H);
       }
       sg::gemm<scalar_t>(nb, H, GH, dr, GH, WHH, dh.data(), ld_h, Cell::kDirectHiddenGrad);  // ∂L/∂h_{t-1}
-      if (FGR && t > 0) sg::gemm<scalar_t>(nb, E, GH, dp, GH, WGG, de.data(), ld_e, false);  // ∂L/∂(i, f, o)_{t-1}
+      if (FGR && t > 0) {  // ∂L/∂(i, f, o)_{t-1}
+        sg::gemm<scalar_t>(nb, E, 2 * H, dp, GH, WGG_IF, de.data(), ld_e, false);
+        sg::gemm<scalar_t>(nb, E, H, dp + 3 * H, GH, WGG_O, de.data(), ld_e, true);
+      }
       if (++q == steps_per_chunk || t == 0) {
         flush(t_first, q * nb);
         q = 0;
@@ -519,7 +535,9 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
   auto grad_w_ih = total(0, GH, I, ld_i), grad_w_hh = total(o_hh, GH, H, ld_h);
   auto grad_b_ih = total(o_b, 1, GH, GH).view({GH});
   auto grad_b_hh = Cell::kRecurrentBias ? total(o_bh, 1, GH, GH).view({GH}) : grad_b_ih;  // LSTM: they enter as a sum
-  auto grad_w_gg = FGR ? total(o_gg, GH, E, ld_e) : at::empty({0}, opt);
+  // the rows of the gates with a gate recurrence: i, f, o (not g)
+  auto grad_w_gg = FGR ? at::cat({total(o_gg, 2 * H, E, ld_e), total(o_gg + 3 * H * ld_e, H, E, ld_e)})
+                       : at::empty({0}, opt);
   auto grad_peep = PH ? total(o_p, 3, H, H) : at::empty({0}, opt);
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_gg, grad_peep};
 }
