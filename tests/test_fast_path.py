@@ -59,7 +59,8 @@ def _compare(ref, fast, dtype, T=6):
     x = torch.randn(B, T, ref.input_size, dtype=dtype)
     n_state = 1 if isinstance(ref, ReferenceGRU) else 2
     state = tuple(torch.randn(layers, B, H, dtype=dtype) for _ in range(n_state))
-    weights = [torch.randn(B, T, H, dtype=dtype)] + [torch.randn(layers, B, H, dtype=dtype) for _ in range(n_state)]
+    weights = [torch.randn(B, T, H, dtype=dtype)]
+    weights += [torch.randn(layers, B, H, dtype=dtype) for _ in range(n_state)]
     a, b = _outputs_and_grads(ref, x, state, weights), _outputs_and_grads(fast, x, state, weights)
     assert a.keys() == b.keys()
     return {k: (a[k] - b[k]).abs().max().item() for k in a}, a
@@ -97,7 +98,7 @@ def _perturbed(fn, k, per_cell):
 
 @pytest.mark.parametrize("cell", ["vanilla", "peephole", "cifg", "fgr", "gru"])
 def test_parity_check_fails_on_a_wrong_gate(cell, monkeypatch):
-    """Make one nonlinearity of the reference cell (each in turn) slightly wrong: the parity check must see it."""
+    """Make one nonlinearity of the reference cell (each in turn) slightly wrong: parity must fail."""
     ref, fast = _pair(cell, torch.float64, layers=1)
     sigmoids = {"gru": 2, "cifg": 2}.get(cell, 3)  # σ calls per cell step: (r, z), (i, o), or (i, f, o)
     tanhs = 1 if cell == "gru" else 2  # tanh calls per cell step: n, or z and h(c)
@@ -112,7 +113,8 @@ def test_parity_check_fails_on_a_wrong_gate(cell, monkeypatch):
 def _gradcheck_args(spec, T=3, I=2, H=3):
     """(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_gg, p) in float64, empty where the cell has none."""
     G = len(spec.gates)
-    args = [torch.randn(T, B, I), torch.randn(B, H), torch.randn(B, H) if spec.has_cell_state else torch.empty(0),
+    c0 = torch.randn(B, H) if spec.has_cell_state else torch.empty(0)
+    args = [torch.randn(T, B, I), torch.randn(B, H), c0,
             torch.randn(G * H, I), torch.randn(G * H, H), torch.randn(G * H), torch.randn(G * H),
             torch.randn(3 * H, 3 * H) if spec.gate_recurrence else torch.empty(0),
             torch.randn(3, H) if spec.peepholes else torch.empty(0)]
@@ -121,8 +123,8 @@ def _gradcheck_args(spec, T=3, I=2, H=3):
 
 def _gradcheck(spec, fast_mode, **sizes):
     torch.manual_seed(0)
-    return torch.autograd.gradcheck(lambda *a: RecurrentLayerFunction.apply(spec, *a), _gradcheck_args(spec, **sizes),
-                                    eps=1e-6, atol=1e-7, fast_mode=fast_mode)
+    return torch.autograd.gradcheck(lambda *a: RecurrentLayerFunction.apply(spec, *a),
+                                    _gradcheck_args(spec, **sizes), eps=1e-6, atol=1e-7, fast_mode=fast_mode)
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -174,8 +176,10 @@ def test_registry_variant_models_run_the_compiled_path(registry, name):
     backbone = model.backbone
     assert isinstance(backbone, (FastLSTM, FastGRU))
     # the reference model on copied weights computes the same outputs and gradients
-    ref = model.__class__(spec, ReferenceGRU(width, width, backbone.num_layers) if name == "gru" else
-                          ReferenceLSTM(width, width, backbone.num_layers, backbone.variant_name), width).double()
+    layers = backbone.num_layers
+    reference = (ReferenceGRU(width, width, layers) if name == "gru" else
+                 ReferenceLSTM(width, width, layers, backbone.variant_name))
+    ref = model.__class__(spec, reference, width).double()
     ref.load_state_dict(model.state_dict())
     x = torch.randint(0, 7, (B, 10))
     outs = []

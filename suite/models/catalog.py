@@ -63,9 +63,9 @@ MODELS: list[ModelSpec] = [
               "our fastest vanilla LSTM: C++ time loop, fused gates, hand-derived BPTT", "fast", architecture=VANILLA),
     ModelSpec("nn-lstm", "lstm", partial(_rnn, LibraryLSTM),
               "torch.nn.LSTM (cuDNN on CUDA, oneDNN or native ATen on the CPU)", "library", architecture=VANILLA),
-    # the variants and GRU run the fast path's compiled loop; lstm.py / gru_minlstm.py define them (the oracles)
-    *[ModelSpec(f"lstm-{v}", "lstm-variant", partial(_fast_lstm_variant, v), f"LSTM variant: {_VARIANT_TEXT[v]}",
-                "fast", architecture=VANILLA if v == "np" else "")
+    # the variants and GRU run the fast path's compiled loop; lstm.py and gru_minlstm.py define them
+    *[ModelSpec(f"lstm-{v}", "lstm-variant", partial(_fast_lstm_variant, v),
+                f"LSTM variant: {_VARIANT_TEXT[v]}", "fast", architecture=VANILLA if v == "np" else "")
       for v in VARIANTS if v != "vanilla"],
     ModelSpec("gru", "gru", partial(_rnn, FastGRU), "GRU (Cho et al. 2014), nn.GRU's function", "fast"),
     ModelSpec("minlstm", "minlstm", partial(_rnn, MinLSTM),

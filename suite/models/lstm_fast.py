@@ -2,8 +2,8 @@
 by the cell's equations, with a hand-derived backward (derived beside each cell's code there), built
 with torch.utils.cpp_extension at first use and cached.
 
-    FastLSTM(input, hidden, layers, variant=...)   any variant of suite/models/lstm.py (vanilla: nn.LSTM's function)
-    FastGRU(input, hidden, layers)                  the GRU of suite/models/gru_minlstm.py (nn.GRU's function)
+    FastLSTM(input, hidden, layers, variant=...)   any variant of suite/models/lstm.py (vanilla: nn.LSTM's)
+    FastGRU(input, hidden, layers)                  the GRU of suite/models/gru_minlstm.py (nn.GRU's)
 
 Each keeps its reference model's parameters (names, shapes, initialisation), so weights copy either way,
 and the reference cell stays the definition the tests compare against. Per layer:
@@ -47,11 +47,13 @@ _lock = threading.Lock()
 # on the machine that runs it (AVX2/AVX-512 FMA for the micro-kernel). Parity is tested at 1e-5 (float32).
 _CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp-simd"]
 _state: dict = {"module": None, "error": None, "seconds": None}
+_DTYPES = (torch.float32, torch.float64)
 log = logging.getLogger("lstm_bench")
 
 
 def build_dir() -> Path:
-    root = Path(os.environ.get("LSTM_BENCH_BUILD_DIR", Path.home() / ".cache" / "lstm-bench" / "torch_extensions"))
+    default = Path.home() / ".cache" / "lstm-bench" / "torch_extensions"
+    root = Path(os.environ.get("LSTM_BENCH_BUILD_DIR", default))
     path = root / f"torch{torch.__version__.replace('+', '_')}"
     path.mkdir(parents=True, exist_ok=True)
     return path
@@ -107,7 +109,8 @@ GRU_CELL = CellSpec(code=1024, gates="rzn", has_cell_state=False, recurrent_bias
 
 def lstm_cell(variant: Variant) -> CellSpec:
     code = sum(bit for name, bit in _FLAGS.items() if getattr(variant, name))
-    return CellSpec(code, variant.gates, peepholes=variant.peepholes, gate_recurrence=variant.full_gate_recurrence)
+    return CellSpec(code, variant.gates, peepholes=variant.peepholes,
+                    gate_recurrence=variant.full_gate_recurrence)
 
 
 class RecurrentLayerFunction(torch.autograd.Function):
@@ -116,8 +119,8 @@ class RecurrentLayerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell: CellSpec, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_gg, peep):
-        hs, cs, saved = extension().forward(cell.code, x, h0, c0, x.new_empty(0), w_ih, w_hh, b_ih, b_hh, w_gg, peep,
-                                            True)
+        hs, cs, saved = extension().forward(cell.code, x, h0, c0, x.new_empty(0), w_ih, w_hh, b_ih, b_hh,
+                                            w_gg, peep, True)
         ctx.cell = cell
         ctx.save_for_backward(x, hs, cs, saved, w_ih, w_hh, w_gg, peep)
         return (hs[1:], hs[-1].clone()) + ((cs[-1].clone(),) if cell.has_cell_state else ())
@@ -131,7 +134,8 @@ class RecurrentLayerFunction(torch.autograd.Function):
         grad_hn = zeros if grad_hn is None else grad_hn
         grad_cn = (zeros if grad_cn is None else grad_cn) if cell.has_cell_state else hs.new_empty(0)
         g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep = extension().backward(
-            cell.code, grad_out, grad_hn, grad_cn, x, hs, cs, saved, w_ih, w_hh, w_gg, peep, ctx.needs_input_grad[1])
+            cell.code, grad_out, grad_hn, grad_cn, x, hs, cs, saved, w_ih, w_hh, w_gg, peep,
+            ctx.needs_input_grad[1])
         none_if_empty = [g if g.numel() else None for g in (g_x, g_c0, g_w_gg, g_peep)]
         g_x, g_c0, g_w_gg, g_peep = none_if_empty
         return None, g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep
@@ -153,7 +157,7 @@ class CompiledLoop:
     fallback = "reference loop in Python (autograd)"
 
     def compiled(self, x) -> bool:
-        return x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and extension() is not None
+        return x.device.type == "cpu" and x.dtype in _DTYPES and extension() is not None
 
     def layer_weights(self, layer: int) -> tuple:
         """(W_ih, W_hh, b_ih, b_hh, W_gg, p) of a layer as RecurrentLayerFunction takes them."""
@@ -161,11 +165,12 @@ class CompiledLoop:
 
     def run_layers(self, seq, h0, c0, e0):
         """Every layer on time-major seq (T, B, I); per-layer states in, lists of final states out."""
-        train = torch.is_grad_enabled() and (seq.requires_grad or any(p.requires_grad for p in self.parameters()))
+        train = torch.is_grad_enabled() and (seq.requires_grad or
+                                             any(p.requires_grad for p in self.parameters()))
         hs, cs, es = [], [], []
         for layer in range(self.num_layers):
-            seq, h, c, e = run_layer(self.cell_spec, seq, h0[layer], c0[layer], e0[layer], self.layer_weights(layer),
-                                     train)
+            seq, h, c, e = run_layer(self.cell_spec, seq, h0[layer], c0[layer], e0[layer],
+                                     self.layer_weights(layer), train)
             if layer < self.num_layers - 1:
                 seq = self.dropout(seq)
             hs.append(h), cs.append(c), es.append(e)
@@ -184,7 +189,7 @@ class CompiledLoop:
         device = device or torch.device("cpu")
         if device.type != "cpu":
             return f"{device.type}: {self.fallback} (no custom GPU kernel)"
-        if dtype not in (torch.float32, torch.float64):
+        if dtype not in _DTYPES:
             return f"cpu: {self.fallback} (the C++ loop takes float32/float64)"
         if extension() is None:
             return f"cpu: {self.fallback} (C++ build failed: {_state['error']})"
@@ -192,7 +197,8 @@ class CompiledLoop:
 
 
 class FastLSTM(CompiledLoop, ReferenceLSTM):
-    """ReferenceLSTM's parameters and function, any variant (vanilla: torch.nn.LSTM's); C++ time loop on the CPU."""
+    """ReferenceLSTM's parameters and function, any variant (vanilla: torch.nn.LSTM's); C++ time loop on
+    the CPU."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
                  forget_bias: float = 0.0, variant: str = "vanilla"):
@@ -203,9 +209,10 @@ class FastLSTM(CompiledLoop, ReferenceLSTM):
             self.fallback = "manual BPTT, time loop in Python"
 
     def layer_weights(self, layer: int) -> tuple:
-        w = {name: getattr(self, f"{name}_l{layer}", None) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
-        w_gg = getattr(self, f"weight_gg_l{layer}") if self.variant.full_gate_recurrence else w["weight_hh"].new_empty(0)
-        return (*w.values(), w_gg, self._peepholes(layer))
+        w = [getattr(self, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        fgr = self.variant.full_gate_recurrence
+        w_gg = getattr(self, f"weight_gg_l{layer}") if fgr else w[0].new_empty(0)
+        return (*w, w_gg, self._peepholes(layer))
 
     def _peepholes(self, layer: int):
         """(3, H): p_i, p_f, p_o, zero for a gate without one; empty without peepholes."""
@@ -228,7 +235,8 @@ class FastLSTM(CompiledLoop, ReferenceLSTM):
     # incremental decoding: per layer h, c and FGR's previous gates (i, f, o) as one (B, 3H) tensor
     def init_step_state(self, batch_size: int, like: torch.Tensor):
         h, c = self.init_state(batch_size, like)
-        return list(h), list(c), [like.new_zeros(batch_size, 3 * self.hidden_size) for _ in range(self.num_layers)]
+        gates = [like.new_zeros(batch_size, 3 * self.hidden_size) for _ in range(self.num_layers)]
+        return list(h), list(c), gates
 
     def step(self, x_t, state):
         hs, cs, es = (list(s) for s in state)
@@ -236,7 +244,8 @@ class FastLSTM(CompiledLoop, ReferenceLSTM):
             seq, hs, cs, es = self.run_layers(x_t.unsqueeze(0), hs, cs, es)
             return seq[0], (hs, cs, es)
         for layer in range(self.num_layers):  # the reference cell
-            hs[layer], cs[layer], gates = self.cell(layer, x_t, hs[layer], cs[layer], es[layer].split(self.hidden_size, -1))
+            previous = es[layer].split(self.hidden_size, -1)
+            hs[layer], cs[layer], gates = self.cell(layer, x_t, hs[layer], cs[layer], previous)
             es[layer] = torch.cat(gates, -1) if self.variant.full_gate_recurrence else es[layer]
             x_t = hs[layer]
         return x_t, (hs, cs, es)

@@ -37,8 +37,14 @@ namespace {
 
 // Variant flags, as lstm_fast.py's cell_code() computes them from suite.models.lstm.Variant.
 enum : int64_t {
-  kInputGate = 1, kForgetGate = 2, kOutputGate = 4, kInputActivation = 8, kOutputActivation = 16,
-  kPeepholes = 32, kCoupled = 64, kGateRecurrence = 128,
+  kInputGate = 1,
+  kForgetGate = 2,
+  kOutputGate = 4,
+  kInputActivation = 8,
+  kOutputActivation = 16,
+  kPeepholes = 32,
+  kCoupled = 64,
+  kGateRecurrence = 128,
   kGru = 1024,
 };
 
@@ -60,12 +66,16 @@ inline float exp_(float x) {
   return p * __builtin_bit_cast(float, (int32_t(n) + 127) << 23);
 }
 inline double exp_(double x) { return std::exp(x); }
-template <typename scalar_t> inline scalar_t sigmoid(scalar_t x) { return scalar_t(1) / (scalar_t(1) + exp_(-x)); }
+template <typename scalar_t>
+inline scalar_t sigmoid(scalar_t x) {
+  return scalar_t(1) / (scalar_t(1) + exp_(-x));
+}
 inline float tanh_(float x) { return 2.0f / (1.0f + exp_(-2.0f * x)) - 1.0f; }
 inline double tanh_(double x) { return std::tanh(x); }
 
 // One batch row at one forward step (pointers to that row; blocks of H values).
-template <typename scalar_t> struct StepRow {
+template <typename scalar_t>
+struct StepRow {
   const scalar_t* pre;       // x_t W_ihᵀ, one block per gate with weights
   const scalar_t* rec;       // h_{t-1} W_hhᵀ, the same blocks
   const scalar_t* gate_rec;  // FGR: (i, f, o)_{t-1} W_ggᵀ, blocks i, f, o
@@ -75,24 +85,25 @@ template <typename scalar_t> struct StepRow {
   const scalar_t* c_prev;
   scalar_t* h;
   scalar_t* c;
-  scalar_t* saved;           // what the backward reads (Cell::kSaved blocks)
-  const scalar_t* peep;      // (3, H): p_i, p_f, p_o, zero where a gate has none
+  scalar_t* saved;       // what the backward reads (Cell::kSaved blocks)
+  const scalar_t* peep;  // (3, H): p_i, p_f, p_o, zero where a gate has none
 };
 
 // One batch row at one backward step.
-template <typename scalar_t> struct GradRow {
+template <typename scalar_t>
+struct GradRow {
   const scalar_t* grad_out;  // ∂L/∂h_t from the layer's output
-  scalar_t* dh;              // in: ∂L/∂h_t through step t+1; out (GRU): the part of ∂L/∂h_{t-1} not through W_hh
-  scalar_t* dc;              // in: ∂L/∂c_t through step t+1; out: ∂L/∂c_{t-1}
-  const scalar_t* de;        // FGR: ∂L/∂(i, f, o)_t through step t+1
+  scalar_t* dh;        // in: ∂L/∂h_t through step t+1; out (GRU): the part of ∂L/∂h_{t-1} not through W_hh
+  scalar_t* dc;        // in: ∂L/∂c_t through step t+1; out: ∂L/∂c_{t-1}
+  const scalar_t* de;  // FGR: ∂L/∂(i, f, o)_t through step t+1
   const scalar_t* saved;
   const scalar_t* h_prev;
   const scalar_t* c_prev;
   const scalar_t* c;
-  scalar_t* d_pre;           // ∂L/∂(gate pre-activations)
-  scalar_t* d_rec;           // GRU: ∂L/∂(h_{t-1} W_hhᵀ + b_hh); the same row as d_pre otherwise
+  scalar_t* d_pre;  // ∂L/∂(gate pre-activations)
+  scalar_t* d_rec;  // GRU: ∂L/∂(h_{t-1} W_hhᵀ + b_hh); the same row as d_pre otherwise
   const scalar_t* peep;
-  scalar_t* grad_peep;       // (3, H): ∂L/∂p summed over the rows and steps seen so far
+  scalar_t* grad_peep;  // (3, H): ∂L/∂p summed over the rows and steps seen so far
 };
 
 // The LSTM family (suite/models/lstm.py), gate blocks in nn.LSTM's order (i, f, g, o) minus dropped gates:
@@ -110,21 +121,25 @@ template <typename scalar_t> struct GradRow {
 //   CIFG: f = 1 − i, so δa_i = (δi − δf) i(1 − i) and there is no δa_f
 //   ∂L/∂c_{t-1} = δc f + δa_i p_i + δa_f p_f
 // then ∂L/∂h_{t-1} = δa W_hh, δe_{t-1} = (δa_i, δa_f, δa_o) W_gg, ∂L/∂x_t = δa W_ih, and over all steps
-// ∂L/∂W = Σ_t δa_tᵀ [x_t | h_{t-1}], ∂L/∂W_gg = Σ_t (δa_i, δa_f, δa_o)ᵀ_t (i, f, o)_{t-1}, ∂L/∂b = Σ_t δa_t, ∂L/∂p_i = Σ δa_i c_{t-1},
-// ∂L/∂p_f = Σ δa_f c_{t-1}, ∂L/∂p_o = Σ δa_o c_t (backward_loop below).
-template <int64_t kCode> struct LstmCell {
+// ∂L/∂W = Σ_t δa_tᵀ [x_t | h_{t-1}], ∂L/∂W_gg = Σ_t (δa_i, δa_f, δa_o)ᵀ_t (i, f, o)_{t-1}, ∂L/∂b = Σ_t δa_t,
+// ∂L/∂p_i = Σ δa_i c_{t-1}, ∂L/∂p_f = Σ δa_f c_{t-1}, ∂L/∂p_o = Σ δa_o c_t (backward_loop below).
+template <int64_t kCode>
+struct LstmCell {
   static constexpr bool IG = kCode & kInputGate, CIFG = kCode & kCoupled, FG = (kCode & kForgetGate) && !CIFG;
-  static constexpr bool OG = kCode & kOutputGate, IA = kCode & kInputActivation, OA = kCode & kOutputActivation;
+  static constexpr bool OG = kCode & kOutputGate, IA = kCode & kInputActivation,
+                        OA = kCode & kOutputActivation;
   static constexpr bool PH = kCode & kPeepholes, FGR = kCode & kGateRecurrence;
   static constexpr int kI = 0, kF = IG, kZ = IG + FG, kO = IG + FG + 1;  // block of each gate
   static constexpr int kGates = IG + FG + 1 + OG;
-  static constexpr int kSaved = 5;                                      // i, f, o, z, h(c)
-  static constexpr bool kHasCell = true, kHasGateRecurrence = FGR, kDirectHiddenGrad = false, kRecurrentBias = false;
+  static constexpr int kSaved = 5;  // i, f, o, z, h(c)
+  static constexpr bool kHasCell = true, kHasGateRecurrence = FGR, kDirectHiddenGrad = false,
+                        kRecurrentBias = false;
 
-  template <typename scalar_t> static void forward(const StepRow<scalar_t>& r, int64_t H) {
+  template <typename scalar_t>
+  static void forward(const StepRow<scalar_t>& r, int64_t H) {
     const scalar_t *pre = r.pre, *rec = r.rec, *bias = r.bias, *cp = r.c_prev, *p = r.peep, *gr = r.gate_rec;
     scalar_t *s = r.saved, *c_out = r.c, *h_out = r.h;
-    _Pragma("omp simd")
+#pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const scalar_t c_prev = cp[j];
       scalar_t i = 1, f = 1, o = 1;
@@ -154,14 +169,19 @@ template <int64_t kCode> struct LstmCell {
       const scalar_t hc = OA ? tanh_(c) : c;
       c_out[j] = c;
       h_out[j] = o * hc;
-      s[j] = i; s[H + j] = f; s[2 * H + j] = o; s[3 * H + j] = z; s[4 * H + j] = hc;
+      s[j] = i;
+      s[H + j] = f;
+      s[2 * H + j] = o;
+      s[3 * H + j] = z;
+      s[4 * H + j] = hc;
     }
   }
 
-  template <typename scalar_t> static void backward(const GradRow<scalar_t>& g, int64_t H) {
+  template <typename scalar_t>
+  static void backward(const GradRow<scalar_t>& g, int64_t H) {
     const scalar_t *s = g.saved, *go = g.grad_out, *cp = g.c_prev, *cn = g.c, *p = g.peep, *de = g.de;
     scalar_t *dh = g.dh, *dc = g.dc, *d = g.d_pre, *dp = g.grad_peep;
-    _Pragma("omp simd")
+#pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const scalar_t i = s[j], f = s[H + j], o = s[2 * H + j], z = s[3 * H + j], hc = s[4 * H + j];
       const scalar_t c_prev = cp[j];
@@ -179,8 +199,10 @@ template <int64_t kCode> struct LstmCell {
       }
       const scalar_t delta_z = delta_c * i;
       scalar_t da_i = 0, da_f = 0;
-      if constexpr (CIFG) da_i = (delta_i - delta_f) * i * (1 - i);
-      else if constexpr (IG) da_i = delta_i * i * (1 - i);
+      if constexpr (CIFG)
+        da_i = (delta_i - delta_f) * i * (1 - i);
+      else if constexpr (IG)
+        da_i = delta_i * i * (1 - i);
       if constexpr (FG) da_f = delta_f * f * (1 - f);
       const scalar_t da_z = IA ? delta_z * (1 - z * z) : delta_z;
       scalar_t dc_prev = delta_c * f;
@@ -207,44 +229,56 @@ template <int64_t kCode> struct LstmCell {
 //   δa_r = δr r(1 − r)   δa_z = δz z(1 − z)
 //   d_pre = (δa_r, δa_z, δa_n) (the input side), d_rec = (δa_r, δa_z, δR_n) (the recurrent side)
 //   ∂L/∂h_{t-1} = δh z + d_rec W_hh (the first term here, the product in the loop)
-// and over all steps ∂L/∂W_ih = Σ d_preᵀ x, ∂L/∂b_ih = Σ d_pre, ∂L/∂W_hh = Σ d_recᵀ h_{t-1}, ∂L/∂b_hh = Σ d_rec.
+// and over all steps ∂L/∂W_ih = Σ d_preᵀ x, ∂L/∂b_ih = Σ d_pre, ∂L/∂W_hh = Σ d_recᵀ h_{t-1}, ∂L/∂b_hh = Σ
+// d_rec.
 struct GruCell {
   static constexpr int kGates = 3, kSaved = 4;
-  static constexpr bool kHasCell = false, kHasGateRecurrence = false, kDirectHiddenGrad = true, kRecurrentBias = true;
+  static constexpr bool kHasCell = false, kHasGateRecurrence = false, kDirectHiddenGrad = true,
+                        kRecurrentBias = true;
 
-  template <typename scalar_t> static void forward(const StepRow<scalar_t>& r, int64_t H) {
+  template <typename scalar_t>
+  static void forward(const StepRow<scalar_t>& r, int64_t H) {
     const scalar_t *pre = r.pre, *rec = r.rec, *bi = r.bias, *b = r.rec_bias, *hp = r.h_prev;
     scalar_t *s = r.saved, *h_out = r.h;
-    _Pragma("omp simd")
+#pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const scalar_t rg = sigmoid(pre[j] + bi[j] + rec[j] + b[j]);
       const scalar_t z = sigmoid(pre[H + j] + bi[H + j] + rec[H + j] + b[H + j]);
       const scalar_t rn = rec[2 * H + j] + b[2 * H + j];
       const scalar_t n = tanh_(pre[2 * H + j] + bi[2 * H + j] + rg * rn);
       h_out[j] = (1 - z) * n + z * hp[j];
-      s[j] = rg; s[H + j] = z; s[2 * H + j] = n; s[3 * H + j] = rn;
+      s[j] = rg;
+      s[H + j] = z;
+      s[2 * H + j] = n;
+      s[3 * H + j] = rn;
     }
   }
 
-  template <typename scalar_t> static void backward(const GradRow<scalar_t>& g, int64_t H) {
+  template <typename scalar_t>
+  static void backward(const GradRow<scalar_t>& g, int64_t H) {
     const scalar_t *s = g.saved, *go = g.grad_out, *hp = g.h_prev;
     scalar_t *dh = g.dh, *d = g.d_pre, *dr = g.d_rec;
-    _Pragma("omp simd")
+#pragma omp simd
     for (int64_t j = 0; j < H; ++j) {
       const scalar_t rg = s[j], z = s[H + j], n = s[2 * H + j], rn = s[3 * H + j];
       const scalar_t delta_h = dh[j] + go[j];
       const scalar_t da_n = delta_h * (1 - z) * (1 - n * n);
       const scalar_t da_r = da_n * rn * rg * (1 - rg);
       const scalar_t da_z = delta_h * (hp[j] - n) * z * (1 - z);
-      d[j] = da_r; d[H + j] = da_z; d[2 * H + j] = da_n;
-      dr[j] = da_r; dr[H + j] = da_z; dr[2 * H + j] = da_n * rg;
+      d[j] = da_r;
+      d[H + j] = da_z;
+      d[2 * H + j] = da_n;
+      dr[j] = da_r;
+      dr[H + j] = da_z;
+      dr[2 * H + j] = da_n * rg;
       dh[j] = delta_h * z;
     }
   }
 };
 
 // Calls f(Cell{}) with the cell of this code (one compiled loop per cell: the flags are constants there).
-template <class F> void with_cell(int64_t code, F&& f) {
+template <class F>
+void with_cell(int64_t code, F&& f) {
   switch (code) {
     case 31: return f(LstmCell<31>{});    // vanilla (= NP)
     case 63: return f(LstmCell<63>{});    // peephole
@@ -273,24 +307,28 @@ int64_t slice_count(int64_t B) {
 // weights stream through the cache once per chunk and each product has enough rows to amortise C.
 constexpr int64_t kChunkRows = 64;
 
-template <class F> void for_each_slice(int64_t B, F&& f) {
+template <class F>
+void for_each_slice(int64_t B, F&& f) {
   const int64_t n = slice_count(B);
   at::parallel_for(0, n, 1, [&](int64_t s0, int64_t s1) {
     for (int64_t s = s0; s < s1; ++s) f(s, s * B / n, (s + 1) * B / n);
   });
 }
 
-template <typename scalar_t> const scalar_t* ptr(const at::Tensor& t) {
+template <typename scalar_t>
+const scalar_t* ptr(const at::Tensor& t) {
   return t.defined() && t.numel() ? t.data_ptr<scalar_t>() : nullptr;
 }
 
 // The recurrent weights as one step's product needs them: packed for a sequence, as they are for one step.
-template <typename scalar_t> struct Recurrent {
-  const scalar_t* w;   // W (N x K) row-major, or its packed transpose
+template <typename scalar_t>
+struct Recurrent {
+  const scalar_t* w;  // W (N x K) row-major, or its packed transpose
   int64_t N, K;
   bool packed;
 
-  Recurrent(const at::Tensor& weight, bool pack, at::Tensor& storage) : N(weight.size(0)), K(weight.size(1)), packed(pack) {
+  Recurrent(const at::Tensor& weight, bool pack, at::Tensor& storage)
+      : N(weight.size(0)), K(weight.size(1)), packed(pack) {
     w = weight.data_ptr<scalar_t>();
     if (pack) {  // Wᵀ (K x N): element (k, n) = W[n, k]
       storage = at::empty({small_gemm::packed_size<scalar_t>(K, N)}, weight.options());
@@ -300,8 +338,10 @@ template <typename scalar_t> struct Recurrent {
   }
   // C (M x N) (+)= A (M x K) Wᵀ
   void apply(int64_t M, const scalar_t* a, int64_t lda, scalar_t* c, int64_t ldc, bool accumulate) const {
-    if (packed) small_gemm::gemm<scalar_t>(M, N, K, a, lda, w, c, ldc, accumulate);
-    else small_gemm::gemm_unpacked<scalar_t>(M, N, K, a, lda, w, K, c, ldc, accumulate);
+    if (packed)
+      small_gemm::gemm<scalar_t>(M, N, K, a, lda, w, c, ldc, accumulate);
+    else
+      small_gemm::gemm_unpacked<scalar_t>(M, N, K, a, lda, w, K, c, ldc, accumulate);
   }
 };
 
@@ -326,17 +366,21 @@ void forward_loop(ForwardArgs& a) {
   at::Tensor packed_ih, packed_hh, packed_gg;
   const bool pack = T > 1;  // packing costs about one step's products: not worth it for a single step
   const Recurrent<scalar_t> r_ih(a.w_ih, pack, packed_ih), r_hh(a.w_hh, pack, packed_hh);
-  const Recurrent<scalar_t> r_gg = Cell::kHasGateRecurrence ? Recurrent<scalar_t>(a.w_gg, pack, packed_gg) : r_hh;
+  const Recurrent<scalar_t> r_gg =
+      Cell::kHasGateRecurrence ? Recurrent<scalar_t>(a.w_gg, pack, packed_gg) : r_hh;
   const scalar_t *X = a.x.data_ptr<scalar_t>(), *H0 = a.h0.data_ptr<scalar_t>(), *E0 = ptr<scalar_t>(a.e0);
-  const scalar_t *BIAS = a.bias.data_ptr<scalar_t>(), *RB = ptr<scalar_t>(a.rec_bias), *PEEP = ptr<scalar_t>(a.peep);
+  const scalar_t *BIAS = a.bias.data_ptr<scalar_t>(), *RB = ptr<scalar_t>(a.rec_bias),
+                 *PEEP = ptr<scalar_t>(a.peep);
   scalar_t *HS = a.hs.data_ptr<scalar_t>(), *CS = Cell::kHasCell ? a.cs.data_ptr<scalar_t>() : nullptr;
   scalar_t* S = kTrain ? a.saved.data_ptr<scalar_t>() : nullptr;
   for_each_slice(B, [&](int64_t, int64_t b0, int64_t b1) {
     const int64_t nb = b1 - b0, steps_per_chunk = std::max<int64_t>(1, kChunkRows / nb);
-    std::vector<scalar_t> xc(steps_per_chunk * nb * I), pre(steps_per_chunk * nb * ld), rec(nb * ld), rg(nb * ld_e);
+    std::vector<scalar_t> xc(steps_per_chunk * nb * I), pre(steps_per_chunk * nb * ld), rec(nb * ld),
+        rg(nb * ld_e);
     std::vector<scalar_t> scratch(kTrain ? 0 : nb * SH);
     if (!kTrain && Cell::kHasGateRecurrence && E0)  // the scratch row holds (i, f, o)_{t-1} in its first 3H
-      for (int64_t b = 0; b < nb; ++b) std::copy(E0 + (b0 + b) * 3 * H, E0 + (b0 + b + 1) * 3 * H, &scratch[b * SH]);
+      for (int64_t b = 0; b < nb; ++b)
+        std::copy(E0 + (b0 + b) * 3 * H, E0 + (b0 + b + 1) * 3 * H, &scratch[b * SH]);
     for (int64_t t = 0; t < T; ++t) {
       const int64_t q = t % steps_per_chunk;
       if (q == 0) {  // the chunk's input products: its x rows gathered, one GEMM
@@ -346,28 +390,40 @@ void forward_loop(ForwardArgs& a) {
         r_ih.apply(steps * nb, xc.data(), I, pre.data(), ld, false);
       }
       // h_{t-1}: training keeps all of them in hs (hs[0] = h0); inference reads the last output
-      const scalar_t* h_prev = kTrain ? HS + (t * B + b0) * H : (t == 0 ? H0 + b0 * H : HS + ((t - 1) * B + b0) * H);
+      const scalar_t* h_prev =
+          kTrain ? HS + (t * B + b0) * H : (t == 0 ? H0 + b0 * H : HS + ((t - 1) * B + b0) * H);
       scalar_t* h_new = HS + ((kTrain ? t + 1 : t) * B + b0) * H;
       scalar_t* c_prev = Cell::kHasCell ? CS + ((kTrain ? t : 0) * B + b0) * H : nullptr;
       scalar_t* c_new = Cell::kHasCell ? CS + ((kTrain ? t + 1 : 0) * B + b0) * H : nullptr;
       scalar_t* s_new = kTrain ? S + (t * B + b0) * SH : scratch.data();
       r_hh.apply(nb, h_prev, H, rec.data(), ld, false);
       if constexpr (Cell::kHasGateRecurrence) {  // (i, f, o)_{t-1} W_ggᵀ
-        if (!kTrain) r_gg.apply(nb, scratch.data(), SH, rg.data(), ld_e, false);
-        else if (t > 0) r_gg.apply(nb, S + ((t - 1) * B + b0) * SH, SH, rg.data(), ld_e, false);
-        else if (E0) r_gg.apply(nb, E0 + b0 * E, E, rg.data(), ld_e, false);  // else zeros, as rg starts
+        if (!kTrain)
+          r_gg.apply(nb, scratch.data(), SH, rg.data(), ld_e, false);
+        else if (t > 0)
+          r_gg.apply(nb, S + ((t - 1) * B + b0) * SH, SH, rg.data(), ld_e, false);
+        else if (E0)
+          r_gg.apply(nb, E0 + b0 * E, E, rg.data(), ld_e, false);  // else zeros, as rg starts
       }
       for (int64_t b = 0; b < nb; ++b) {
-        StepRow<scalar_t> row{pre.data() + (q * nb + b) * ld, rec.data() + b * ld, rg.data() + b * ld_e, BIAS, RB,
+        StepRow<scalar_t> row{pre.data() + (q * nb + b) * ld,
+                              rec.data() + b * ld,
+                              rg.data() + b * ld_e,
+                              BIAS,
+                              RB,
                               h_prev + b * H,
-                              c_prev ? c_prev + b * H : nullptr, h_new + b * H, c_new ? c_new + b * H : nullptr,
-                              s_new + b * SH, PEEP};
+                              c_prev ? c_prev + b * H : nullptr,
+                              h_new + b * H,
+                              c_new ? c_new + b * H : nullptr,
+                              s_new + b * SH,
+                              PEEP};
         Cell::forward(row, H);
       }
     }
     if (!kTrain && Cell::kHasGateRecurrence)
       for (int64_t b = 0; b < nb; ++b)
-        std::copy(&scratch[b * SH], &scratch[b * SH] + 3 * H, a.saved.data_ptr<scalar_t>() + (b0 + b) * 3 * H);
+        std::copy(&scratch[b * SH], &scratch[b * SH] + 3 * H,
+                  a.saved.data_ptr<scalar_t>() + (b0 + b) * 3 * H);
   });
 }
 
@@ -378,8 +434,8 @@ void forward_loop(ForwardArgs& a) {
 // train: returns {hs (T+1, B, H), cs (T+1, B, H), saved (T, B, S H)}, outputs = hs[1:];
 // else: returns {out (T, B, H), c_n (B, H), e_n (B, 3H)}, h_n = out[-1].
 std::vector<at::Tensor> forward(int64_t code, at::Tensor x, at::Tensor h0, at::Tensor c0, at::Tensor e0,
-                                at::Tensor w_ih, at::Tensor w_hh, at::Tensor b_ih, at::Tensor b_hh, at::Tensor w_gg,
-                                at::Tensor peep, bool train) {
+                                at::Tensor w_ih, at::Tensor w_hh, at::Tensor b_ih, at::Tensor b_hh,
+                                at::Tensor w_gg, at::Tensor peep, bool train) {
   x = x.contiguous(), h0 = h0.contiguous(), w_ih = w_ih.contiguous(), w_hh = w_hh.contiguous();
   c0 = c0.defined() ? c0.contiguous() : c0, e0 = e0.defined() ? e0.contiguous() : e0;
   w_gg = w_gg.defined() ? w_gg.contiguous() : w_gg, peep = peep.defined() ? peep.contiguous() : peep;
@@ -388,8 +444,15 @@ std::vector<at::Tensor> forward(int64_t code, at::Tensor x, at::Tensor h0, at::T
   with_cell(code, [&](auto cell) {
     using Cell = decltype(cell);
     // the LSTM's biases enter as their sum; GRU's b_hh stays with the recurrent product (r scales it)
-    ForwardArgs a{x, h0, e0, w_ih, w_hh, w_gg, Cell::kRecurrentBias ? b_ih.contiguous() : at::add(b_ih, b_hh),
-                  Cell::kRecurrentBias ? b_hh.contiguous() : at::Tensor(), peep};
+    ForwardArgs a{x,
+                  h0,
+                  e0,
+                  w_ih,
+                  w_hh,
+                  w_gg,
+                  Cell::kRecurrentBias ? b_ih.contiguous() : at::add(b_ih, b_hh),
+                  Cell::kRecurrentBias ? b_hh.contiguous() : at::Tensor(),
+                  peep};
     at::Tensor& hs = a.hs;
     at::Tensor& cs = a.cs;
     at::Tensor& saved = a.saved;
@@ -408,8 +471,10 @@ std::vector<at::Tensor> forward(int64_t code, at::Tensor x, at::Tensor h0, at::T
       if (Cell::kHasGateRecurrence) saved = at::empty({B, 3 * H}, x.options());
     }
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "lstm_fast_forward", [&] {
-      if (train) forward_loop<Cell, scalar_t, true>(a);
-      else forward_loop<Cell, scalar_t, false>(a);
+      if (train)
+        forward_loop<Cell, scalar_t, true>(a);
+      else
+        forward_loop<Cell, scalar_t, false>(a);
     });
     result = {hs, cs, saved};
   });
@@ -456,8 +521,10 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
   at::Tensor grad_h0 = at::empty({B, H}, opt);
   at::Tensor grad_c0 = Cell::kHasCell ? a.grad_cn.clone() : at::empty({0}, opt);  // carried in place
   // each slice's partial sums: ∂W_ih, ∂W_hh, ∂W_gg (padded columns), ∂b_ih, ∂b_hh (GRU), ∂p
-  const int64_t ld_i = sg::padded<scalar_t>(I), ld_h = sg::padded<scalar_t>(H), ld_e = sg::padded<scalar_t>(E);
-  const int64_t o_hh = GH * ld_i, o_gg = o_hh + GH * ld_h, o_b = o_gg + (FGR ? GH * ld_e : 0), o_bh = o_b + GH;
+  const int64_t ld_i = sg::padded<scalar_t>(I), ld_h = sg::padded<scalar_t>(H),
+                ld_e = sg::padded<scalar_t>(E);
+  const int64_t o_hh = GH * ld_i, o_gg = o_hh + GH * ld_h, o_b = o_gg + (FGR ? GH * ld_e : 0),
+                o_bh = o_b + GH;
   const int64_t o_p = o_bh + GH, n_partial = o_p + 3 * H;
   std::vector<std::vector<scalar_t>> partial(slice_count(B));
 
@@ -465,12 +532,14 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
   const scalar_t *X = a.x.data_ptr<scalar_t>(), *HS = a.hs.data_ptr<scalar_t>(), *CS = ptr<scalar_t>(a.cs);
   const scalar_t *S = a.saved.data_ptr<scalar_t>(), *PEEP = ptr<scalar_t>(a.peep);
   const scalar_t *WHH = p_hh.data_ptr<scalar_t>(), *WIH = gx_on ? p_ih.data_ptr<scalar_t>() : nullptr;
-  const scalar_t *WGG_IF = FGR ? p_gg_if.data_ptr<scalar_t>() : nullptr, *WGG_O = FGR ? p_gg_o.data_ptr<scalar_t>() : nullptr;
+  const scalar_t *WGG_IF = FGR ? p_gg_if.data_ptr<scalar_t>() : nullptr,
+                 *WGG_O = FGR ? p_gg_o.data_ptr<scalar_t>() : nullptr;
   scalar_t *GX = gx_on ? grad_x.data_ptr<scalar_t>() : nullptr, *GH0 = grad_h0.data_ptr<scalar_t>();
   scalar_t* DC = Cell::kHasCell ? grad_c0.data_ptr<scalar_t>() : nullptr;
 
   for_each_slice(B, [&](int64_t slice, int64_t b0, int64_t b1) {
-    const int64_t nb = b1 - b0, steps_per_chunk = std::max<int64_t>(1, kChunkRows / nb), K_max = steps_per_chunk * nb;
+    const int64_t nb = b1 - b0, steps_per_chunk = std::max<int64_t>(1, kChunkRows / nb),
+                  K_max = steps_per_chunk * nb;
     std::vector<scalar_t>& acc = partial[slice];
     acc.assign(n_partial, scalar_t(0));
     std::vector<scalar_t> dh(nb * ld_h), de(nb * ld_e), gx(gx_on ? K_max * ld_i : 0), zeros(E);
@@ -489,21 +558,27 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
         for (int64_t k = 0; k < K; ++k) std::copy(&gx[k * ld_i], &gx[k * ld_i] + I, GX + row(k) * I);
       }
       sg::pack_rows<scalar_t>(K, I, [&](int64_t k) { return X + row(k) * I; }, xp.data());
-      sg::pack_rows<scalar_t>(K, H, [&](int64_t k) { return HS + row(k) * H; }, hp.data());  // hs[t] = h_{t-1}
+      sg::pack_rows<scalar_t>(
+          K, H, [&](int64_t k) { return HS + row(k) * H; }, hp.data());  // hs[t] = h_{t-1}
       sg::pack_columns<scalar_t>(GH, K, [&](int64_t k) { return d_pre.data() + k * GH; }, ap.data());
       sg::gemm_packed<scalar_t>(GH, I, K, ap.data(), xp.data(), acc.data(), ld_i, true);
-      if (Cell::kDirectHiddenGrad) sg::pack_columns<scalar_t>(GH, K, [&](int64_t k) { return DR + k * GH; }, ap.data());
+      if (Cell::kDirectHiddenGrad)
+        sg::pack_columns<scalar_t>(GH, K, [&](int64_t k) { return DR + k * GH; }, ap.data());
       sg::gemm_packed<scalar_t>(GH, H, K, ap.data(), hp.data(), acc.data() + o_hh, ld_h, true);
       if (FGR) {  // (i, f, o)_{t-1}: the first 3H of step t-1's saved row; zeros before the first step
-        sg::pack_rows<scalar_t>(K, E, [&](int64_t k) { return row(k) >= B ? S + (row(k) - B) * SH : zeros.data(); },
-                                ep.data());
+        sg::pack_rows<scalar_t>(
+            K, E, [&](int64_t k) { return row(k) >= B ? S + (row(k) - B) * SH : zeros.data(); }, ep.data());
         sg::gemm_packed<scalar_t>(GH, E, K, ap.data(), ep.data(), acc.data() + o_gg, ld_e, true);
       }
       for (int64_t k = 0; k < K; ++k) {
         scalar_t *db = acc.data() + o_b, *dbh = acc.data() + o_bh;
         const scalar_t *dp = d_pre.data() + k * GH, *dr = DR + k * GH;
-        _Pragma("omp simd") for (int64_t g = 0; g < GH; ++g) db[g] += dp[g];
-        if (Cell::kRecurrentBias) { _Pragma("omp simd") for (int64_t g = 0; g < GH; ++g) dbh[g] += dr[g]; }
+#pragma omp simd
+        for (int64_t g = 0; g < GH; ++g) db[g] += dp[g];
+        if (Cell::kRecurrentBias) {
+#pragma omp simd
+          for (int64_t g = 0; g < GH; ++g) dbh[g] += dr[g];
+        }
       }
     };
 
@@ -513,10 +588,18 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
       scalar_t *dp = d_pre.data() + q * nb * GH, *dr = DR + q * nb * GH;
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t row = t * B + b0 + b;
-        GradRow<scalar_t> g{GO + row * H, &dh[b * ld_h], DC ? DC + (b0 + b) * H : nullptr,
-                            FGR ? &de[b * ld_e] : nullptr, S + row * SH, HS + row * H,
-                            CS ? CS + row * H : nullptr, CS ? CS + row * H + B * H : nullptr,
-                            dp + b * GH, dr + b * GH, PEEP, acc.data() + o_p};
+        GradRow<scalar_t> g{GO + row * H,
+                            &dh[b * ld_h],
+                            DC ? DC + (b0 + b) * H : nullptr,
+                            FGR ? &de[b * ld_e] : nullptr,
+                            S + row * SH,
+                            HS + row * H,
+                            CS ? CS + row * H : nullptr,
+                            CS ? CS + row * H + B * H : nullptr,
+                            dp + b * GH,
+                            dr + b * GH,
+                            PEEP,
+                            acc.data() + o_p};
         Cell::backward(g, H);
       }
       sg::gemm<scalar_t>(nb, H, GH, dr, GH, WHH, dh.data(), ld_h, Cell::kDirectHiddenGrad);  // ∂L/∂h_{t-1}
@@ -543,7 +626,8 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
   };
   auto grad_w_ih = total(0, GH, I, ld_i), grad_w_hh = total(o_hh, GH, H, ld_h);
   auto grad_b_ih = total(o_b, 1, GH, GH).view({GH});
-  auto grad_b_hh = Cell::kRecurrentBias ? total(o_bh, 1, GH, GH).view({GH}) : grad_b_ih;  // LSTM: they enter as a sum
+  auto grad_b_hh =
+      Cell::kRecurrentBias ? total(o_bh, 1, GH, GH).view({GH}) : grad_b_ih;  // LSTM: they enter as a sum
   // the rows of the gates with a gate recurrence: i, f, o (not g)
   auto grad_w_gg = FGR ? at::cat({total(o_gg, 2 * H, E, ld_e), total(o_gg + 3 * H * ld_e, H, E, ld_e)})
                        : at::empty({0}, opt);
@@ -554,15 +638,25 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
 }  // namespace
 
 std::vector<at::Tensor> backward(int64_t code, at::Tensor grad_out, at::Tensor grad_hn, at::Tensor grad_cn,
-                                 at::Tensor x, at::Tensor hs, at::Tensor cs, at::Tensor saved, at::Tensor w_ih,
-                                 at::Tensor w_hh, at::Tensor w_gg, at::Tensor peep, bool need_grad_x) {
-  BackwardArgs a{grad_out.contiguous(), grad_hn.contiguous(), grad_cn.contiguous(), x.contiguous(), hs, cs, saved,
-                 w_ih.contiguous(), w_hh.contiguous(), w_gg.contiguous(), peep.contiguous(), need_grad_x};
+                                 at::Tensor x, at::Tensor hs, at::Tensor cs, at::Tensor saved,
+                                 at::Tensor w_ih, at::Tensor w_hh, at::Tensor w_gg, at::Tensor peep,
+                                 bool need_grad_x) {
+  BackwardArgs a{grad_out.contiguous(),
+                 grad_hn.contiguous(),
+                 grad_cn.contiguous(),
+                 x.contiguous(),
+                 hs,
+                 cs,
+                 saved,
+                 w_ih.contiguous(),
+                 w_hh.contiguous(),
+                 w_gg.contiguous(),
+                 peep.contiguous(),
+                 need_grad_x};
   std::vector<at::Tensor> result;
   with_cell(code, [&](auto cell) {
-    AT_DISPATCH_FLOATING_TYPES(a.grad_out.scalar_type(), "lstm_fast_backward", [&] {
-      result = backward_loop<decltype(cell), scalar_t>(a);
-    });
+    AT_DISPATCH_FLOATING_TYPES(a.grad_out.scalar_type(), "lstm_fast_backward",
+                               [&] { result = backward_loop<decltype(cell), scalar_t>(a); });
   });
   return result;
 }

@@ -16,26 +16,42 @@
 namespace small_gemm {
 
 constexpr int kVecBytes = 32;  // one AVX2 register; the compiler splits it where registers are narrower
-template <typename scalar_t> struct VecOf { typedef scalar_t type __attribute__((vector_size(kVecBytes))); };
-template <typename scalar_t> using Vec = typename VecOf<scalar_t>::type;
-template <typename scalar_t> constexpr int kLanes = kVecBytes / sizeof(scalar_t);
-template <typename scalar_t> constexpr int kPanel = 2 * kLanes<scalar_t>;  // NR: columns per packed panel
-constexpr int kRows = 6;                                                    // MR: rows per micro-kernel call
+template <typename scalar_t>
+struct VecOf {
+  typedef scalar_t type __attribute__((vector_size(kVecBytes)));
+};
+template <typename scalar_t>
+using Vec = typename VecOf<scalar_t>::type;
+template <typename scalar_t>
+constexpr int kLanes = kVecBytes / sizeof(scalar_t);
+template <typename scalar_t>
+constexpr int kPanel = 2 * kLanes<scalar_t>;  // NR: columns per packed panel
+constexpr int kRows = 6;                      // MR: rows per micro-kernel call
 
-template <typename scalar_t> inline Vec<scalar_t> vload(const scalar_t* p) {
+template <typename scalar_t>
+inline Vec<scalar_t> vload(const scalar_t* p) {
   Vec<scalar_t> v;
   std::memcpy(&v, p, sizeof v);
   return v;
 }
-template <typename scalar_t> inline void vstore(scalar_t* p, Vec<scalar_t> v) { std::memcpy(p, &v, sizeof v); }
+template <typename scalar_t>
+inline void vstore(scalar_t* p, Vec<scalar_t> v) {
+  std::memcpy(p, &v, sizeof v);
+}
 
 inline int64_t round_up(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
 // Columns of C (and of every buffer the GEMM writes): N rounded up to whole panels.
-template <typename scalar_t> inline int64_t padded(int64_t N) { return round_up(N, kPanel<scalar_t>); }
+template <typename scalar_t>
+inline int64_t padded(int64_t N) {
+  return round_up(N, kPanel<scalar_t>);
+}
 
 // Size of pack()'s output, in elements.
-template <typename scalar_t> inline int64_t packed_size(int64_t K, int64_t N) { return padded<scalar_t>(N) * K; }
+template <typename scalar_t>
+inline int64_t packed_size(int64_t K, int64_t N) {
+  return padded<scalar_t>(N) * K;
+}
 
 // B (K x N), element (k, n) at b[k * stride_k + n * stride_n], into panels of NR columns: panel p holds
 // columns [p NR, p NR + NR) as K rows of NR contiguous values, zero past column N.
@@ -52,11 +68,11 @@ void pack(const scalar_t* b, int64_t K, int64_t N, int64_t stride_k, int64_t str
   }
 }
 
-// C[0:MR, 0:NR] (+)= A[0:MR, 0:K] · panel, with A's element (r, k) at a[r * rs + k * ks]: rs = lda, ks = 1 for
-// A stored row-major; rs = 1, ks = MR for A packed by pack_columns().
+// C[0:MR, 0:NR] (+)= A[0:MR, 0:K] · panel, with A's element (r, k) at a[r * rs + k * ks]: rs = lda, ks = 1
+// for A stored row-major; rs = 1, ks = MR for A packed by pack_columns().
 template <typename scalar_t, int MR>
-inline void micro_kernel(const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel, int64_t K, scalar_t* c,
-                         int64_t ldc, bool accumulate) {
+inline void micro_kernel(const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel, int64_t K,
+                         scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int L = kLanes<scalar_t>;
   Vec<scalar_t> acc[MR][2];
   for (int r = 0; r < MR; ++r) {
@@ -78,8 +94,8 @@ inline void micro_kernel(const scalar_t* a, int64_t rs, int64_t ks, const scalar
 }
 
 template <typename scalar_t>
-inline void micro_kernel_rows(int rows, const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel, int64_t K,
-                              scalar_t* c, int64_t ldc, bool accumulate) {
+inline void micro_kernel_rows(int rows, const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel,
+                              int64_t K, scalar_t* c, int64_t ldc, bool accumulate) {
   switch (rows) {
     case 6: return micro_kernel<scalar_t, 6>(a, rs, ks, panel, K, c, ldc, accumulate);
     case 5: return micro_kernel<scalar_t, 5>(a, rs, ks, panel, K, c, ldc, accumulate);
@@ -92,19 +108,22 @@ inline void micro_kernel_rows(int rows, const scalar_t* a, int64_t rs, int64_t k
 }
 
 // Rows per micro-kernel call for the next block of the M - r left: 6 while more than 8 remain, then the
-// rest in one block or two near-equal ones (8 = 4 + 4: a block of 2 would stream a whole panel for little work).
+// rest in one block or two near-equal ones (8 = 4 + 4: a block of 2 would stream a whole panel for little
+// work).
 inline int row_block(int64_t left) { return int(left > 8 ? kRows : left > kRows ? (left + 1) / 2 : left); }
 
-// C (M x padded(N)) = A (M x K) · B, or += when accumulate; A row-major, B packed by pack(); ldc >= padded(N).
-// Panel by panel: the panel stays in L1 while every row block of A (M x K, also cache-resident) passes.
+// C (M x padded(N)) = A (M x K) · B, or += when accumulate; A row-major, B packed by pack(); ldc >=
+// padded(N). Panel by panel: the panel stays in L1 while every row block of A (M x K, also cache-resident)
+// passes.
 template <typename scalar_t>
-void gemm(int64_t M, int64_t N, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* packed, scalar_t* c,
-          int64_t ldc, bool accumulate) {
+void gemm(int64_t M, int64_t N, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* packed,
+          scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int NR = kPanel<scalar_t>;
   for (int64_t p = 0; p < N; p += NR, packed += K * NR)
     for (int64_t r = 0, rows; r < M; r += rows) {
       rows = row_block(M - r);
-      micro_kernel_rows<scalar_t>(int(rows), a + r * lda, lda, 1, packed, K, c + r * ldc + p, ldc, accumulate);
+      micro_kernel_rows<scalar_t>(int(rows), a + r * lda, lda, 1, packed, K, c + r * ldc + p, ldc,
+                                  accumulate);
     }
 }
 
@@ -123,12 +142,15 @@ void pack_columns(int64_t M, int64_t K, ColumnOf column, scalar_t* out) {
   }
 }
 
-template <typename scalar_t> inline int64_t packed_columns_size(int64_t M, int64_t K) { return round_up(M, kRows) * K; }
+template <typename scalar_t>
+inline int64_t packed_columns_size(int64_t M, int64_t K) {
+  return round_up(M, kRows) * K;
+}
 
 // C (M x padded(N)) (+)= A · B with A packed by pack_columns() and B by pack()/pack_rows().
 template <typename scalar_t>
-void gemm_packed(int64_t M, int64_t N, int64_t K, const scalar_t* a_packed, const scalar_t* b_packed, scalar_t* c,
-                 int64_t ldc, bool accumulate) {
+void gemm_packed(int64_t M, int64_t N, int64_t K, const scalar_t* a_packed, const scalar_t* b_packed,
+                 scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int NR = kPanel<scalar_t>;
   for (int64_t p = 0; p < N; p += NR, b_packed += K * NR)
     for (int64_t r = 0; r < M; r += kRows)
@@ -155,8 +177,8 @@ void pack_rows(int64_t K, int64_t N, RowOf row, scalar_t* out) {
 // C (M x N) (+)= A (M x K) · Wᵀ with W (N x K) row-major and not packed: for one step (decoding), where
 // packing the weights would cost more than the product. Four dot products at a time along k.
 template <typename scalar_t>
-void gemm_unpacked(int64_t M, int64_t N, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* w, int64_t ldw,
-                   scalar_t* c, int64_t ldc, bool accumulate) {
+void gemm_unpacked(int64_t M, int64_t N, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* w,
+                   int64_t ldw, scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int L = kLanes<scalar_t>;
   const int64_t kv = K / L * L;
   for (int64_t r = 0; r < M; ++r) {
