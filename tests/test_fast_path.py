@@ -211,5 +211,21 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
     assert "did not build" in warnings[0].getMessage()
 
 
+def test_a_killed_build_does_not_block_the_next(tmp_path, monkeypatch):
+    """torch's build lock is a file a killed build leaves behind; the next build must not wait on it."""
+    import torch.utils.cpp_extension
+
+    monkeypatch.setenv("LSTM_BENCH_BUILD_DIR", str(tmp_path))
+    stale = lstm_fast.build_dir() / "lock"
+    stale.touch()
+
+    def fake_load(**kwargs):  # torch's load() would wait forever for this file
+        assert not stale.exists()
+        return "module"
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", fake_load)
+    assert lstm_fast._load() == "module"
+
+
 def test_fast_path_is_compiled_here():
     assert extension() is not None, "the C++ fast path did not build on this machine"

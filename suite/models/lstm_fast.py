@@ -6,20 +6,21 @@ with torch.utils.cpp_extension at first use and cached.
     FastGRU(input, hidden, layers)                  the GRU of suite/models/gru_minlstm.py (nn.GRU's)
 
 Each keeps its reference model's parameters (names, shapes, initialisation), so weights copy either way,
-and the reference cell stays the definition the tests compare against. Per layer:
-    forward   pre = x W_ihᵀ + b for all steps as one GEMM, then the loop: per step h_{t-1} W_hhᵀ with the
-              weights packed once for a register-blocked micro-kernel (csrc/small_gemm.h), then the fused
-              gate math. Under no_grad a second kernel keeps nothing for the backward.
-    backward  the loop backwards, in C++ too: per step the cell's δa_t (gate pre-activation gradients) and
-              δa_t W_hh; every few steps the weight gradients' share Σ δa_tᵀ [x_t | h_{t-1}] as one GEMM over
-              the chunk's rows while they are in cache.
-
+and the reference cell stays the definition the tests compare against. Per layer, all in C++, each
+thread running the whole time loop for its slice of the batch (no barrier between steps):
+    forward   per step h_{t-1} W_hhᵀ with the weights packed once for a register-blocked micro-kernel
+              (csrc/small_gemm.h), then the fused gate math; the input products x_t W_ihᵀ every few steps
+              for a chunk of steps at once. Under no_grad a second kernel keeps nothing for the backward.
+    backward  per step the cell's δa_t (gate pre-activation gradients) and δa_t W_hh; every few steps
+              ∂L/∂x and the weight gradients' share Σ δa_tᵀ [x_t | h_{t-1}] as one product over the
+              chunk's rows while they are in cache.
 Measured alternatives: torch.jit.script was slower than eager here, torch.compile of the whole loop
 took over a minute cold, and ATen's addmm per step spent much of each step on dispatch and on packing
-the weights again. The build time is recorded apart from throughput (prepare(), build_seconds()).
-Without a C++ compiler, or on a GPU, the vanilla LSTM runs the same algorithm with its loop in Python
-(manual BPTT) and the variants and GRU run their reference loops: backend() says which, and a one-line
-warning says why.
+the weights again; a whole-sequence input GEMM before the loop (and weight-gradient GEMMs after it)
+wrote and re-read a (T, B, 4H) buffer and spent a third of their time packing. The build time is
+recorded apart from throughput (prepare(), build_seconds()). Without a C++ compiler, or on a GPU, the
+vanilla LSTM runs the same algorithm with its loop in Python (manual BPTT) and the variants and GRU run
+their reference loops: backend() says which, and a one-line warning says why.
 """
 
 from __future__ import annotations
@@ -43,8 +44,8 @@ _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = (_CSRC / "lstm_fast.cpp",)
 _HEADERS = (_CSRC / "small_gemm.h",)
 _lock = threading.Lock()
-# -ffast-math lets gcc call glibc's vector exp/tanh (libmvec); -march=native because the build happens
-# on the machine that runs it (AVX2/AVX-512 FMA for the micro-kernel). Parity is tested at 1e-5 (float32).
+# -ffast-math lets gcc vectorise the gate math freely; -march=native because the build happens on the
+# machine that runs it (AVX2/AVX-512 FMA for the micro-kernel). Parity is tested at 1e-5 (float32).
 _CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp-simd"]
 _state: dict = {"module": None, "error": None, "seconds": None}
 _DTYPES = (torch.float32, torch.float64)
@@ -64,9 +65,18 @@ def _load():
 
     # the name carries a digest of every source and header, so an edited header rebuilds as well
     digest = hashlib.sha256(b"".join(p.read_bytes() for p in (*_SOURCES, *_HEADERS))).hexdigest()[:12]
-    return load(name=f"lstm_bench_fast_{digest}", sources=[str(p) for p in _SOURCES],
-                extra_include_paths=[str(_CSRC)], build_directory=str(build_dir()), extra_cflags=_CFLAGS,
-                verbose=False)
+    directory = build_dir()
+    # torch's own build lock is a plain file that a killed build leaves behind, and the next load then
+    # waits on it forever. An flock dies with its process: while we hold it no other build of ours runs,
+    # so a torch lock file found then is stale.
+    with open(directory / ".lstm-bench.flock", "w") as guard:
+        import fcntl  # POSIX: where it is missing, the build fails and the fallback below takes over
+
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        return load(name=f"lstm_bench_fast_{digest}", sources=[str(p) for p in _SOURCES],
+                    extra_include_paths=[str(_CSRC)], build_directory=str(directory), extra_cflags=_CFLAGS,
+                    verbose=False)
 
 
 def extension():
@@ -99,12 +109,12 @@ class CellSpec:
     has_cell_state: bool = True
     peepholes: bool = False
     gate_recurrence: bool = False  # FGR: (i, f, o)_{t-1} W_ggᵀ enters the gates
-    recurrent_bias: bool = False  # GRU: b_hh stays with the recurrent product (the reset gate scales both)
 
 
+# Variant fields -> the flag bits of csrc/lstm_fast.cpp's enum (kInputGate, ...); the sum names the cell.
 _FLAGS = {"input_gate": 1, "forget_gate": 2, "output_gate": 4, "input_activation": 8, "output_activation": 16,
           "peepholes": 32, "coupled_input_forget": 64, "full_gate_recurrence": 128}
-GRU_CELL = CellSpec(code=1024, gates="rzn", has_cell_state=False, recurrent_bias=True)
+GRU_CELL = CellSpec(code=1024, gates="rzn", has_cell_state=False)
 
 
 def lstm_cell(variant: Variant) -> CellSpec:
