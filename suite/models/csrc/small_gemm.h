@@ -1,15 +1,13 @@
-// The products of the recurrent time loops: C (M x N) = A (M x K) · B (K x N), with M a slice of the
-// batch (1 to ~64 rows) and K, N a few hundred.
+// The per-step products of the recurrent time loops: C (M x N) = A (M x K) · B (K x N), with M a slice
+// of the batch (1 to ~32 rows) and K, N a few hundred.
 //
 // Why not BLAS (at::addmm): at these sizes a library GEMM spends a large part of each call on dispatch
-// and on packing B, and it packs B again at every step. Here B, the weights, is packed once per call
-// into panels one vector wide (NR columns) stored k-major, and a register-blocked micro-kernel keeps an
-// MR x (NV NR) block of C in registers while it streams NV panels and broadcasts MR rows of A. With
-// AVX2 (16 vector registers) two shapes run near the FMA peak: MR = 6 rows x NV = 2 panels (12
-// accumulators) and MR = 8 x NV = 1 (8 accumulators, each panel read once for 8 rows: the shape for
-// small batches, where the weights stream from L3 at every step). Row blocks are 6s, with 8s taking up
-// the remainder. Written with GCC/Clang vector extensions (no intrinsics): -march=native picks AVX2 or
-// AVX-512 FMA, and other targets get correct, slower code.
+// and on packing B, and it packs B again at every step. Here B, the recurrent weights, is packed once
+// per sequence into panels of NR columns stored k-major, and the micro-kernel keeps an MR x NR block of
+// C in registers while it streams one panel (from L1/L2) and broadcasts MR rows of A: with AVX2 and
+// MR = 6, NR = 2 vectors, 12 of the 16 vector registers hold accumulators. Written with GCC/Clang
+// vector extensions (no intrinsics): -march=native picks AVX2/AVX-512 FMA where the CPU has them, and
+// other targets get correct, slower code.
 #pragma once
 
 #include <cstdint>
@@ -25,8 +23,10 @@ struct VecOf {
 template <typename scalar_t>
 using Vec = typename VecOf<scalar_t>::type;
 template <typename scalar_t>
-constexpr int kPanel = kVecBytes / sizeof(scalar_t);  // NR: columns per packed panel, one vector
-constexpr int kRows = 6;                              // MR of the main micro-kernel (with NV = 2)
+constexpr int kLanes = kVecBytes / sizeof(scalar_t);
+template <typename scalar_t>
+constexpr int kPanel = 2 * kLanes<scalar_t>;  // NR: columns per packed panel
+constexpr int kRows = 6;                      // MR: rows per micro-kernel call
 
 template <typename scalar_t>
 inline Vec<scalar_t> vload(const scalar_t* p) {
@@ -68,25 +68,68 @@ void pack(const scalar_t* b, int64_t K, int64_t N, int64_t stride_k, int64_t str
   }
 }
 
-// Rows given one at a time (row(k): pointer to N values) packed as pack() does: for an operand gathered
-// from several places, such as one batch slice's rows over a chunk of time steps.
-template <typename scalar_t, class RowOf>
-void pack_rows(int64_t K, int64_t N, RowOf row, scalar_t* out) {
-  constexpr int NR = kPanel<scalar_t>;
-  for (int64_t k = 0; k < K; ++k) {
-    const scalar_t* src = row(k);
-    for (int64_t p = 0; p < N; p += NR) {
-      scalar_t* dst = out + p * K + k * NR;  // panel p / NR starts at (p / NR) K NR = p K
-      const int64_t width = N - p < NR ? N - p : NR;
-      std::memcpy(dst, src + p, sizeof(scalar_t) * width);
-      for (int64_t c = width; c < NR; ++c) dst[c] = scalar_t(0);
+// C[0:MR, 0:NR] (+)= A[0:MR, 0:K] · panel, with A's element (r, k) at a[r * rs + k * ks]: rs = lda, ks = 1
+// for A stored row-major; rs = 1, ks = MR for A packed by pack_columns().
+template <typename scalar_t, int MR>
+inline void micro_kernel(const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel, int64_t K,
+                         scalar_t* c, int64_t ldc, bool accumulate) {
+  constexpr int L = kLanes<scalar_t>;
+  Vec<scalar_t> acc[MR][2];
+  for (int r = 0; r < MR; ++r) {
+    acc[r][0] = accumulate ? vload(c + r * ldc) : Vec<scalar_t>{};
+    acc[r][1] = accumulate ? vload(c + r * ldc + L) : Vec<scalar_t>{};
+  }
+  for (int64_t k = 0; k < K; ++k, panel += 2 * L, a += ks) {
+    const Vec<scalar_t> b0 = vload(panel), b1 = vload(panel + L);
+    for (int r = 0; r < MR; ++r) {
+      const Vec<scalar_t> ar = a[r * rs] + Vec<scalar_t>{};  // broadcast
+      acc[r][0] += ar * b0;
+      acc[r][1] += ar * b1;
     }
+  }
+  for (int r = 0; r < MR; ++r) {
+    vstore(c + r * ldc, acc[r][0]);
+    vstore(c + r * ldc + L, acc[r][1]);
   }
 }
 
-// A given as its K columns one at a time (column(k): pointer to M values), packed in blocks of kRows
-// rows stored k-major (kRows contiguous values per k, zero past M): for Aᵀ = δa of a chunk of steps,
-// whose rows are the columns of A in the weight gradients' δAᵀ X.
+template <typename scalar_t>
+inline void micro_kernel_rows(int rows, const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel,
+                              int64_t K, scalar_t* c, int64_t ldc, bool accumulate) {
+  switch (rows) {
+    case 6: return micro_kernel<scalar_t, 6>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 5: return micro_kernel<scalar_t, 5>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 4: return micro_kernel<scalar_t, 4>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 3: return micro_kernel<scalar_t, 3>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 2: return micro_kernel<scalar_t, 2>(a, rs, ks, panel, K, c, ldc, accumulate);
+    case 1: return micro_kernel<scalar_t, 1>(a, rs, ks, panel, K, c, ldc, accumulate);
+    default: return;
+  }
+}
+
+// Rows per micro-kernel call for the next block of the M - r left: 6 while more than 8 remain, then the
+// rest in one block or two near-equal ones (8 = 4 + 4: a block of 2 would stream a whole panel for little
+// work).
+inline int row_block(int64_t left) { return int(left > 8 ? kRows : left > kRows ? (left + 1) / 2 : left); }
+
+// C (M x padded(N)) = A (M x K) · B, or += when accumulate; A row-major, B packed by pack(); ldc >=
+// padded(N). Panel by panel: the panel stays in L1 while every row block of A (M x K, also cache-resident)
+// passes.
+template <typename scalar_t>
+void gemm(int64_t M, int64_t N, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* packed,
+          scalar_t* c, int64_t ldc, bool accumulate) {
+  constexpr int NR = kPanel<scalar_t>;
+  for (int64_t p = 0; p < N; p += NR, packed += K * NR)
+    for (int64_t r = 0, rows; r < M; r += rows) {
+      rows = row_block(M - r);
+      micro_kernel_rows<scalar_t>(int(rows), a + r * lda, lda, 1, packed, K, c + r * ldc + p, ldc,
+                                  accumulate);
+    }
+}
+
+// A given as its K columns one at a time (column(k): pointer to M values), packed in blocks of MR rows
+// stored k-major (MR contiguous values per k, zero past M): for Aᵀ = δa of a chunk of steps, whose rows
+// are the columns of A in the weight gradients' δAᵀ X.
 template <typename scalar_t, class ColumnOf>
 void pack_columns(int64_t M, int64_t K, ColumnOf column, scalar_t* out) {
   const int64_t blocks = (M + kRows - 1) / kRows;
@@ -104,97 +147,30 @@ inline int64_t packed_columns_size(int64_t M, int64_t K) {
   return round_up(M, kRows) * K;
 }
 
-// C[0:MR, 0:NV NR] (+)= A[0:MR, 0:K] · (NV panels from `panel`, K NR apart), with A's element (r, k) at
-// a[r * rs + k * ks]: rs = lda, ks = 1 for A stored row-major; rs = 1, ks = kRows for pack_columns().
-template <typename scalar_t, int MR, int NV>
-inline void micro_kernel(const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel, int64_t K,
-                         scalar_t* c, int64_t ldc, bool accumulate) {
-  static_assert(NV == 1 || NV == 2, "one or two panels");
-  constexpr int NR = kPanel<scalar_t>;
-  Vec<scalar_t> acc[MR][NV];
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) acc[r][v] = accumulate ? vload(c + r * ldc + v * NR) : Vec<scalar_t>{};
-  const scalar_t *p0 = panel, *p1 = panel + K * NR;
-  for (int64_t k = 0; k < K; ++k, a += ks, p0 += NR, p1 += NR) {
-    // each panel vector loaded once per k into a register, then used for every row
-    const Vec<scalar_t> b0 = vload(p0), b1 = NV == 2 ? vload(p1) : b0;
-    for (int r = 0; r < MR; ++r) {
-      const Vec<scalar_t> ar = a[r * rs] + Vec<scalar_t>{};  // broadcast
-      acc[r][0] += ar * b0;
-      if constexpr (NV == 2) acc[r][NV - 1] += ar * b1;
-    }
-  }
-  for (int r = 0; r < MR; ++r)
-    for (int v = 0; v < NV; ++v) vstore(c + r * ldc + v * NR, acc[r][v]);
-}
-
-// One block of `rows` rows (1 to 8) against two panels, or one when `two` is false.
-template <typename scalar_t>
-inline void block(int rows, bool two, const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel,
-                  int64_t K, scalar_t* c, int64_t ldc, bool accumulate) {
-  constexpr int NR = kPanel<scalar_t>;
-  if (rows > kRows || !two) {  // 7 or 8 rows (or a last lone panel): one panel at a time
-    for (int v = 0; v < (two ? 2 : 1); ++v) {
-      const scalar_t* p = panel + v * K * NR;
-      scalar_t* cv = c + v * NR;
-      switch (rows) {
-        case 8: micro_kernel<scalar_t, 8, 1>(a, rs, ks, p, K, cv, ldc, accumulate); break;
-        case 7: micro_kernel<scalar_t, 7, 1>(a, rs, ks, p, K, cv, ldc, accumulate); break;
-        case 6: micro_kernel<scalar_t, 6, 1>(a, rs, ks, p, K, cv, ldc, accumulate); break;
-        case 5: micro_kernel<scalar_t, 5, 1>(a, rs, ks, p, K, cv, ldc, accumulate); break;
-        case 4: micro_kernel<scalar_t, 4, 1>(a, rs, ks, p, K, cv, ldc, accumulate); break;
-        case 3: micro_kernel<scalar_t, 3, 1>(a, rs, ks, p, K, cv, ldc, accumulate); break;
-        case 2: micro_kernel<scalar_t, 2, 1>(a, rs, ks, p, K, cv, ldc, accumulate); break;
-        case 1: micro_kernel<scalar_t, 1, 1>(a, rs, ks, p, K, cv, ldc, accumulate); break;
-      }
-    }
-    return;
-  }
-  switch (rows) {
-    case 6: return micro_kernel<scalar_t, 6, 2>(a, rs, ks, panel, K, c, ldc, accumulate);
-    case 5: return micro_kernel<scalar_t, 5, 2>(a, rs, ks, panel, K, c, ldc, accumulate);
-    case 4: return micro_kernel<scalar_t, 4, 2>(a, rs, ks, panel, K, c, ldc, accumulate);
-    case 3: return micro_kernel<scalar_t, 3, 2>(a, rs, ks, panel, K, c, ldc, accumulate);
-    case 2: return micro_kernel<scalar_t, 2, 2>(a, rs, ks, panel, K, c, ldc, accumulate);
-    case 1: return micro_kernel<scalar_t, 1, 2>(a, rs, ks, panel, K, c, ldc, accumulate);
-  }
-}
-
-// Rows of the next block when `left` rows remain: 6s, and the last 7 or 8 rows as one block (a short last
-// block would stream the panels for little work): 16 = 8 + 8, 14 = 6 + 8, 10 = 5 + 5.
-inline int next_block(int64_t left) {
-  if (left <= 8) return int(left);
-  if (left == 16) return 8;
-  if (left == 10) return 5;
-  return kRows;
-}
-
-// C (M x padded(N)) = A (M x K) · B, or += when accumulate; A row-major, B packed by pack(); ldc >=
-// padded(N). Two panels at a time: they stay in L1 while every row block of A (M x K, also cache-resident)
-// passes.
-template <typename scalar_t>
-void gemm(int64_t M, int64_t N, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* packed,
-          scalar_t* c, int64_t ldc, bool accumulate) {
-  constexpr int NR = kPanel<scalar_t>;
-  for (int64_t p = 0; p < N; p += 2 * NR, packed += 2 * K * NR) {
-    const bool two = p + NR < N;
-    for (int64_t r = 0, rows; r < M; r += rows) {
-      rows = next_block(M - r);
-      block<scalar_t>(int(rows), two, a + r * lda, lda, 1, packed, K, c + r * ldc + p, ldc, accumulate);
-    }
-  }
-}
-
 // C (M x padded(N)) (+)= A · B with A packed by pack_columns() and B by pack()/pack_rows().
 template <typename scalar_t>
 void gemm_packed(int64_t M, int64_t N, int64_t K, const scalar_t* a_packed, const scalar_t* b_packed,
                  scalar_t* c, int64_t ldc, bool accumulate) {
   constexpr int NR = kPanel<scalar_t>;
-  for (int64_t p = 0; p < N; p += 2 * NR, b_packed += 2 * K * NR) {
-    const bool two = p + NR < N;
+  for (int64_t p = 0; p < N; p += NR, b_packed += K * NR)
     for (int64_t r = 0; r < M; r += kRows)
-      block<scalar_t>(int(M - r < kRows ? M - r : kRows), two, a_packed + r * K, 1, kRows, b_packed, K,
-                      c + r * ldc + p, ldc, accumulate);
+      micro_kernel_rows<scalar_t>(int(M - r < kRows ? M - r : kRows), a_packed + r * K, 1, kRows, b_packed, K,
+                                  c + r * ldc + p, ldc, accumulate);
+}
+
+// Rows given one at a time (row(k): pointer to N values) packed as pack() does: for an operand gathered
+// from several places, such as one batch slice's rows over a chunk of time steps.
+template <typename scalar_t, class RowOf>
+void pack_rows(int64_t K, int64_t N, RowOf row, scalar_t* out) {
+  constexpr int NR = kPanel<scalar_t>;
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t* src = row(k);
+    for (int64_t p = 0; p < N; p += NR) {
+      scalar_t* dst = out + p * K + k * NR;  // panel p / NR starts at (p / NR) K NR = p K
+      const int64_t width = N - p < NR ? N - p : NR;
+      std::memcpy(dst, src + p, sizeof(scalar_t) * width);
+      for (int64_t c = width; c < NR; ++c) dst[c] = scalar_t(0);
+    }
   }
 }
 
@@ -203,7 +179,7 @@ void gemm_packed(int64_t M, int64_t N, int64_t K, const scalar_t* a_packed, cons
 template <typename scalar_t>
 void gemm_unpacked(int64_t M, int64_t N, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* w,
                    int64_t ldw, scalar_t* c, int64_t ldc, bool accumulate) {
-  constexpr int L = kPanel<scalar_t>;
+  constexpr int L = kLanes<scalar_t>;
   const int64_t kv = K / L * L;
   for (int64_t r = 0; r < M; ++r) {
     const scalar_t* ar = a + r * lda;
