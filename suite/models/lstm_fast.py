@@ -47,7 +47,11 @@ _HEADERS = (_CSRC / "small_gemm.h",)
 _lock = threading.Lock()
 # -ffast-math lets gcc vectorise the gate math freely; -march=native because the build happens on the
 # machine that runs it (AVX2/AVX-512 FMA for the micro-kernel). Parity is tested at 1e-5 (float32).
-_CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp-simd"]
+# -fopenmp: at::parallel_for is a header template whose threads exist only where the including file is
+# compiled with OpenMP; without it the batch slices ran one after another on one core. The link names
+# libgomp.so.1, which resolves to the copy torch has already loaded (one thread pool).
+_CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
 _state: dict = {"module": None, "error": None, "seconds": None}
 _DTYPES = (torch.float32, torch.float64)
 log = logging.getLogger("lstm_bench")
@@ -64,8 +68,9 @@ def build_dir() -> Path:
 def _load():
     from torch.utils.cpp_extension import load
 
-    # the name carries a digest of every source and header, so an edited header rebuilds as well
-    digest = hashlib.sha256(b"".join(p.read_bytes() for p in (*_SOURCES, *_HEADERS))).hexdigest()[:12]
+    # the name carries a digest of every source, header and flag, so an edited header rebuilds as well
+    sources = b"".join(p.read_bytes() for p in (*_SOURCES, *_HEADERS))
+    digest = hashlib.sha256(sources + " ".join(_CFLAGS + _LDFLAGS).encode()).hexdigest()[:12]
     directory = build_dir()
     # torch's own build lock is a plain file that a killed build leaves behind, and the next load then
     # waits on it forever. An flock dies with its process: while we hold it no other build of ours runs,
@@ -77,6 +82,7 @@ def _load():
         (directory / "lock").unlink(missing_ok=True)
         return load(name=f"lstm_bench_fast_{digest}", sources=[str(p) for p in _SOURCES],
                     extra_include_paths=[str(_CSRC)], build_directory=str(directory), extra_cflags=_CFLAGS,
+                    extra_ldflags=_LDFLAGS,
                     verbose=False)
 
 
