@@ -11,14 +11,14 @@ thread running the whole time loop for its slice of the batch (no barrier betwee
     forward   per step h_{t-1} W_hhᵀ with the weights packed once for a register-blocked micro-kernel
               (csrc/small_gemm.h), then the fused gate math; the input products x_t W_ihᵀ every few steps
               for a chunk of steps at once. Under no_grad a second kernel keeps nothing for the backward.
-    backward  per step the cell's δa_t (gate pre-activation gradients, kept in a (T, B, 4H) buffer) and
-              δa_t W_hh; after the loop ∂L/∂x = δA W_ih and the weight gradients δAᵀ [X | H_{t-1}] as
-              whole-sequence at::mm calls (K = T B: the library's GEMM rate, on every thread).
+    backward  per step the cell's δa_t (gate pre-activation gradients) and δa_t W_hh; every few steps
+              ∂L/∂x and the weight gradients' share Σ δa_tᵀ [x_t | h_{t-1}] as one product over the
+              chunk's rows while they are in cache.
 Measured alternatives: torch.jit.script was slower than eager here, torch.compile of the whole loop
 took over a minute cold, and ATen's addmm per step spent much of each step on dispatch and on packing
 the weights again; a whole-sequence input GEMM before the loop wrote and re-read a (T, B, 4H) buffer
-and spent a third of its time packing; the weight gradients chunk by chunk inside the loop (K = 64
-rows) ran at about 50 GFLOP/s against the library's 75-85 at K = T B. The build time is
+and spent a third of its time packing; the weight gradients and ∂L/∂x as whole-sequence at::mm after
+the loop (K = T B) ran at 47-67 GFLOP/s on one core here, and the whole fwd+bwd was 5-15% slower. The build time is
 recorded apart from throughput (prepare(), build_seconds()). Without a C++ compiler, or on a GPU, the
 vanilla LSTM runs the same algorithm with its loop in Python (manual BPTT) and the variants and GRU run
 their reference loops: backend() says which, and a one-line warning says why.

@@ -5,7 +5,7 @@
 //
 // One layer, time-major. Per step and batch row: the products with the input and recurrent weights
 // (small_gemm.h: a register-blocked micro-kernel on weights packed once per call), then the fused
-// pointwise gate math. The backward's ∂L/∂x and weight gradients are whole-sequence GEMMs after its loop.
+// pointwise gate math. The weight gradients are large GEMMs after the backward loop (lstm_fast.py).
 //
 // Parallelism: the rows of a batch are independent sequences, so each thread runs the whole time loop
 // for its own slice of the batch, with no barrier between steps.
@@ -21,8 +21,6 @@
 #include <ATen/ops/add.h>
 #include <ATen/ops/cat.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/mm.h>
-#include <ATen/ops/sum.h>
 #include <ATen/ops/zeros.h>
 #include <pybind11/stl.h>
 #include <torch/csrc/utils/pybind.h>
@@ -492,22 +490,25 @@ struct BackwardArgs {
 };
 
 // The backward loop, from t = T-1 down to 0, per batch slice. Per step: the cell's backward (δa of every
-// row, written to a (T, B, G H) buffer), then ∂L/∂h_{t-1} = δa W_hh (+ FGR's δe_{t-1} = δa W_gg). The
-// products that do not wait on the recurrence then run after the loop as a few whole-sequence GEMMs
-// (at::mm: the library's rate at K = T B, both threads): ∂L/∂x = δA W_ih and the weight gradients
-// δAᵀ [X | H_{t-1} | (i, f, o)_{t-1}]. Peephole gradients are summed in each slice's own partial sums, added
-// in slice order afterwards, so results do not depend on thread timing.
+// row), then ∂L/∂h_{t-1} = δa W_hh (+ FGR's δe_{t-1} = δa W_gg); every few steps, for the chunk's rows while
+// they are in cache, ∂L/∂x = δa W_ih and the weight gradients' share Σ δaᵀ [x | h_{t-1} | (i, f, o)_{t-1}],
+// into the slice's own partial sums (δa is never written out whole). The partial sums of the
+// slices are added in slice order afterwards, so results do not depend on thread timing.
 // Returns {∂L/∂x, ∂L/∂h0, ∂L/∂c0, ∂L/∂W_ih, ∂L/∂W_hh, ∂L/∂b_ih, ∂L/∂b_hh, ∂L/∂W_gg, ∂L/∂p}, empty if none.
 template <class Cell, typename scalar_t>
 std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
   namespace sg = small_gemm;
   const int64_t T = a.grad_out.size(0), B = a.grad_out.size(1), H = a.grad_out.size(2), I = a.x.size(2);
   const int64_t GH = Cell::kGates * H, SH = Cell::kSaved * H, E = Cell::kHasGateRecurrence ? 3 * H : 0;
-  const bool FGR = Cell::kHasGateRecurrence, PH = a.peep.numel() > 0;
+  const bool FGR = Cell::kHasGateRecurrence, PH = a.peep.numel() > 0, gx_on = a.need_grad_x;
   const auto opt = a.grad_out.options();
-  // B operands of the per-step products: W_hh (K = G H, N = H), W_gg (N = 3H), row-major
-  at::Tensor p_hh = at::empty({sg::packed_size<scalar_t>(GH, H)}, opt);
-  sg::pack<scalar_t>(a.w_hh.data_ptr<scalar_t>(), GH, H, H, 1, p_hh.data_ptr<scalar_t>());
+  // B operands of the per-step products: W_hh (K = G H, N = H), W_ih (N = I), W_gg (N = 3H), row-major
+  auto packed = [&](const at::Tensor& w, int64_t N) {  // all G H rows
+    at::Tensor out = at::empty({sg::packed_size<scalar_t>(GH, N)}, opt);
+    sg::pack<scalar_t>(w.data_ptr<scalar_t>(), GH, N, N, 1, out.data_ptr<scalar_t>());
+    return out;
+  };
+  const at::Tensor p_hh = packed(a.w_hh, H), p_ih = gx_on ? packed(a.w_ih, I) : at::Tensor();
   // FGR: δe = (δa_i, δa_f) W_gg[0:2H] + δa_o W_gg[2H:3H] (the g block has no gate recurrence)
   at::Tensor p_gg_if, p_gg_o;
   if (FGR) {
@@ -516,31 +517,75 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
     sg::pack<scalar_t>(a.w_gg.data_ptr<scalar_t>(), 2 * H, E, E, 1, p_gg_if.data_ptr<scalar_t>());
     sg::pack<scalar_t>(a.w_gg.data_ptr<scalar_t>() + 2 * H * E, H, E, E, 1, p_gg_o.data_ptr<scalar_t>());
   }
-  // δA (T, B, G H): the gate pre-activation gradients; GRU's recurrent side δR apart (r scales R_n)
-  at::Tensor d_pre = at::empty({T, B, GH}, opt);
-  at::Tensor d_rec = Cell::kDirectHiddenGrad ? at::empty({T, B, GH}, opt) : d_pre;
+  at::Tensor grad_x = gx_on ? at::empty({T, B, I}, opt) : at::empty({0}, opt);
   at::Tensor grad_h0 = at::empty({B, H}, opt);
   at::Tensor grad_c0 = Cell::kHasCell ? a.grad_cn.clone() : at::empty({0}, opt);  // carried in place
-  const int64_t ld_h = sg::padded<scalar_t>(H), ld_e = sg::padded<scalar_t>(E);
-  std::vector<std::vector<scalar_t>> partial(slice_count(B));  // each slice's ∂p (3, H)
+  // each slice's partial sums: ∂W_ih, ∂W_hh, ∂W_gg (padded columns), ∂b_ih, ∂b_hh (GRU), ∂p
+  const int64_t ld_i = sg::padded<scalar_t>(I), ld_h = sg::padded<scalar_t>(H),
+                ld_e = sg::padded<scalar_t>(E);
+  const int64_t o_hh = GH * ld_i, o_gg = o_hh + GH * ld_h, o_b = o_gg + (FGR ? GH * ld_e : 0),
+                o_bh = o_b + GH;
+  const int64_t o_p = o_bh + GH, n_partial = o_p + 3 * H;
+  std::vector<std::vector<scalar_t>> partial(slice_count(B));
 
   const scalar_t *GO = a.grad_out.data_ptr<scalar_t>(), *GHN = a.grad_hn.data_ptr<scalar_t>();
-  const scalar_t *HS = a.hs.data_ptr<scalar_t>(), *CS = ptr<scalar_t>(a.cs);
+  const scalar_t *X = a.x.data_ptr<scalar_t>(), *HS = a.hs.data_ptr<scalar_t>(), *CS = ptr<scalar_t>(a.cs);
   const scalar_t *S = a.saved.data_ptr<scalar_t>(), *PEEP = ptr<scalar_t>(a.peep);
-  const scalar_t* WHH = p_hh.data_ptr<scalar_t>();
+  const scalar_t *WHH = p_hh.data_ptr<scalar_t>(), *WIH = gx_on ? p_ih.data_ptr<scalar_t>() : nullptr;
   const scalar_t *WGG_IF = FGR ? p_gg_if.data_ptr<scalar_t>() : nullptr,
                  *WGG_O = FGR ? p_gg_o.data_ptr<scalar_t>() : nullptr;
-  scalar_t *DP = d_pre.data_ptr<scalar_t>(), *DR = d_rec.data_ptr<scalar_t>();
-  scalar_t *GH0 = grad_h0.data_ptr<scalar_t>(), *DC = Cell::kHasCell ? grad_c0.data_ptr<scalar_t>() : nullptr;
+  scalar_t *GX = gx_on ? grad_x.data_ptr<scalar_t>() : nullptr, *GH0 = grad_h0.data_ptr<scalar_t>();
+  scalar_t* DC = Cell::kHasCell ? grad_c0.data_ptr<scalar_t>() : nullptr;
 
   for_each_slice(B, [&](int64_t slice, int64_t b0, int64_t b1) {
-    const int64_t nb = b1 - b0;
-    std::vector<scalar_t>& grad_peep = partial[slice];
-    grad_peep.assign(3 * H, scalar_t(0));
-    std::vector<scalar_t> dh(nb * ld_h), de(nb * ld_e);
+    const int64_t nb = b1 - b0, steps_per_chunk = std::max<int64_t>(1, kChunkRows / nb),
+                  K_max = steps_per_chunk * nb;
+    std::vector<scalar_t>& acc = partial[slice];
+    acc.assign(n_partial, scalar_t(0));
+    std::vector<scalar_t> dh(nb * ld_h), de(nb * ld_e), gx(gx_on ? K_max * ld_i : 0), zeros(E);
+    std::vector<scalar_t> d_pre(K_max * GH), d_rec(Cell::kDirectHiddenGrad ? K_max * GH : 0);
+    std::vector<scalar_t> xp(sg::packed_size<scalar_t>(K_max, I)), hp(sg::packed_size<scalar_t>(K_max, H));
+    std::vector<scalar_t> ep(FGR ? sg::packed_size<scalar_t>(K_max, E) : 0);
+    std::vector<scalar_t> ap(sg::packed_columns_size<scalar_t>(GH, K_max));
+    scalar_t* DR = Cell::kDirectHiddenGrad ? d_rec.data() : d_pre.data();
     for (int64_t b = 0; b < nb; ++b) std::copy(GHN + (b0 + b) * H, GHN + (b0 + b + 1) * H, &dh[b * ld_h]);
+
+    // the chunk's rows k = q nb + b belong to step t_first - q, batch row b0 + b
+    auto flush = [&](int64_t t_first, int64_t K) {
+      auto row = [&](int64_t k) { return (t_first - k / nb) * B + b0 + k % nb; };
+      if (gx_on) {  // ∂L/∂x = δa W_ih
+        sg::gemm<scalar_t>(K, I, GH, d_pre.data(), GH, WIH, gx.data(), ld_i, false);
+        for (int64_t k = 0; k < K; ++k) std::copy(&gx[k * ld_i], &gx[k * ld_i] + I, GX + row(k) * I);
+      }
+      sg::pack_rows<scalar_t>(K, I, [&](int64_t k) { return X + row(k) * I; }, xp.data());
+      sg::pack_rows<scalar_t>(
+          K, H, [&](int64_t k) { return HS + row(k) * H; }, hp.data());  // hs[t] = h_{t-1}
+      sg::pack_columns<scalar_t>(GH, K, [&](int64_t k) { return d_pre.data() + k * GH; }, ap.data());
+      sg::gemm_packed<scalar_t>(GH, I, K, ap.data(), xp.data(), acc.data(), ld_i, true);
+      if (Cell::kDirectHiddenGrad)
+        sg::pack_columns<scalar_t>(GH, K, [&](int64_t k) { return DR + k * GH; }, ap.data());
+      sg::gemm_packed<scalar_t>(GH, H, K, ap.data(), hp.data(), acc.data() + o_hh, ld_h, true);
+      if (FGR) {  // (i, f, o)_{t-1}: the first 3H of step t-1's saved row; zeros before the first step
+        sg::pack_rows<scalar_t>(
+            K, E, [&](int64_t k) { return row(k) >= B ? S + (row(k) - B) * SH : zeros.data(); }, ep.data());
+        sg::gemm_packed<scalar_t>(GH, E, K, ap.data(), ep.data(), acc.data() + o_gg, ld_e, true);
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        scalar_t *db = acc.data() + o_b, *dbh = acc.data() + o_bh;
+        const scalar_t *dp = d_pre.data() + k * GH, *dr = DR + k * GH;
+#pragma omp simd
+        for (int64_t g = 0; g < GH; ++g) db[g] += dp[g];
+        if (Cell::kRecurrentBias) {
+#pragma omp simd
+          for (int64_t g = 0; g < GH; ++g) dbh[g] += dr[g];
+        }
+      }
+    };
+
+    int64_t q = 0, t_first = T - 1;
     for (int64_t t = T - 1; t >= 0; --t) {
-      scalar_t *dp = DP + (t * B + b0) * GH, *dr = DR + (t * B + b0) * GH;
+      if (q == 0) t_first = t;
+      scalar_t *dp = d_pre.data() + q * nb * GH, *dr = DR + q * nb * GH;
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t row = t * B + b0 + b;
         GradRow<scalar_t> g{GO + row * H,
@@ -554,7 +599,7 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
                             dp + b * GH,
                             dr + b * GH,
                             PEEP,
-                            grad_peep.data()};
+                            acc.data() + o_p};
         Cell::backward(g, H);
       }
       sg::gemm<scalar_t>(nb, H, GH, dr, GH, WHH, dh.data(), ld_h, Cell::kDirectHiddenGrad);  // ∂L/∂h_{t-1}
@@ -562,29 +607,31 @@ std::vector<at::Tensor> backward_loop(const BackwardArgs& a) {
         sg::gemm<scalar_t>(nb, E, 2 * H, dp, GH, WGG_IF, de.data(), ld_e, false);
         sg::gemm<scalar_t>(nb, E, H, dp + 3 * H, GH, WGG_O, de.data(), ld_e, true);
       }
+      if (++q == steps_per_chunk || t == 0) {
+        flush(t_first, q * nb);
+        q = 0;
+      }
     }
     for (int64_t b = 0; b < nb; ++b) std::copy(&dh[b * ld_h], &dh[b * ld_h] + H, GH0 + (b0 + b) * H);
   });
 
-  // the whole-sequence products, rows t B + b
-  const at::Tensor dA = d_pre.view({T * B, GH}), dR = d_rec.view({T * B, GH});
-  at::Tensor grad_x = a.need_grad_x ? at::mm(dA, a.w_ih).view({T, B, I}) : at::empty({0}, opt);
-  at::Tensor grad_w_ih = at::mm(dA.t(), a.x.view({T * B, I}));
-  at::Tensor grad_w_hh = at::mm(dR.t(), a.hs.narrow(0, 0, T).view({T * B, H}));  // hs[t] = h_{t-1}
-  at::Tensor grad_b_ih = at::sum(dA, 0);
-  at::Tensor grad_b_hh = Cell::kRecurrentBias ? at::sum(dR, 0) : grad_b_ih;  // LSTM: they enter as a sum
-  at::Tensor grad_w_gg = at::empty({0}, opt);
-  if (FGR) {  // the rows of the gates with a recurrence (i, f, o; not g) against (i, f, o)_{t-1}, 0 at t = 0
-    const at::Tensor gates_prev =
-        at::cat({at::zeros({1, B, E}, opt), a.saved.narrow(0, 0, T - 1).narrow(2, 0, E)}).view({T * B, E});
-    grad_w_gg = at::mm(at::cat({dA.narrow(1, 0, 2 * H), dA.narrow(1, 3 * H, H)}, 1).t(), gates_prev);
-  }
-  at::Tensor grad_peep = PH ? at::zeros({3, H}, opt) : at::empty({0}, opt);
-  if (PH)
-    for (const auto& p : partial) {
-      scalar_t* o = grad_peep.data_ptr<scalar_t>();
-      for (int64_t j = 0; j < 3 * H; ++j) o[j] += p[j];
-    }
+  // the slices' partial sums, added in slice order, into unpadded tensors
+  auto total = [&](int64_t offset, int64_t rows, int64_t cols, int64_t ld) {
+    at::Tensor out = at::zeros({rows, cols}, opt);
+    scalar_t* o = out.data_ptr<scalar_t>();
+    for (const auto& acc : partial)
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t c = 0; c < cols; ++c) o[r * cols + c] += acc[offset + r * ld + c];
+    return out;
+  };
+  auto grad_w_ih = total(0, GH, I, ld_i), grad_w_hh = total(o_hh, GH, H, ld_h);
+  auto grad_b_ih = total(o_b, 1, GH, GH).view({GH});
+  auto grad_b_hh =
+      Cell::kRecurrentBias ? total(o_bh, 1, GH, GH).view({GH}) : grad_b_ih;  // LSTM: they enter as a sum
+  // the rows of the gates with a gate recurrence: i, f, o (not g)
+  auto grad_w_gg = FGR ? at::cat({total(o_gg, 2 * H, E, ld_e), total(o_gg + 3 * H * ld_e, H, E, ld_e)})
+                       : at::empty({0}, opt);
+  auto grad_peep = PH ? total(o_p, 3, H, H) : at::empty({0}, opt);
   return {grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b_ih, grad_b_hh, grad_w_gg, grad_peep};
 }
 

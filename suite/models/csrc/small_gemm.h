@@ -68,8 +68,8 @@ void pack(const scalar_t* b, int64_t K, int64_t N, int64_t stride_k, int64_t str
   }
 }
 
-// C[0:MR, 0:NR] (+)= A[0:MR, 0:K] · panel, with A's element (r, k) at a[r * rs + k * ks] (row-major A:
-// rs = lda, ks = 1).
+// C[0:MR, 0:NR] (+)= A[0:MR, 0:K] · panel, with A's element (r, k) at a[r * rs + k * ks]: rs = lda, ks = 1
+// for A stored row-major; rs = 1, ks = MR for A packed by pack_columns().
 template <typename scalar_t, int MR>
 inline void micro_kernel(const scalar_t* a, int64_t rs, int64_t ks, const scalar_t* panel, int64_t K,
                          scalar_t* c, int64_t ldc, bool accumulate) {
@@ -128,6 +128,53 @@ void gemm(int64_t M, int64_t N, int64_t K, const scalar_t* a, int64_t lda, const
       micro_kernel_rows<scalar_t>(int(rows), a + r * lda, lda, 1, packed, K, c + r * ldc + p, ldc,
                                   accumulate);
     }
+}
+
+// A given as its K columns one at a time (column(k): pointer to M values), packed in blocks of MR rows
+// stored k-major (MR contiguous values per k, zero past M): for Aᵀ = δa of a chunk of steps, whose rows
+// are the columns of A in the weight gradients' δAᵀ X.
+template <typename scalar_t, class ColumnOf>
+void pack_columns(int64_t M, int64_t K, ColumnOf column, scalar_t* out) {
+  const int64_t blocks = (M + kRows - 1) / kRows;
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t* src = column(k);
+    for (int64_t j = 0; j < blocks; ++j) {
+      scalar_t* dst = out + (j * K + k) * kRows;
+      for (int r = 0; r < kRows; ++r) dst[r] = j * kRows + r < M ? src[j * kRows + r] : scalar_t(0);
+    }
+  }
+}
+
+template <typename scalar_t>
+inline int64_t packed_columns_size(int64_t M, int64_t K) {
+  return round_up(M, kRows) * K;
+}
+
+// C (M x padded(N)) (+)= A · B with A packed by pack_columns() and B by pack()/pack_rows().
+template <typename scalar_t>
+void gemm_packed(int64_t M, int64_t N, int64_t K, const scalar_t* a_packed, const scalar_t* b_packed,
+                 scalar_t* c, int64_t ldc, bool accumulate) {
+  constexpr int NR = kPanel<scalar_t>;
+  for (int64_t p = 0; p < N; p += NR, b_packed += K * NR)
+    for (int64_t r = 0; r < M; r += kRows)
+      micro_kernel_rows<scalar_t>(int(M - r < kRows ? M - r : kRows), a_packed + r * K, 1, kRows, b_packed, K,
+                                  c + r * ldc + p, ldc, accumulate);
+}
+
+// Rows given one at a time (row(k): pointer to N values) packed as pack() does: for an operand gathered
+// from several places, such as one batch slice's rows over a chunk of time steps.
+template <typename scalar_t, class RowOf>
+void pack_rows(int64_t K, int64_t N, RowOf row, scalar_t* out) {
+  constexpr int NR = kPanel<scalar_t>;
+  for (int64_t k = 0; k < K; ++k) {
+    const scalar_t* src = row(k);
+    for (int64_t p = 0; p < N; p += NR) {
+      scalar_t* dst = out + p * K + k * NR;  // panel p / NR starts at (p / NR) K NR = p K
+      const int64_t width = N - p < NR ? N - p : NR;
+      std::memcpy(dst, src + p, sizeof(scalar_t) * width);
+      for (int64_t c = width; c < NR; ++c) dst[c] = scalar_t(0);
+    }
+  }
 }
 
 // C (M x N) (+)= A (M x K) · Wᵀ with W (N x K) row-major and not packed: for one step (decoding), where
