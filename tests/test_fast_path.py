@@ -229,3 +229,13 @@ def test_a_killed_build_does_not_block_the_next(tmp_path, monkeypatch):
 
 def test_fast_path_is_compiled_here():
     assert extension() is not None, "the C++ fast path did not build on this machine"
+
+
+def test_batch_slices_run_on_separate_threads():
+    """at::parallel_for is a header template: compiled without OpenMP it runs every slice on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert extension().parallel_threads(2) == 2
+    finally:
+        torch.set_num_threads(threads)

@@ -26,6 +26,7 @@
 #include <torch/csrc/utils/pybind.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <vector>
 
@@ -661,7 +662,16 @@ std::vector<at::Tensor> backward(int64_t code, at::Tensor grad_out, at::Tensor g
   return result;
 }
 
+// How many threads at::parallel_for hands n tasks to in this build: 1 where the file was compiled without
+// OpenMP (at::parallel_for then runs every batch slice on the calling thread). A test checks it.
+int64_t parallel_threads(int64_t n) {
+  std::atomic<int64_t> calls{0};
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) { ++calls; });
+  return calls.load();
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("parallel_threads", &parallel_threads, "threads at::parallel_for uses for n tasks in this build");
   m.def("forward", &forward, "recurrent layer forward (time-major; training or inference kernel)");
   m.def("backward", &backward, "recurrent layer backward (hand-derived BPTT): every gradient of the layer");
 }
