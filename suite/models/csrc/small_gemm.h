@@ -83,7 +83,9 @@ inline void micro_kernel(const scalar_t* a, int64_t rs, int64_t ks, const scalar
     Vec<scalar_t> b0 = vload(panel), b1 = vload(panel + L);
     // keep b0, b1 in registers: otherwise gcc folds them into every FMA as memory operands, MR loads each
     // per k, and blocks of 2 to 4 rows become load-bound (~40 GFLOP/s here; ~95 with the registers)
+#if defined(__AVX__)  // "x": an x86 vector register, which holds a whole Vec only with AVX
     asm("" : "+x"(b0), "+x"(b1));
+#endif
     for (int r = 0; r < MR; ++r) {
       const Vec<scalar_t> ar = a[r * rs] + Vec<scalar_t>{};  // broadcast
       acc[r][0] += ar * b0;
