@@ -18,10 +18,10 @@ Measured alternatives: torch.jit.script was slower than eager here, torch.compil
 took over a minute cold, and ATen's addmm per step spent much of each step on dispatch and on packing
 the weights again; a whole-sequence input GEMM before the loop wrote and re-read a (T, B, 4H) buffer
 and spent a third of its time packing; the weight gradients and ∂L/∂x as whole-sequence at::mm after
-the loop (K = T B) ran at 47-67 GFLOP/s on one core here, and the whole fwd+bwd was 5-15% slower. The build time is
-recorded apart from throughput (prepare(), build_seconds()). Without a C++ compiler, or on a GPU, the
-vanilla LSTM runs the same algorithm with its loop in Python (manual BPTT) and the variants and GRU run
-their reference loops: backend() says which, and a one-line warning says why.
+the loop (K = T B) ran at 47-67 GFLOP/s on one core here, and the whole fwd+bwd was 5-15% slower.
+The build time is recorded apart from throughput (prepare(), build_seconds()). Without a C++ compiler,
+or on a GPU, the vanilla LSTM runs the same algorithm with its loop in Python (manual BPTT) and the
+variants and GRU run their reference loops: backend() says which, and a one-line warning says why.
 """
 
 from __future__ import annotations
