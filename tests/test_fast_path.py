@@ -227,6 +227,26 @@ def test_a_killed_build_does_not_block_the_next(tmp_path, monkeypatch):
     assert lstm_fast._load() == "module"
 
 
+def test_a_compiler_without_openmp_still_builds_the_fast_path(tmp_path, monkeypatch, caplog):
+    """Apple clang has no -fopenmp: the build is retried without it (one thread per call), with one warning."""
+    import torch.utils.cpp_extension
+
+    monkeypatch.setenv("LSTM_BENCH_BUILD_DIR", str(tmp_path))
+    flags = []
+
+    def load(**kwargs):
+        flags.append(kwargs["extra_cflags"])
+        if "-fopenmp" in kwargs["extra_cflags"]:
+            raise RuntimeError("clang: error: unsupported option '-fopenmp'")
+        return "module"
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", load)
+    with caplog.at_level(logging.WARNING, logger="lstm_bench"):
+        assert lstm_fast._load() == "module"
+    assert len(flags) == 2 and "-fopenmp" not in flags[1]
+    assert ["without" in r.getMessage() for r in caplog.records if r.name == "lstm_bench"] == [True]
+
+
 def test_fast_path_is_compiled_here():
     assert extension() is not None, "the C++ fast path did not build on this machine"
 

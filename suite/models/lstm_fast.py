@@ -66,11 +66,20 @@ def build_dir() -> Path:
 
 
 def _load():
+    try:
+        return _build(_CFLAGS, _LDFLAGS)
+    except Exception as exc:  # e.g. Apple clang has no -fopenmp: one thread per call, but compiled
+        log.warning("lstm-bench: the C++ fast path did not build with OpenMP (%s); building it without, "
+                    "so each call runs on one thread", " ".join(str(exc).split())[:120])
+        return _build([f for f in _CFLAGS if f != "-fopenmp"] + ["-fopenmp-simd"], [])
+
+
+def _build(cflags: list[str], ldflags: list[str]):
     from torch.utils.cpp_extension import load
 
     # the name carries a digest of every source, header and flag, so an edited header rebuilds as well
     sources = b"".join(p.read_bytes() for p in (*_SOURCES, *_HEADERS))
-    digest = hashlib.sha256(sources + " ".join(_CFLAGS + _LDFLAGS).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(sources + " ".join(cflags + ldflags).encode()).hexdigest()[:12]
     directory = build_dir()
     # torch's own build lock is a plain file that a killed build leaves behind, and the next load then
     # waits on it forever. An flock dies with its process: while we hold it no other build of ours runs,
@@ -81,9 +90,8 @@ def _load():
         fcntl.flock(guard, fcntl.LOCK_EX)
         (directory / "lock").unlink(missing_ok=True)
         return load(name=f"lstm_bench_fast_{digest}", sources=[str(p) for p in _SOURCES],
-                    extra_include_paths=[str(_CSRC)], build_directory=str(directory), extra_cflags=_CFLAGS,
-                    extra_ldflags=_LDFLAGS,
-                    verbose=False)
+                    extra_include_paths=[str(_CSRC)], build_directory=str(directory), extra_cflags=cflags,
+                    extra_ldflags=ldflags, verbose=False)
 
 
 def extension():
