@@ -1,19 +1,59 @@
-"""Prints each implementation's time as a ratio of nn.LSTM's, measured in this same run."""
+"""After the micro suite: each benchmark's roofline (GFLOP/s and % of this machine's GEMM rate, both from
+this run) into its extra_info, and a table of ratios against each row's baseline measured in this run."""
+
+SQUARE = "square"
+
+
+def roofline(benchmarks) -> None:
+    """extra_info["gflops"] = FLOPs / median time; ["pct_of_gemm"] = that over the large square torch.mm's
+    rate; ["pct_of_gate_gemm"] = over torch.mm at this size's gate-GEMM shape (B x H) @ (H x 4H)."""
+    rate = {b.extra_info.get("shape"): b.extra_info["flops"] / b.stats.median / 1e9
+            for b in benchmarks if b.extra_info.get("impl") == "torch.mm"}
+    for b in benchmarks:
+        info = b.extra_info
+        if not info.get("flops"):
+            continue
+        info["gflops"] = round(info["flops"] / b.stats.median / 1e9, 3)
+        if info.get("impl") == "torch.mm":
+            continue
+        if SQUARE in rate:
+            info["pct_of_gemm"] = round(100 * info["gflops"] / rate[SQUARE], 1)
+        gate = rate.get(f"gate-B{info['B']}-H{info['H']}")
+        if gate:
+            info["pct_of_gate_gemm"] = round(100 * info["gflops"] / gate, 1)
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    roofline(benchmarks)
+    infos = {b.fullname: b.extra_info for b in benchmarks}
+    for entry in output_json["benchmarks"]:
+        entry["extra_info"] = infos.get(entry["fullname"], entry["extra_info"])
+
+
+def _key(info, impl):
+    return impl, info.get("mode"), info.get("B"), info.get("T"), info.get("I"), info.get("H")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     bs = getattr(config, "_benchmarksession", None)
     if bs is None or not bs.benchmarks:
         return
-    ref = {}
-    for b in bs.benchmarks:
+    roofline(bs.benchmarks)
+    median = {_key(b.extra_info, b.extra_info.get("impl")): b.stats.median for b in bs.benchmarks}
+    write = terminalreporter.write_line
+    terminalreporter.write_sep("-", "time over each row's baseline (same run; lower is faster), roofline")
+    gemm = [b for b in bs.benchmarks if b.extra_info.get("impl") == "torch.mm"]
+    for b in gemm:
+        write(f"torch.mm {b.extra_info['shape']:18s} {b.extra_info['gflops']:8.1f} GFLOP/s")
+    rows = sorted((b for b in bs.benchmarks if b not in gemm),
+                  key=lambda b: (b.extra_info.get("B", 0), b.extra_info.get("T", 0), b.extra_info.get("H", 0),
+                                 b.extra_info.get("mode", ""), b.extra_info.get("impl", "")))
+    for b in rows:
         info = b.extra_info
-        if info.get("impl") == "nn-lstm":
-            ref[(info["mode"], info["T"], info["H"])] = b.stats.median
-    terminalreporter.write_sep("-", "time relative to nn.LSTM (same run; lower is faster)")
-    for b in sorted(bs.benchmarks, key=lambda b: (b.extra_info.get("T", 0), b.extra_info.get("H", 0), b.extra_info.get("mode", ""), b.extra_info.get("impl", ""))):
-        info = b.extra_info
-        base = ref.get((info.get("mode"), info.get("T"), info.get("H")))
-        ratio = f"{b.stats.median / base:6.2f}x" if base else "   n/a"
-        terminalreporter.write_line(f"{info.get('impl', b.name):16s} {info.get('mode', ''):9s} B={info.get('B')} T={info.get('T'):<4} "
-                                    f"H={info.get('H'):<4} median {b.stats.median * 1e3:8.2f} ms  {ratio}")
+        base = median.get(_key(info, info.get("baseline")))
+        ratio = f"{b.stats.median / base:6.2f}x {info['baseline']:<18s}" if base else " " * 26
+        pct = info.get("pct_of_gemm", float("nan"))
+        roof = f"{info['gflops']:7.1f} GFLOP/s {pct:5.1f}% of GEMM" if "gflops" in info else ""
+        size = f"B={info.get('B'):<3} T={info.get('T'):<4} I={info.get('I'):<4} H={info.get('H'):<4}"
+        write(f"{info.get('impl', b.name):23s} {info.get('mode', ''):9s} {size} "
+              f"median {b.stats.median * 1e3:9.3f} ms {ratio} {roof}")

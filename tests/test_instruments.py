@@ -13,12 +13,36 @@ from suite.environment import environment
 from suite.executor import RunContext, run_job
 from suite.interfaces import TaskSpec
 from suite.jobs import Job
-from suite.measure.flops import count_flops
+from suite.measure.flops import count_flops, recurrent_flops
 from suite.measure.memory import peak_memory
 from suite.measure.throughput import timed
 from suite.models.sizing import build_model
 
 MiB = 1 << 20
+
+
+@pytest.mark.parametrize("variant", ["vanilla", "nig", "cifg", "fgr", "gru"])
+def test_recurrent_flops_match_flop_counter(variant):
+    """The micro-benchmarks' analytic FLOPs equal FlopCounterMode's count of the reference loop, forward
+    and forward + backward (with the initial state requiring a gradient, as the fast path computes it)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from suite.models.gru_minlstm import ReferenceGRU
+    from suite.models.lstm import VARIANTS, ReferenceLSTM
+
+    T, B, I, H = 5, 3, 4, 6
+    gru = variant == "gru"
+    model = ReferenceGRU(I, H) if gru else ReferenceLSTM(I, H, 1, variant)
+    gates, fgr = (3, False) if gru else (len(VARIANTS[variant].gates), VARIANTS[variant].full_gate_recurrence)
+    x = torch.randn(B, T, I, requires_grad=True)
+    state = [torch.randn(1, B, H, requires_grad=True) for _ in range(1 if gru else 2)]
+    for backward in (False, True):
+        with FlopCounterMode(display=False) as counter:
+            out = model(x, state[0] if gru else tuple(state))[0]
+            if backward:
+                out.sum().backward()
+        assert counter.get_total_flops() == recurrent_flops(gates, T, B, I, H, backward=backward,
+                                                            gate_recurrence=fgr)
 
 
 def _flops(registry, name, T, budget=20000):

@@ -81,3 +81,18 @@ def count_flops(model: torch.nn.Module, spec: TaskSpec) -> dict:
                 "flops_error": "FlopCounterMode saw no matrix product (opaque kernel without a flop_twin())"}
     return {"flops_per_token": forward / spec.seq_len, "train_flops_per_token": train / spec.seq_len,
             "flops_rule": ATTENTION_RULE}
+
+
+def recurrent_flops(gates: int, T: int, B: int, I: int, H: int, *, backward: bool = False,
+                    input_grad: bool = True, gate_recurrence: bool = False) -> int:
+    """Matrix-product FLOPs of one recurrent layer over T steps, by count_flops' rule (2 per multiply-add,
+    gates not counted): the analytic count the micro-benchmarks' roofline uses (tests check it against
+    FlopCounterMode). gates: weight blocks of H rows (LSTM 4, NIG/NFG/NOG/CIFG 3, GRU 3); FGR adds
+    (i, f, o)_{t-1} W_ggᵀ. The backward repeats every product twice (input side and weight side), less
+    ∂L/∂x when the input needs no gradient, and less FGR's ∂L/∂(i, f, o)_{-1} (the first step's previous
+    gates are constant zeros)."""
+    forward = 2 * T * B * (gates * H * (I + H) + (9 * H * H if gate_recurrence else 0))
+    if not backward:
+        return forward
+    no_input_grad = 0 if input_grad else 2 * T * B * gates * H * I
+    return 3 * forward - no_input_grad - (18 * B * H * H if gate_recurrence else 0)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from functools import partial
 
 from suite.interfaces import ModelSpec, TaskSpec
-from suite.models.gru_minlstm import MinLSTM, ReferenceGRU
+from suite.models.gru_minlstm import MinLSTM
 from suite.models.lstm import VARIANTS, ReferenceLSTM
-from suite.models.lstm_fast import FastLSTM
+from suite.models.lstm_fast import FastGRU, FastLSTM
 from suite.models.lstm_library import LibraryLSTM
 from suite.models.lstm_manual_bptt import ManualBPTTLSTM
 from suite.models.sequence_model import SequenceModel
@@ -22,6 +22,11 @@ def _rnn(cls, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0, **k
 
 def _lstm_variant(variant: str, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0, forget_bias: float = 0.0):
     return SequenceModel(spec, ReferenceLSTM(width, width, layers, variant, dropout, forget_bias), width)
+
+
+def _fast_lstm_variant(variant: str, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0,
+                       forget_bias: float = 0.0):
+    return SequenceModel(spec, FastLSTM(width, width, layers, dropout, forget_bias, variant), width)
 
 
 def _transformer(spec: TaskSpec, width: int, layers: int, heads: int = 4, positions: str = "learned",
@@ -58,10 +63,11 @@ MODELS: list[ModelSpec] = [
               "our fastest vanilla LSTM: C++ time loop, fused gates, hand-derived BPTT", "fast", architecture=VANILLA),
     ModelSpec("nn-lstm", "lstm", partial(_rnn, LibraryLSTM),
               "torch.nn.LSTM (cuDNN on CUDA, oneDNN or native ATen on the CPU)", "library", architecture=VANILLA),
-    *[ModelSpec(f"lstm-{v}", "lstm-variant", partial(_lstm_variant, v), f"reference LSTM variant: {_VARIANT_TEXT[v]}",
-                "reference", architecture=VANILLA if v == "np" else "")
+    # the variants and GRU run the fast path's compiled loop; lstm.py and gru_minlstm.py define them
+    *[ModelSpec(f"lstm-{v}", "lstm-variant", partial(_fast_lstm_variant, v),
+                f"LSTM variant: {_VARIANT_TEXT[v]}", "fast", architecture=VANILLA if v == "np" else "")
       for v in VARIANTS if v != "vanilla"],
-    ModelSpec("gru", "gru", partial(_rnn, ReferenceGRU), "GRU (Cho et al. 2014) from its equations", "reference"),
+    ModelSpec("gru", "gru", partial(_rnn, FastGRU), "GRU (Cho et al. 2014), nn.GRU's function", "fast"),
     ModelSpec("minlstm", "minlstm", partial(_rnn, MinLSTM),
               "minLSTM (Feng et al. 2024), trained with a log-space parallel scan", "parallel-scan"),
     ModelSpec("transformer", "transformer", _transformer,

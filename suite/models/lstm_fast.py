@@ -1,50 +1,110 @@
-"""Fast vanilla LSTM: the manual-BPTT algorithm with its time loops compiled to C++
-(csrc/lstm_fast.cpp), built with torch.utils.cpp_extension at first use and cached.
+"""The fast CPU path of the LSTM family and of GRU: one C++ time loop (csrc/lstm_fast.cpp), parametrised
+by the cell's equations, with a hand-derived backward (derived beside each cell's code there), built
+with torch.utils.cpp_extension at first use and cached.
 
-Measured alternatives (see README, "Fast path"): torch.jit.script was slower than eager here, and
-torch.compile of the whole loop took over a minute cold. The build time is recorded apart from
-throughput (`build_seconds()`). Without a C++ compiler, or on a GPU, the same algorithm runs with
-its loop in Python (manual BPTT) and backend() says so.
+    FastLSTM(input, hidden, layers, variant=...)   any variant of suite/models/lstm.py (vanilla: nn.LSTM's)
+    FastGRU(input, hidden, layers)                  the GRU of suite/models/gru_minlstm.py (nn.GRU's)
+
+Each keeps its reference model's parameters (names, shapes, initialisation), so weights copy either way,
+and the reference cell stays the definition the tests compare against. Per layer, all in C++, each
+thread running the whole time loop for its slice of the batch (no barrier between steps):
+    forward   per step h_{t-1} W_hhᵀ with the weights packed once for a register-blocked micro-kernel
+              (csrc/small_gemm.h), then the fused gate math; the input products x_t W_ihᵀ every few steps
+              for a chunk of steps at once. Under no_grad a second kernel keeps nothing for the backward.
+    backward  per step the cell's δa_t (gate pre-activation gradients) and δa_t W_hh; every few steps
+              ∂L/∂x and the weight gradients' share Σ δa_tᵀ [x_t | h_{t-1}] as one product over the
+              chunk's rows while they are in cache.
+Measured alternatives: torch.jit.script was slower than eager here, torch.compile of the whole loop
+took over a minute cold, and ATen's addmm per step spent much of each step on dispatch and on packing
+the weights again; a whole-sequence input GEMM before the loop wrote and re-read a (T, B, 4H) buffer
+and spent a third of its time packing; the weight gradients and ∂L/∂x as whole-sequence at::mm after
+the loop (K = T B) ran at 47-67 GFLOP/s on one core here, and the whole fwd+bwd was 5-15% slower.
+The build time is recorded apart from throughput (prepare(), build_seconds()). Without a C++ compiler,
+or on a GPU, the vanilla LSTM runs the same algorithm with its loop in Python (manual BPTT) and the
+variants and GRU run their reference loops: backend() says which, and a one-line warning says why.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 
-from suite.models.lstm_manual_bptt import LSTMLayerFunction, ManualBPTTLSTM, layer_function
+from suite.models.gru_minlstm import ReferenceGRU
+from suite.models.lstm import VARIANTS, ReferenceLSTM, Variant
+from suite.models.lstm_manual_bptt import LSTMLayerFunction, run_layers
 
-_SOURCE = Path(__file__).parent / "csrc" / "lstm_fast.cpp"
+_CSRC = Path(__file__).parent / "csrc"
+_SOURCES = (_CSRC / "lstm_fast.cpp",)
+_HEADERS = (_CSRC / "small_gemm.h",)
 _lock = threading.Lock()
-# -ffast-math lets gcc call glibc's vector exp/tanh (libmvec); -march=native because the build
-# happens on the machine that runs it. Parity with nn.LSTM is tested at 1e-5 (float32).
-_CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp-simd"]
+# -ffast-math lets gcc vectorise the gate math freely; -march=native because the build happens on the
+# machine that runs it (AVX2/AVX-512 FMA for the micro-kernel). Parity is tested at 1e-5 (float32).
+# -fopenmp: at::parallel_for is a header template whose threads exist only where the including file is
+# compiled with OpenMP; without it the batch slices ran one after another on one core. The link names
+# libgomp.so.1, which resolves to the copy torch has already loaded (one thread pool).
+_CFLAGS = ["-O3", "-ffast-math", "-march=native", "-fopenmp"]
+_LDFLAGS = ["-fopenmp"]
 _state: dict = {"module": None, "error": None, "seconds": None}
+_DTYPES = (torch.float32, torch.float64)
+log = logging.getLogger("lstm_bench")
 
 
 def build_dir() -> Path:
-    root = Path(os.environ.get("LSTM_BENCH_BUILD_DIR", Path.home() / ".cache" / "lstm-bench" / "torch_extensions"))
+    default = Path.home() / ".cache" / "lstm-bench" / "torch_extensions"
+    root = Path(os.environ.get("LSTM_BENCH_BUILD_DIR", default))
     path = root / f"torch{torch.__version__.replace('+', '_')}"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
+def _load():
+    try:
+        return _build(_CFLAGS, _LDFLAGS)
+    except Exception as exc:  # e.g. Apple clang has no -fopenmp: one thread per call, but compiled
+        log.warning("lstm-bench: the C++ fast path did not build with OpenMP (%s); building it without, "
+                    "so each call runs on one thread", " ".join(str(exc).split())[:120])
+        return _build([f for f in _CFLAGS if f != "-fopenmp"] + ["-fopenmp-simd"], [])
+
+
+def _build(cflags: list[str], ldflags: list[str]):
+    from torch.utils.cpp_extension import load
+
+    # the name carries a digest of every source, header and flag, so an edited header rebuilds as well
+    sources = b"".join(p.read_bytes() for p in (*_SOURCES, *_HEADERS))
+    digest = hashlib.sha256(sources + " ".join(cflags + ldflags).encode()).hexdigest()[:12]
+    directory = build_dir()
+    # torch's own build lock is a plain file that a killed build leaves behind, and the next load then
+    # waits on it forever. An flock dies with its process: while we hold it no other build of ours runs,
+    # so a torch lock file found then is stale.
+    with open(directory / ".lstm-bench.flock", "w") as guard:
+        import fcntl  # POSIX: where it is missing, the build fails and the fallback below takes over
+
+        fcntl.flock(guard, fcntl.LOCK_EX)
+        (directory / "lock").unlink(missing_ok=True)
+        return load(name=f"lstm_bench_fast_{digest}", sources=[str(p) for p in _SOURCES],
+                    extra_include_paths=[str(_CSRC)], build_directory=str(directory), extra_cflags=cflags,
+                    extra_ldflags=ldflags, verbose=False)
+
+
 def extension():
-    """The compiled module, or None if it cannot be built here (the error is kept)."""
+    """The compiled module, or None if it cannot be built here (the error is kept, and logged once)."""
     with _lock:
         if _state["module"] is None and _state["error"] is None:
             start = time.perf_counter()
             try:
-                from torch.utils.cpp_extension import load
-
-                _state["module"] = load(name="lstm_bench_fast", sources=[str(_SOURCE)], build_directory=str(build_dir()),
-                                        extra_cflags=_CFLAGS, verbose=False)
-            except Exception as exc:  # no compiler / headers: fall back, and say so in backend()
+                _state["module"] = _load()
+            except Exception as exc:  # no compiler / headers: fall back, and say so
                 _state["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                log.warning("lstm-bench: the C++ fast path did not build (%s); the LSTMs and GRU run their "
+                            "Python loops instead", _state["error"])
             _state["seconds"] = time.perf_counter() - start
         return _state["module"]
 
@@ -54,16 +114,92 @@ def build_seconds() -> float | None:
     return _state["seconds"]
 
 
-FastLSTMLayerFunction = layer_function(lambda *a: extension().forward(*a), lambda *a: extension().backward(*a),
-                                       "FastLSTMLayerFunction")
+# ---- the cells the C++ loop knows ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CellSpec:
+    """What the Python side needs to know about a compiled cell."""
+    code: int  # csrc/lstm_fast.cpp's name for it: the variant's flag bits, or kGru
+    gates: str  # gate blocks with weights, in the weights' order
+    has_cell_state: bool = True
+    peepholes: bool = False
+    gate_recurrence: bool = False  # FGR: (i, f, o)_{t-1} W_ggᵀ enters the gates
 
 
-class FastLSTM(ManualBPTTLSTM):
-    """Same parameters and function as torch.nn.LSTM (vanilla); C++ time loop on the CPU."""
+# Variant fields -> the flag bits of csrc/lstm_fast.cpp's enum (kInputGate, ...); the sum names the cell.
+_FLAGS = {"input_gate": 1, "forget_gate": 2, "output_gate": 4, "input_activation": 8, "output_activation": 16,
+          "peepholes": 32, "coupled_input_forget": 64, "full_gate_recurrence": 128}
+GRU_CELL = CellSpec(code=1024, gates="rzn", has_cell_state=False)
 
-    def kernel(self, x) -> type[torch.autograd.Function]:
-        use_cpp = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and extension() is not None
-        return FastLSTMLayerFunction if use_cpp else LSTMLayerFunction
+
+def lstm_cell(variant: Variant) -> CellSpec:
+    code = sum(bit for name, bit in _FLAGS.items() if getattr(variant, name))
+    return CellSpec(code, variant.gates, peepholes=variant.peepholes,
+                    gate_recurrence=variant.full_gate_recurrence)
+
+
+class RecurrentLayerFunction(torch.autograd.Function):
+    """One layer through the C++ loop. Inputs (cell, x (T, B, I), h0, c0, W_ih, W_hh, b_ih, b_hh, W_gg, p);
+    W_gg (3H x 3H) and p (3 x H) are empty where the cell has none. Outputs (out (T, B, H), h_n[, c_n])."""
+
+    @staticmethod
+    def forward(ctx, cell: CellSpec, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_gg, peep):
+        hs, cs, saved = extension().forward(cell.code, x, h0, c0, x.new_empty(0), w_ih, w_hh, b_ih, b_hh,
+                                            w_gg, peep, True)
+        ctx.cell = cell
+        ctx.save_for_backward(x, hs, cs, saved, w_ih, w_hh, w_gg, peep)
+        return (hs[1:], hs[-1].clone()) + ((cs[-1].clone(),) if cell.has_cell_state else ())
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_hn, grad_cn=None):
+        x, hs, cs, saved, w_ih, w_hh, w_gg, peep = ctx.saved_tensors
+        cell = ctx.cell
+        zeros = hs.new_zeros(hs.shape[1:])
+        grad_out = torch.zeros_like(hs[1:]) if grad_out is None else grad_out
+        grad_hn = zeros if grad_hn is None else grad_hn
+        grad_cn = (zeros if grad_cn is None else grad_cn) if cell.has_cell_state else hs.new_empty(0)
+        g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep = extension().backward(
+            cell.code, grad_out, grad_hn, grad_cn, x, hs, cs, saved, w_ih, w_hh, w_gg, peep,
+            ctx.needs_input_grad[1])
+        none_if_empty = [g if g.numel() else None for g in (g_x, g_c0, g_w_gg, g_peep)]
+        g_x, g_c0, g_w_gg, g_peep = none_if_empty
+        return None, g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep
+
+
+def run_layer(cell: CellSpec, x, h0, c0, e0, weights, train: bool):
+    """x (T, B, I) -> out (T, B, H), h_n, c_n, e_n (FGR's last gates (i, f, o), else e0 unchanged)."""
+    if train:
+        out, h, *c = RecurrentLayerFunction.apply(cell, x, h0, c0, *weights)
+        return out, h, c[0] if c else c0, e0
+    out, c, e = extension().forward(cell.code, x, h0, c0, e0, *weights, False)
+    return out, out[-1], c, e if cell.gate_recurrence else e0
+
+
+class CompiledLoop:
+    """What FastLSTM and FastGRU share: when the compiled loop runs, the layer loop, build and label."""
+
+    cell_spec: CellSpec
+    fallback = "reference loop in Python (autograd)"
+
+    def compiled(self, x) -> bool:
+        return x.device.type == "cpu" and x.dtype in _DTYPES and extension() is not None
+
+    def layer_weights(self, layer: int) -> tuple:
+        """(W_ih, W_hh, b_ih, b_hh, W_gg, p) of a layer as RecurrentLayerFunction takes them."""
+        raise NotImplementedError
+
+    def run_layers(self, seq, h0, c0, e0):
+        """Every layer on time-major seq (T, B, I); per-layer states in, lists of final states out."""
+        train = torch.is_grad_enabled() and (seq.requires_grad or
+                                             any(p.requires_grad for p in self.parameters()))
+        hs, cs, es = [], [], []
+        for layer in range(self.num_layers):
+            seq, h, c, e = run_layer(self.cell_spec, seq, h0[layer], c0[layer], e0[layer],
+                                     self.layer_weights(layer), train)
+            if layer < self.num_layers - 1:
+                seq = self.dropout(seq)
+            hs.append(h), cs.append(c), es.append(e)
+        return seq, hs, cs, es
 
     def prepare(self) -> float:
         """Build (or load the cached build of) the extension before any clock starts; the seconds
@@ -77,7 +213,100 @@ class FastLSTM(ManualBPTTLSTM):
     def backend(self, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> str:
         device = device or torch.device("cpu")
         if device.type != "cpu":
-            return f"{device.type}: manual BPTT, time loop in Python (no custom GPU kernel)"
+            return f"{device.type}: {self.fallback} (no custom GPU kernel)"
+        if dtype not in _DTYPES:
+            return f"cpu: {self.fallback} (the C++ loop takes float32/float64)"
         if extension() is None:
-            return f"cpu: manual BPTT, time loop in Python (C++ build failed: {_state['error']})"
-        return "cpu: C++ time loop (fused gates) + ATen GEMM"
+            return f"cpu: {self.fallback} (C++ build failed: {_state['error']})"
+        return f"cpu: C++ time loop ({self.cell_label}: fused gates, packed-weight micro-kernel GEMM)"
+
+
+class FastLSTM(CompiledLoop, ReferenceLSTM):
+    """ReferenceLSTM's parameters and function, any variant (vanilla: torch.nn.LSTM's); C++ time loop on
+    the CPU."""
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
+                 forget_bias: float = 0.0, variant: str = "vanilla"):
+        super().__init__(input_size, hidden_size, num_layers, variant, dropout, forget_bias)
+        self.cell_spec = lstm_cell(self.variant)
+        self.cell_label = "LSTM" if self.variant == VARIANTS["vanilla"] else f"LSTM-{variant}"
+        if self.variant == VARIANTS["vanilla"]:
+            self.fallback = "manual BPTT, time loop in Python"
+
+    def layer_weights(self, layer: int) -> tuple:
+        w = [getattr(self, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        fgr = self.variant.full_gate_recurrence
+        w_gg = getattr(self, f"weight_gg_l{layer}") if fgr else w[0].new_empty(0)
+        return (*w, w_gg, self._peepholes(layer))
+
+    def _peepholes(self, layer: int):
+        """(3, H): p_i, p_f, p_o, zero for a gate without one; empty without peepholes."""
+        weight = self.weight_hh_l0
+        if not self.variant.peepholes:
+            return weight.new_empty(0)
+        zero = weight.new_zeros(self.hidden_size)
+        return torch.stack([getattr(self, f"peephole_{g}_l{layer}", zero) for g in "ifo"])
+
+    def forward(self, x, state=None):
+        if not self.compiled(x):
+            if self.variant == VARIANTS["vanilla"]:
+                return run_layers(self, x, state, LSTMLayerFunction)
+            return super().forward(x, state)
+        h0, c0 = state if state is not None else self.init_state(x.shape[0], x)
+        e0 = [x.new_empty(0)] * self.num_layers
+        seq, hs, cs, _ = self.run_layers(x.transpose(0, 1).contiguous(), h0, c0, e0)
+        return seq.transpose(0, 1), (torch.stack(hs), torch.stack(cs))
+
+    # incremental decoding: per layer h, c and FGR's previous gates (i, f, o) as one (B, 3H) tensor
+    def init_step_state(self, batch_size: int, like: torch.Tensor):
+        h, c = self.init_state(batch_size, like)
+        gates = [like.new_zeros(batch_size, 3 * self.hidden_size) for _ in range(self.num_layers)]
+        return list(h), list(c), gates
+
+    def step(self, x_t, state):
+        hs, cs, es = (list(s) for s in state)
+        if self.compiled(x_t):
+            seq, hs, cs, es = self.run_layers(x_t.unsqueeze(0), hs, cs, es)
+            return seq[0], (hs, cs, es)
+        for layer in range(self.num_layers):  # the reference cell
+            previous = es[layer].split(self.hidden_size, -1)
+            hs[layer], cs[layer], gates = self.cell(layer, x_t, hs[layer], cs[layer], previous)
+            es[layer] = torch.cat(gates, -1) if self.variant.full_gate_recurrence else es[layer]
+            x_t = hs[layer]
+        return x_t, (hs, cs, es)
+
+    def flop_twin(self) -> nn.Module:
+        twin = ReferenceLSTM(self.input_size, self.hidden_size, self.num_layers, self.variant_name)
+        twin.load_state_dict(self.state_dict())
+        return twin
+
+
+class FastGRU(CompiledLoop, ReferenceGRU):
+    """ReferenceGRU's parameters and function (torch.nn.GRU's); C++ time loop on the CPU."""
+
+    cell_spec = GRU_CELL
+    cell_label = "GRU"
+
+    def layer_weights(self, layer: int) -> tuple:
+        w = [getattr(self, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        return (*w, w[0].new_empty(0), w[0].new_empty(0))
+
+    def forward(self, x, state=None):
+        if not self.compiled(x):
+            return super().forward(x, state)
+        h0 = state if state is not None else x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
+        none = [x.new_empty(0)] * self.num_layers
+        seq, hs, _, _ = self.run_layers(x.transpose(0, 1).contiguous(), h0, none, none)
+        return seq.transpose(0, 1), torch.stack(hs)
+
+    def step(self, x_t, state):
+        if not self.compiled(x_t):
+            return super().step(x_t, state)
+        none = [x_t.new_empty(0)] * self.num_layers
+        seq, hs, _, _ = self.run_layers(x_t.unsqueeze(0), list(state), none, none)
+        return seq[0], hs
+
+    def flop_twin(self) -> nn.Module:
+        twin = ReferenceGRU(self.input_size, self.hidden_size, self.num_layers)
+        twin.load_state_dict(self.state_dict())
+        return twin

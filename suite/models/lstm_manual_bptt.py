@@ -74,7 +74,7 @@ def lstm_layer_backward(grad_out, grad_hn, grad_cn, x, hs, cs, acts, w_ih, w_hh)
 
 def layer_function(forward_kernel, backward_kernel, name: str):
     """An autograd.Function for one LSTM layer from a pair of kernels with the signatures of
-    lstm_layer_forward / lstm_layer_backward (the Python ones here, or the C++ ones of lstm_fast)."""
+    lstm_layer_forward / lstm_layer_backward."""
 
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
         out, hs, cs, acts = forward_kernel(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih.contiguous(),
@@ -97,31 +97,32 @@ def layer_function(forward_kernel, backward_kernel, name: str):
 LSTMLayerFunction = layer_function(lstm_layer_forward, lstm_layer_backward, "LSTMLayerFunction")
 
 
+def run_layers(module: ReferenceLSTM, x, state, kernel: type[torch.autograd.Function]):
+    """A vanilla LSTM module's forward, layer by layer, through `kernel` (batch-first in and out)."""
+    B = x.shape[0]
+    h0, c0 = state if state is not None else module.init_state(B, x)
+    seq = x.transpose(0, 1).contiguous()  # time-major inside
+    h_n, c_n = [], []
+    for layer in range(module.num_layers):
+        seq, h, c = kernel.apply(
+            seq, h0[layer], c0[layer],
+            getattr(module, f"weight_ih_l{layer}"), getattr(module, f"weight_hh_l{layer}"),
+            getattr(module, f"bias_ih_l{layer}"), getattr(module, f"bias_hh_l{layer}"))
+        if layer < module.num_layers - 1:
+            seq = module.dropout(seq)
+        h_n.append(h)
+        c_n.append(c)
+    return seq.transpose(0, 1), (torch.stack(h_n), torch.stack(c_n))
+
+
 class ManualBPTTLSTM(ReferenceLSTM):
     """Same parameters and function as ReferenceLSTM("vanilla"); forward/backward by hand."""
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, forget_bias: float = 0.0):
         super().__init__(input_size, hidden_size, num_layers, "vanilla", dropout, forget_bias)
 
-    def kernel(self, x) -> type[torch.autograd.Function]:
-        return LSTMLayerFunction
-
     def forward(self, x, state=None):
-        B = x.shape[0]
-        h0, c0 = state if state is not None else self.init_state(B, x)
-        seq = x.transpose(0, 1).contiguous()  # time-major inside
-        kernel = self.kernel(x)
-        h_n, c_n = [], []
-        for layer in range(self.num_layers):
-            seq, h, c = kernel.apply(
-                seq, h0[layer], c0[layer],
-                getattr(self, f"weight_ih_l{layer}"), getattr(self, f"weight_hh_l{layer}"),
-                getattr(self, f"bias_ih_l{layer}"), getattr(self, f"bias_hh_l{layer}"))
-            if layer < self.num_layers - 1:
-                seq = self.dropout(seq)
-            h_n.append(h)
-            c_n.append(c)
-        return seq.transpose(0, 1), (torch.stack(h_n), torch.stack(c_n))
+        return run_layers(self, x, state, LSTMLayerFunction)
 
     def flop_twin(self) -> nn.Module:
         twin = ReferenceLSTM(self.input_size, self.hidden_size, self.num_layers, "vanilla")
