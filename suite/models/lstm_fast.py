@@ -33,6 +33,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn as nn
@@ -179,6 +180,7 @@ class CompiledLoop:
     """What FastLSTM and FastGRU share: when the compiled loop runs, the layer loop, build and label."""
 
     cell_spec: CellSpec
+    cell_label: str  # what backend() calls the cell: "LSTM", "LSTM-cifg", "GRU"
     fallback = "reference loop in Python (autograd)"
 
     def compiled(self, x) -> bool:
@@ -241,7 +243,7 @@ class FastLSTM(CompiledLoop, ReferenceLSTM):
 
     def _peepholes(self, layer: int):
         """(3, H): p_i, p_f, p_o, zero for a gate without one; empty without peepholes."""
-        weight = self.weight_hh_l0
+        weight = cast(torch.Tensor, self.weight_hh_l0)  # registered by name in ReferenceLSTM
         if not self.variant.peepholes:
             return weight.new_empty(0)
         zero = weight.new_zeros(self.hidden_size)
