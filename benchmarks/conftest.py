@@ -7,8 +7,11 @@ SQUARE = "square"
 def roofline(benchmarks) -> None:
     """extra_info["gflops"] = FLOPs / median time; ["pct_of_gemm"] = that over the large square torch.mm's
     rate; ["pct_of_gate_gemm"] = over torch.mm at this size's gate-GEMM shape (B x H) @ (H x 4H)."""
-    rate = {b.extra_info.get("shape"): b.extra_info["flops"] / b.stats.median / 1e9
-            for b in benchmarks if b.extra_info.get("impl") == "torch.mm"}
+    rate = {
+        b.extra_info.get("shape"): b.extra_info["flops"] / b.stats.median / 1e9
+        for b in benchmarks
+        if b.extra_info.get("impl") == "torch.mm"
+    }
     for b in benchmarks:
         info = b.extra_info
         if not info.get("flops"):
@@ -45,9 +48,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     gemm = [b for b in bs.benchmarks if b.extra_info.get("impl") == "torch.mm"]
     for b in gemm:
         write(f"torch.mm {b.extra_info['shape']:18s} {b.extra_info['gflops']:8.1f} GFLOP/s")
-    rows = sorted((b for b in bs.benchmarks if b not in gemm),
-                  key=lambda b: (b.extra_info.get("B", 0), b.extra_info.get("T", 0), b.extra_info.get("H", 0),
-                                 b.extra_info.get("mode", ""), b.extra_info.get("impl", "")))
+    rows = sorted(
+        (b for b in bs.benchmarks if b not in gemm),
+        key=lambda b: (
+            b.extra_info.get("B", 0),
+            b.extra_info.get("T", 0),
+            b.extra_info.get("H", 0),
+            b.extra_info.get("mode", ""),
+            b.extra_info.get("impl", ""),
+        ),
+    )
     for b in rows:
         info = b.extra_info
         base = median.get(_key(info, info.get("baseline")))
@@ -55,5 +65,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         pct = info.get("pct_of_gemm", float("nan"))
         roof = f"{info['gflops']:7.1f} GFLOP/s {pct:5.1f}% of GEMM" if "gflops" in info else ""
         size = f"B={info.get('B'):<3} T={info.get('T'):<4} I={info.get('I'):<4} H={info.get('H'):<4}"
-        write(f"{info.get('impl', b.name):23s} {info.get('mode', ''):9s} {size} "
-              f"median {b.stats.median * 1e3:9.3f} ms {ratio} {roof}")
+        write(
+            f"{info.get('impl', b.name):23s} {info.get('mode', ''):9s} {size} "
+            f"median {b.stats.median * 1e3:9.3f} ms {ratio} {roof}"
+        )

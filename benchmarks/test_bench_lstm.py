@@ -44,15 +44,20 @@ class _NNGRU(torch.nn.GRU):
 
 
 # name -> (builder(i, h), weight blocks of H rows, FGR); "nn-lstm" is every ratio's reference
-RNNS = {"nn-lstm": (LibraryLSTM, 4, False), "lstm-reference": (ReferenceLSTM, 4, False),
-        "lstm-manual": (ManualBPTTLSTM, 4, False), "lstm-fast": (FastLSTM, 4, False)}
+RNNS = {
+    "nn-lstm": (LibraryLSTM, 4, False),
+    "lstm-reference": (ReferenceLSTM, 4, False),
+    "lstm-manual": (ManualBPTTLSTM, 4, False),
+    "lstm-fast": (FastLSTM, 4, False),
+}
 for _v, _spec in VARIANTS.items():
     if _v != "vanilla":
         _gates, _fgr = len(_spec.gates), _spec.full_gate_recurrence
         RNNS[f"lstm-{_v}/fast"] = (lambda i, h, v=_v: FastLSTM(i, h, variant=v), _gates, _fgr)
         RNNS[f"lstm-{_v}/reference"] = (lambda i, h, v=_v: ReferenceLSTM(i, h, 1, v), _gates, _fgr)
-RNNS.update({"gru/fast": (FastGRU, 3, False), "gru/reference": (ReferenceGRU, 3, False),
-             "nn-gru": (_NNGRU, 3, False)})
+RNNS.update(
+    {"gru/fast": (FastGRU, 3, False), "gru/reference": (ReferenceGRU, 3, False), "nn-gru": (_NNGRU, 3, False)}
+)
 
 
 def _transformer(i, h):
@@ -99,18 +104,23 @@ def _timed(model, mode, b, t, i):
             nonlocal state
             with torch.no_grad():
                 state = model.step(x_t, state)[1]
+
         return fn
     x = torch.randn(b, t, i, requires_grad=(mode != "inference"))
     if mode == "inference":
+
         def fn():
             with torch.no_grad():
                 model(x)
     elif mode == "forward":
+
         def fn():
             model(x)
     else:
+
         def fn():
             model(x)[0].sum().backward()
+
     return fn
 
 
@@ -123,13 +133,25 @@ def _run(benchmark, impl, mode, b=B, t=T, i=I, h=H):
         build, gates, fgr = RNNS[impl]
         model, source = build(i, h), "analytic"
         steps = 1 if mode == "step" else t
-        flops = recurrent_flops(gates, steps, 1 if mode == "step" else b, i, h, backward=(mode == "fwd+bwd"),
-                                gate_recurrence=fgr)
+        flops = recurrent_flops(
+            gates, steps, 1 if mode == "step" else b, i, h, backward=(mode == "fwd+bwd"), gate_recurrence=fgr
+        )
     b_run = 1 if mode == "step" else b
     fn = _timed(model, mode, b_run, t, i)
-    benchmark.extra_info.update(impl=impl, mode=mode, B=b_run, T=1 if mode == "step" else t, I=i, H=h,
-                                threads=torch.get_num_threads(), baseline=_baseline(impl), flops=flops,
-                                flops_source=source, ran_alone=True, concurrency=1)
+    benchmark.extra_info.update(
+        impl=impl,
+        mode=mode,
+        B=b_run,
+        T=1 if mode == "step" else t,
+        I=i,
+        H=h,
+        threads=torch.get_num_threads(),
+        baseline=_baseline(impl),
+        flops=flops,
+        flops_source=source,
+        ran_alone=True,
+        concurrency=1,
+    )
     # ran_alone: pytest times one benchmark at a time, and `make bench` starts them after the run's last job
     fn()  # warm-up (and the build, for compiled paths)
     slow = impl.endswith("reference") and mode != "step"
@@ -146,8 +168,9 @@ def _counted_flops(model, mode, b, t, i):
 
 
 # ---- this machine's GEMM rate, measured in the same run ------------------------------------------
-GATE_SHAPES = sorted({(B, H), (32, 64), (32, 256), (8, 128), (64, 128), (8, 256), (1, 64), (1, 128),
-                      (1, 256)})
+GATE_SHAPES = sorted(
+    {(B, H), (32, 64), (32, 256), (8, 128), (64, 128), (8, 256), (1, 64), (1, 128), (1, 256)}
+)
 
 
 @pytest.mark.parametrize("shape", ["square", *[f"gate-B{b}-H{h}" for b, h in GATE_SHAPES]])
@@ -159,10 +182,23 @@ def test_gemm_rate(benchmark, shape):
         b, h = (int(v[1:]) for v in shape.split("-")[1:])
         m, k, n = b, h, 4 * h
     a, w = torch.randn(m, k), torch.randn(k, n)
-    benchmark.extra_info.update(impl="torch.mm", mode="gemm", shape=shape, B=m, H=k, flops=2 * m * k * n,
-                                threads=torch.get_num_threads(), flops_source="analytic")
-    benchmark.pedantic(torch.mm, args=(a, w), rounds=5 if shape == "square" else 10,
-                       iterations=1 if shape == "square" else 200, warmup_rounds=1)
+    benchmark.extra_info.update(
+        impl="torch.mm",
+        mode="gemm",
+        shape=shape,
+        B=m,
+        H=k,
+        flops=2 * m * k * n,
+        threads=torch.get_num_threads(),
+        flops_source="analytic",
+    )
+    benchmark.pedantic(
+        torch.mm,
+        args=(a, w),
+        rounds=5 if shape == "square" else 10,
+        iterations=1 if shape == "square" else 200,
+        warmup_rounds=1,
+    )
 
 
 # ---- the standard size: every implementation ------------------------------------------------------
@@ -179,8 +215,15 @@ def test_transformers(benchmark, impl, mode):
 
 
 # ---- the sweep: the fast path against nn.LSTM ----------------------------------------------------
-SWEEP = [(32, 32, 64, 128), (32, 512, 64, 128), (32, 128, 64, 64), (32, 128, 64, 256), (8, 128, 64, 128),
-         (64, 128, 64, 128), (8, 256, 128, 256)]  # (B, T, I, H); the last is the reviewers' second check
+SWEEP = [
+    (32, 32, 64, 128),
+    (32, 512, 64, 128),
+    (32, 128, 64, 64),
+    (32, 128, 64, 256),
+    (8, 128, 64, 128),
+    (64, 128, 64, 128),
+    (8, 256, 128, 256),
+]  # (B, T, I, H); the last is the reviewers' second check
 
 
 @pytest.mark.parametrize("mode", ["forward", "fwd+bwd", "inference"])

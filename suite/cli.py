@@ -20,39 +20,66 @@ EPILOG = "Profiles live in suite/profiles/*.toml; copy one and pass its path to 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m suite", description="lstm-bench: LSTMs and their variants against small Transformers.", epilog=EPILOG)
-    p.add_argument("--plugin", action="append", default=[], metavar="FILE_OR_MODULE",
-                   help="load tasks/models from a .py file or module (repeatable; also $LSTM_BENCH_PLUGINS)")
+    p = argparse.ArgumentParser(
+        prog="python -m suite",
+        description="lstm-bench: LSTMs and their variants against small Transformers.",
+        epilog=EPILOG,
+    )
+    p.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="FILE_OR_MODULE",
+        help="load tasks/models from a .py file or module (repeatable; also $LSTM_BENCH_PLUGINS)",
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("list", help="list registered tasks, models or profiles")
     ls.add_argument("what", choices=["tasks", "models", "profiles"])
-    ls.add_argument("--params", action="store_true",
-                    help="with tasks: every parameter, its default and meaning")
+    ls.add_argument(
+        "--params", action="store_true", help="with tasks: every parameter, its default and meaning"
+    )
 
     desc = sub.add_parser("describe", help="a task's parameters (default, meaning), metric and baseline")
     desc.add_argument("task")
 
-    run = sub.add_parser("run", help="run a profile's jobs (skips jobs already in the results directory)", epilog=EPILOG)
-    run.add_argument("--profile", default="smoke", help="profile name or path of a .toml file (default: smoke)")
+    run = sub.add_parser(
+        "run", help="run a profile's jobs (skips jobs already in the results directory)", epilog=EPILOG
+    )
+    run.add_argument(
+        "--profile", default="smoke", help="profile name or path of a .toml file (default: smoke)"
+    )
     run.add_argument("--task", action="append", help="only these tasks (repeatable or comma-separated)")
     run.add_argument("--model", action="append", help="only these models (repeatable or comma-separated)")
     run.add_argument("--experiment", action="append", help="only these experiments of the profile")
     run.add_argument("--seeds", help="number of seeds (3) or a list (0,1,2); default: the profile's")
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     run.add_argument("--dtype", default="float32", help="float32, float64 or bfloat16 (default: float32)")
-    run.add_argument("--threads", type=int,
-                     help="torch CPU threads per job (default: torch's choice; with --workers N, cores // N; "
-                          "on a cluster, 1)")
-    run.add_argument("--workers", type=int, metavar="N",
-                     help="jobs at once on this machine, on a local Ray instance started for the run; at most "
-                          "the machine's cores (more is an error). 1 (the default) runs in this process")
-    run.add_argument("--ray-address", metavar="HOST:PORT|auto",
-                     help="run the jobs on an existing Ray cluster (`ray start --head`); --workers then caps "
-                          "the jobs at once (default: every node's cores)")
-    run.add_argument("--dry-run", action="store_true",
-                     help="list the jobs (new and already finished) and estimate their time for 1 and N workers; "
-                          "runs a short calibration, writes nothing")
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="torch CPU threads per job (default: torch's choice; with --workers N, cores // N; "
+        "on a cluster, 1)",
+    )
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="jobs at once on this machine, on a local Ray instance started for the run; at most "
+        "the machine's cores (more is an error). 1 (the default) runs in this process",
+    )
+    run.add_argument(
+        "--ray-address",
+        metavar="HOST:PORT|auto",
+        help="run the jobs on an existing Ray cluster (`ray start --head`); --workers then caps "
+        "the jobs at once (default: every node's cores)",
+    )
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the jobs (new and already finished) and estimate their time for 1 and N workers; "
+        "runs a short calibration, writes nothing",
+    )
     run.add_argument("--out", help="results directory (default: results/<profile>)")
     run.add_argument("--retry-failed", action="store_true", help="run again the jobs recorded as failed")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -65,8 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     cmp_.add_argument("a")
     cmp_.add_argument("b")
     cmp_.add_argument("--out", help="also write an HTML page here")
-    cmp_.add_argument("--fail-on-regression", action="store_true",
-                      help="exit 1 when a primary metric got significantly worse from A to B (Welch, Holm)")
+    cmp_.add_argument(
+        "--fail-on-regression",
+        action="store_true",
+        help="exit 1 when a primary metric got significantly worse from A to B (Welch, Holm)",
+    )
     return p
 
 
@@ -91,8 +121,10 @@ def cmd_describe(args, registry) -> int:
     cls = registry.task(args.task)
     better = "higher" if cls.higher_is_better else "lower"
     print(f"{cls.name}: {cls.description}")
-    print(f"family {cls.family}; metric {cls.primary_metric} ({better} is better); "
-          f"from {registry.sources['task:' + cls.name]}")
+    print(
+        f"family {cls.family}; metric {cls.primary_metric} ({better} is better); "
+        f"from {registry.sources['task:' + cls.name]}"
+    )
     print("parameters (a profile's [[experiment.task]] params = { name = value }; a list there is a sweep):")
     print("\n".join(_parameter_lines(cls)))
     return 0
@@ -107,8 +139,10 @@ def _parameter_lines(cls) -> list[str]:
             return "(required)"
         return "(unset)" if p.default is None else json.dumps(p.default)
 
-    return [f"    {p.name:14s} {shown(p):16s} {p.help or '(no description: add it to the task param_help)'}"
-            for p in cls.parameters()]
+    return [
+        f"    {p.name:14s} {shown(p):16s} {p.help or '(no description: add it to the task param_help)'}"
+        for p in cls.parameters()
+    ]
 
 
 def cmd_run(args, registry) -> int:
@@ -129,18 +163,30 @@ def cmd_run(args, registry) -> int:
             raise SuiteError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     profile = load_profile(args.profile)
-    plan = expand(profile, registry, seeds=args.seeds, tasks=args.task, models=args.model, experiments=args.experiment)
+    plan = expand(
+        profile, registry, seeds=args.seeds, tasks=args.task, models=args.model, experiments=args.experiment
+    )
     _probe_tasks(plan.first_phase() + [g.template for g in plan.tuned], registry)
 
     out = Path(args.out or Path("results") / profile.name)
     if out.exists() and not out.is_dir():
-        raise SuiteError(f"--out {out} is a file, not a directory; pass a directory for the results (e.g. results/mine)")
+        raise SuiteError(
+            f"--out {out} is a file, not a directory; pass a directory for the results (e.g. results/mine)"
+        )
     ResultsStore(out).records()  # from a newer lstm-bench: one line, before anything starts or is written
     if args.dry_run:
         from suite.estimate import dry_run
 
-        return dry_run(plan, out, registry, device, dtype, workers=workers, threads=args.threads,
-                       retry_failed=args.retry_failed)
+        return dry_run(
+            plan,
+            out,
+            registry,
+            device,
+            dtype,
+            workers=workers,
+            threads=args.threads,
+            retry_failed=args.retry_failed,
+        )
     env = environment(device, dtype)
     run = RunContext(registry, device, dtype, env)
     if workers == 1 and not args.ray_address:
@@ -150,8 +196,14 @@ def cmd_run(args, registry) -> int:
         from suite.ray_executor import ray_pool
 
         every_shape = plan.first_phase() + [g.template for g in plan.tuned]
-        pool = ray_pool(run, every_shape, address=args.ray_address, workers=workers, threads=args.threads,
-                        plugins=args.plugin)
+        pool = ray_pool(
+            run,
+            every_shape,
+            address=args.ray_address,
+            workers=workers,
+            threads=args.threads,
+            plugins=args.plugin,
+        )
         p = pool.placement
         where = f"Ray cluster {args.ray_address}, {len(p.nodes)} nodes" if args.ray_address else "local Ray"
         how = f"{_n(p.slots, 'worker')} x {_n(p.threads, 'thread')} ({where}; timing jobs run alone)"
@@ -159,20 +211,37 @@ def cmd_run(args, registry) -> int:
         store = ResultsStore(out)
         store.open_for_append()
         total = len(plan.jobs) + sum(len(g.grid) + len(g.seeds) - 1 for g in plan.tuned)
-        store.write_run_info({"profile": profile.name, "profile_path": str(profile.path), "profile_data": profile.data,
-                              "command": sys.argv, "env": env, "jobs": total, "executor": how,
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                              "plugins": args.plugin + [p for p in os.environ.get("LSTM_BENCH_PLUGINS", "").split(os.pathsep) if p]})
-        print(f"profile {profile.name}: {total} jobs ({len(plan.tuned)} tuned groups) on {env['device']} "
-              f"({env['device_name']}), {dtype}, {how} -> {out}", file=sys.stderr)
+        store.write_run_info(
+            {
+                "profile": profile.name,
+                "profile_path": str(profile.path),
+                "profile_data": profile.data,
+                "command": sys.argv,
+                "env": env,
+                "jobs": total,
+                "executor": how,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "plugins": args.plugin
+                + [p for p in os.environ.get("LSTM_BENCH_PLUGINS", "").split(os.pathsep) if p],
+            }
+        )
+        print(
+            f"profile {profile.name}: {total} jobs ({len(plan.tuned)} tuned groups) on {env['device']} "
+            f"({env['device_name']}), {dtype}, {how} -> {out}",
+            file=sys.stderr,
+        )
         start = time.perf_counter()
         # tuning points and fixed jobs first; each tuned group's seeds as soon as its own points are in
-        counts = execute(plan.first_phase(), store, pool, plan.seeds_ready, args.retry_failed,
-                         not args.no_progress)
+        counts = execute(
+            plan.first_phase(), store, pool, plan.seeds_ready, args.retry_failed, not args.no_progress
+        )
     finally:
         pool.close()
-    print(f"done in {time.perf_counter() - start:.1f}s: {counts['ok']} ok, {counts['diverged']} diverged, "
-          f"{counts['failed']} failed, {counts['skipped']} already finished (skipped)", file=sys.stderr)
+    print(
+        f"done in {time.perf_counter() - start:.1f}s: {counts['ok']} ok, {counts['diverged']} diverged, "
+        f"{counts['failed']} failed, {counts['skipped']} already finished (skipped)",
+        file=sys.stderr,
+    )
     print(out)
     return 1 if counts["failed"] else 0
 
@@ -192,8 +261,10 @@ def _check_workers(args) -> int | None:
         from suite.ray_executor import local_cores
 
         if args.workers > local_cores():
-            raise SuiteError(f"--workers {args.workers} is more than the {local_cores()} cores of this "
-                             f"machine; use --workers {local_cores()} or fewer (or --ray-address for a cluster)")
+            raise SuiteError(
+                f"--workers {args.workers} is more than the {local_cores()} cores of this "
+                f"machine; use --workers {local_cores()} or fewer (or --ray-address for a cluster)"
+            )
     return args.workers
 
 
@@ -244,8 +315,13 @@ def cmd_compare(args, registry) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "describe": cmd_describe, "run": cmd_run, "report": cmd_report,
-            "compare": cmd_compare}
+COMMANDS = {
+    "list": cmd_list,
+    "describe": cmd_describe,
+    "run": cmd_run,
+    "report": cmd_report,
+    "compare": cmd_compare,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

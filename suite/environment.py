@@ -25,9 +25,14 @@ def resolve_device(name: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' asked for but torch sees no CUDA GPU; use --device cpu or auto (see README: GPU install)")
+        raise ConfigError(
+            "device 'cuda' asked for but torch sees no CUDA GPU; use --device cpu or auto (see README: GPU "
+            "install)"
+        )
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device 'mps' asked for but this machine has no Apple MPS; use --device cpu or auto")
+        raise ConfigError(
+            "device 'mps' asked for but this machine has no Apple MPS; use --device cpu or auto"
+        )
     if name not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or mps")
     return torch.device(name)
@@ -54,8 +59,16 @@ def cpu_name() -> str:
 def git_commit() -> str:
     root = Path(__file__).resolve().parent.parent
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
         if out.returncode == 0:
             return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):

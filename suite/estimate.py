@@ -37,11 +37,22 @@ CALIBRATION_STEPS = 6
 
 # ---- what a job costs -----------------------------------------------------------------------------------
 
+
 def _signature(job: Job) -> str:
     """Everything a job's cost per step depends on (not its seed, learning rate or step count)."""
     sizes = {k: job.recipe.get(k) for k in ("batch_size", "eval_batch_size")}
-    fields = (job.kind, job.task, job.task_params, job.model, job.model_options, job.param_budget, job.width,
-              job.layers, sizes, job.extra if job.kind != "train" else None)
+    fields = (
+        job.kind,
+        job.task,
+        job.task_params,
+        job.model,
+        job.model_options,
+        job.param_budget,
+        job.width,
+        job.layers,
+        sizes,
+        job.extra if job.kind != "train" else None,
+    )
     return json.dumps(fields, sort_keys=True, default=str)
 
 
@@ -76,8 +87,13 @@ class Costs:
         walls: dict[str, list] = {}
         for r in records:
             env = r.get("env") or {}
-            if (r.get("status") != "ok" or env.get("host") != host or env.get("threads") != self.threads
-                    or env.get("dtype") != self.run.dtype or env.get("device") != self.run.device.type):
+            if (
+                r.get("status") != "ok"
+                or env.get("host") != host
+                or env.get("threads") != self.threads
+                or env.get("dtype") != self.run.dtype
+                or env.get("device") != self.run.device.type
+            ):
                 continue
             try:
                 job = Job(**{k: r[k] for k in Job.__dataclass_fields__})
@@ -87,13 +103,15 @@ class Costs:
             wall = (r.get("wall_seconds") or 0.0) - (r.get("compile_seconds") or 0.0)
             if job.kind == "train" and r.get("steps_done"):
                 evals = len(r.get("curve") or []) + 1
-                steps.setdefault(sig, []).append((r["train_seconds"] / r["steps_done"],
-                                                  max(0.0, wall - r["train_seconds"]) / evals))
+                steps.setdefault(sig, []).append(
+                    (r["train_seconds"] / r["steps_done"], max(0.0, wall - r["train_seconds"]) / evals)
+                )
             elif job.kind != "train":
                 walls.setdefault(sig, []).append(wall)
         for sig, pairs in steps.items():
-            self.train_costs[sig] = TrainCost(statistics.median(p[0] for p in pairs),
-                                        statistics.median(p[1] for p in pairs))
+            self.train_costs[sig] = TrainCost(
+                statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+            )
         self.measured.update({sig: statistics.median(w) for sig, w in walls.items()})
         self.learned = set(self.train_costs) | set(self.measured)
 
@@ -160,8 +178,15 @@ class Costs:
         if job.kind == "throughput":
             return self._run(job)
         axis = next(iter(job.extra))
-        same = sorted({j.extra[axis] for j in plan_jobs if j.kind == job.kind and j.model == job.model
-                       and _signature(replace(j, extra={})) == _signature(replace(job, extra={}))})
+        same = sorted(
+            {
+                j.extra[axis]
+                for j in plan_jobs
+                if j.kind == job.kind
+                and j.model == job.model
+                and _signature(replace(j, extra={})) == _signature(replace(job, extra={}))
+            }
+        )
         points = same[:2]
         costs = [self._run(replace(job, extra={axis: p})) for p in points]
         if len(points) < 2:
@@ -184,6 +209,7 @@ class Costs:
 
 
 # ---- the schedule, simulated --------------------------------------------------------------------------
+
 
 class _Memory:
     """A results store in memory: what is already finished, plus the simulation's records."""
@@ -219,12 +245,21 @@ class SimulatedPool:
         self.clock, _, job = heapq.heappop(self.heap)
         self.placement.finish(job)
         # a stand-in result: every tuning point scores the same, so the smallest learning rate is chosen
-        return [(job, {"key": job.key, **asdict(job), "status": "ok", "best_val": 0.0,
-                       "higher_is_better": False})]
+        return [
+            (job, {"key": job.key, **asdict(job), "status": "ok", "best_val": 0.0, "higher_is_better": False})
+        ]
 
 
-def simulate(plan: Plan, records: list[dict], cost, nodes: int, cpus: int, threads: int, workers: int,
-             retry_failed: bool) -> SimulatedPool:
+def simulate(
+    plan: Plan,
+    records: list[dict],
+    cost,
+    nodes: int,
+    cpus: int,
+    threads: int,
+    workers: int,
+    retry_failed: bool,
+) -> SimulatedPool:
     placement = Placement([Node(str(i), "", cpus) for i in range(nodes)], threads, workers)
     pool = SimulatedPool(placement, cost)
     execute(plan.first_phase(), _Memory(records), pool, plan.seeds_ready, retry_failed, show_progress=False)
@@ -232,8 +267,10 @@ def simulate(plan: Plan, records: list[dict], cost, nodes: int, cpus: int, threa
 
 
 def _only(plan: Plan, experiment: str) -> Plan:
-    return Plan([j for j in plan.jobs if j.experiment == experiment],
-                [g for g in plan.tuned if g.template.experiment == experiment])
+    return Plan(
+        [j for j in plan.jobs if j.experiment == experiment],
+        [g for g in plan.tuned if g.template.experiment == experiment],
+    )
 
 
 def _records_near(out: Path) -> list[dict]:
@@ -257,8 +294,17 @@ def _fmt(seconds: float) -> str:
     return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
 
 
-def dry_run(plan: Plan, out: Path, registry, device, dtype: str, *, workers: int | None, threads: int | None,
-            retry_failed: bool) -> int:
+def dry_run(
+    plan: Plan,
+    out: Path,
+    registry,
+    device,
+    dtype: str,
+    *,
+    workers: int | None,
+    threads: int | None,
+    retry_failed: bool,
+) -> int:
     from suite.environment import environment
     from suite.ray_executor import local_cores
 
@@ -268,8 +314,11 @@ def dry_run(plan: Plan, out: Path, registry, device, dtype: str, *, workers: int
     modes = {1: threads or default_threads, n: threads or max(1, cores // n)}
     done_records = ResultsStore(out).records()
     near = _records_near(out)
-    print(f"dry run: estimating from per-step costs on this machine ({cores} cores); a calibration runs for "
-          "configurations without earlier records...", file=sys.stderr)
+    print(
+        f"dry run: estimating from per-step costs on this machine ({cores} cores); a calibration runs for "
+        "configurations without earlier records...",
+        file=sys.stderr,
+    )
     costs = {}
     for t in sorted(set(modes.values())):
         run = RunContext(registry, device, dtype, environment(device, dtype) | {"threads": t})
@@ -279,35 +328,49 @@ def dry_run(plan: Plan, out: Path, registry, device, dtype: str, *, workers: int
     def cost_at(t):  # a job that runs alone runs at the run's own thread count, as with one worker
         return lambda job: costs[modes[1] if job.runs_alone else t].seconds(job, all_jobs)
 
-    runs = {w: simulate(plan, done_records, cost_at(t), 1, cores, t if w > 1 else cores, w, retry_failed)
-            for w, t in modes.items()}
+    runs = {
+        w: simulate(plan, done_records, cost_at(t), 1, cores, t if w > 1 else cores, w, retry_failed)
+        for w, t in modes.items()
+    }
     torch.set_num_threads(default_threads)
     serial = runs[1]
     done = {r["key"]: r for r in done_records if r.get("status") != "failed" or not retry_failed}
     listed = _listing(plan, done)
-    print(f"state  {'1 worker':>9s}  {f'{n} workers' if n > 1 else '':>9s}  job (its own time at each "
-          "mode's thread count)")
+    print(
+        f"state  {'1 worker':>9s}  {f'{n} workers' if n > 1 else '':>9s}  job (its own time at each "
+        "mode's thread count)"
+    )
     for job, state in listed:
-        each = [_fmt(cost_at(t)(job)) if state == "new" else "" for t in (modes[1], modes[n])][:1 + (n > 1)]
+        each = [_fmt(cost_at(t)(job)) if state == "new" else "" for t in (modes[1], modes[n])][: 1 + (n > 1)]
         print(f"{state:5s}  " + "  ".join(f"{x:>9s}" for x in each) + f"  {job.experiment}: {job.label()}")
     experiments = list(dict.fromkeys(j.experiment for j in all_jobs))
     head = [f"1 worker ({modes[1]} thr)"] + ([f"{n} workers ({modes[n]} thr)"] if n > 1 else [])
-    print(f"\n{'experiment':16s} {'jobs':>6s} {'new':>6s} {'done':>6s}  "
-          + "  ".join(f"{h:>20s}" for h in head))
+    print(
+        f"\n{'experiment':16s} {'jobs':>6s} {'new':>6s} {'done':>6s}  " + "  ".join(f"{h:>20s}" for h in head)
+    )
     for exp in experiments + ["total"]:
         sub = plan if exp == "total" else _only(plan, exp)
         mine = [(j, s) for j, s in listed if exp == "total" or j.experiment == exp]
         new = sum(s == "new" for _, s in mine)
-        times = [runs[w].clock if exp == "total" else
-                 simulate(sub, done_records, cost_at(t), 1, cores, t if w > 1 else cores, w, retry_failed).clock
-                 for w, t in modes.items()]
-        print(f"{exp:16s} {len(mine):6d} {new:6d} {len(mine) - new:6d}  "
-              + "  ".join(f"{_fmt(x):>20s}" for x in times))
+        times = [
+            runs[w].clock
+            if exp == "total"
+            else simulate(
+                sub, done_records, cost_at(t), 1, cores, t if w > 1 else cores, w, retry_failed
+            ).clock
+            for w, t in modes.items()
+        ]
+        print(
+            f"{exp:16s} {len(mine):6d} {new:6d} {len(mine) - new:6d}  "
+            + "  ".join(f"{_fmt(x):>20s}" for x in times)
+        )
     cal = sum(c.calibration_seconds for c in costs.values())
     for t, c in costs.items():
         print(f"costs at {t} thread(s), configurations by source: {c.sources}")
-    print(f"{_fmt(cal)} spent calibrating. Jobs side by side are costed as if each had its cores to itself; "
-          f"Ray's start-up is not included. Nothing written; {len(serial.started)} jobs would run -> {out}")
+    print(
+        f"{_fmt(cal)} spent calibrating. Jobs side by side are costed as if each had its cores to itself; "
+        f"Ray's start-up is not included. Nothing written; {len(serial.started)} jobs would run -> {out}"
+    )
     return 0
 
 
@@ -316,8 +379,12 @@ def _listing(plan: Plan, done: dict[str, dict]) -> list[tuple[Job, str]]:
     its tuning chose when its points are in, else at a stand-in (the cost does not depend on it)."""
     out: list[tuple[Job, str]] = []
     chosen = plan.seeds_ready(done)
-    later = [job for group in plan.tuned for job in group.jobs(group.grid[0])
-             if not all(j.key in done for j in group.tuning_jobs())]
+    later = [
+        job
+        for group in plan.tuned
+        for job in group.jobs(group.grid[0])
+        if not all(j.key in done for j in group.tuning_jobs())
+    ]
     for job in dict((j.key, j) for j in plan.first_phase() + chosen + later).values():
         out.append((job, "done" if job.key in done else "new"))
     return out

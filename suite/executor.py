@@ -47,7 +47,9 @@ from suite.records import (
 )
 from suite.registry import Registry
 
-SCALING_SPEC: dict[str, Any] = dict(input_vocab=64, output_dim=64)  # the synthetic token task of measurement jobs
+SCALING_SPEC: dict[str, Any] = dict(
+    input_vocab=64, output_dim=64
+)  # the synthetic token task of measurement jobs
 
 
 @dataclass
@@ -74,15 +76,25 @@ def task_facts(job: Job, task: Task) -> dict:
     per process (n-gram and least-squares baselines take a second; every model shares them)."""
     key = json.dumps([job.task, job.task_params, job.seed], sort_keys=True, default=str)
     if key not in _TASK_FACTS:
-        _TASK_FACTS[key] = {"baseline": task.baseline(),
-                            "thresholds": {split: task.threshold(split) for split in ("val", "test")}}
+        _TASK_FACTS[key] = {
+            "baseline": task.baseline(),
+            "thresholds": {split: task.threshold(split) for split in ("val", "test")},
+        }
     return _TASK_FACTS[key]
 
 
 def _build(job: Job, spec: TaskSpec, run: RunContext) -> tuple[torch.nn.Module, int]:
-    return build_model(run.registry.model(job.model), spec, budget=job.param_budget, width=job.width,
-                       layers=job.layers, options=job.model_options, seed=job.seed, device=run.device,
-                       dtype=DTYPES[run.dtype])
+    return build_model(
+        run.registry.model(job.model),
+        spec,
+        budget=job.param_budget,
+        width=job.width,
+        layers=job.layers,
+        options=job.model_options,
+        seed=job.seed,
+        device=run.device,
+        dtype=DTYPES[run.dtype],
+    )
 
 
 def _prepare(model: torch.nn.Module) -> dict:
@@ -93,13 +105,22 @@ def _prepare(model: torch.nn.Module) -> dict:
 
 def _model_facts(model: torch.nn.Module, width: int, run: RunContext) -> dict:
     """records.ModelFacts but the compile fields (from _prepare, before any clock)."""
-    return {**capabilities.parameter_split(model), "model_width": width,
-            "backend": capabilities.backend(model, run.device, DTYPES[run.dtype])}
+    return {
+        **capabilities.parameter_split(model),
+        "model_width": width,
+        "backend": capabilities.backend(model, run.device, DTYPES[run.dtype]),
+    }
 
 
 def _task_facts(task: Task) -> dict:
-    return flat(TaskFacts(seq_len=task.spec.seq_len, task_family=task.family,
-                          primary_metric=task.primary_metric, higher_is_better=task.higher_is_better))
+    return flat(
+        TaskFacts(
+            seq_len=task.spec.seq_len,
+            task_family=task.family,
+            primary_metric=task.primary_metric,
+            higher_is_better=task.higher_is_better,
+        )
+    )
 
 
 def run_train(job: Job, run: RunContext) -> TrainResult:
@@ -109,14 +130,29 @@ def run_train(job: Job, run: RunContext) -> TrainResult:
     facts = task_facts(job, task)
     model, width = _build(job, task.spec, run)
     compiled = _prepare(model)
-    fit = harness.fit(Recipe.from_dict(job.recipe), job.seed, task, model, run.device, DTYPES[run.dtype],
-                      facts["thresholds"], run.progress)
-    return TrainResult(**flat(fit), **_task_facts(task), **_model_facts(model, width, run), **compiled,
-                       **count_flops(model, task.spec),
-                       model_layers=job.layers or run.registry.model(job.model).default_layers,
-                       task_info=task.describe(), baseline=facts["baseline"],
-                       baseline_name=task.baseline_name(), success_threshold=facts["thresholds"]["test"],
-                       val_threshold=facts["thresholds"]["val"])
+    fit = harness.fit(
+        Recipe.from_dict(job.recipe),
+        job.seed,
+        task,
+        model,
+        run.device,
+        DTYPES[run.dtype],
+        facts["thresholds"],
+        run.progress,
+    )
+    return TrainResult(
+        **flat(fit),
+        **_task_facts(task),
+        **_model_facts(model, width, run),
+        **compiled,
+        **count_flops(model, task.spec),
+        model_layers=job.layers or run.registry.model(job.model).default_layers,
+        task_info=task.describe(),
+        baseline=facts["baseline"],
+        baseline_name=task.baseline_name(),
+        success_threshold=facts["thresholds"]["test"],
+        val_threshold=facts["thresholds"]["val"],
+    )
 
 
 def run_throughput(job: Job, run: RunContext) -> ThroughputResult:
@@ -129,8 +165,14 @@ def run_throughput(job: Job, run: RunContext) -> ThroughputResult:
     batch = task.train_batch(batch_size, torch.Generator().manual_seed(0))
     batch = harness.to_device(batch, run.device, DTYPES[run.dtype])
     measured = throughput.batch_throughput(model, batch, task.loss, run.device)
-    return ThroughputResult(**flat(measured), **_task_facts(task), **_model_facts(model, width, run),
-                            **compiled, **count_flops(model, task.spec), batch_size=batch_size)
+    return ThroughputResult(
+        **flat(measured),
+        **_task_facts(task),
+        **_model_facts(model, width, run),
+        **compiled,
+        **count_flops(model, task.spec),
+        batch_size=batch_size,
+    )
 
 
 def _synthetic(job: Job, run: RunContext, seq_len: int):
@@ -145,16 +187,23 @@ def run_scaling(job: Job, run: RunContext) -> ScalingResult:
     T, batch_size = job.extra["seq_len"], job.recipe["batch_size"]
     model, spec, width, compiled = _synthetic(job, run, T)
     measured = throughput.length_scaling(model, spec, batch_size, run.device)
-    return ScalingResult(**flat(measured), **_model_facts(model, width, run), **compiled,
-                         **count_flops(model, spec), seq_len=T, batch_size=batch_size)
+    return ScalingResult(
+        **flat(measured),
+        **_model_facts(model, width, run),
+        **compiled,
+        **count_flops(model, spec),
+        seq_len=T,
+        batch_size=batch_size,
+    )
 
 
 def run_latency(job: Job, run: RunContext) -> LatencyResult | LatencySkipped:
     context = job.extra["context"]
     model, _, width, compiled = _synthetic(job, run, context)
     if not capabilities.supports_step(model):
-        return LatencySkipped(skip_reason=f"model {job.model} has no incremental decoding (step)",
-                              context=context)
+        return LatencySkipped(
+            skip_reason=f"model {job.model} has no incremental decoding (step)", context=context
+        )
     measured = throughput.step_latency(model, context, run.device, DTYPES[run.dtype])
     return LatencyResult(**flat(measured), **_model_facts(model, width, run), **compiled, context=context)
 
@@ -165,9 +214,13 @@ RUNNERS = {"train": run_train, "throughput": run_throughput, "scaling": run_scal
 def _header(job: Job, run: RunContext) -> dict:
     """The job's own fields (so a record names its job exactly) and where it ran."""
     model_spec = run.registry.models.get(job.model)
-    header = Header(key=job.key, model_family=getattr(model_spec, "family", None),
-                    implementation=getattr(model_spec, "implementation", None),
-                    architecture=getattr(model_spec, "architecture", "") or job.model, env=run.env)
+    header = Header(
+        key=job.key,
+        model_family=getattr(model_spec, "family", None),
+        implementation=getattr(model_spec, "implementation", None),
+        architecture=getattr(model_spec, "architecture", "") or job.model,
+        env=run.env,
+    )
     return {**asdict(job), **flat(header)}
 
 
@@ -175,8 +228,10 @@ def _result_fields(job: Job, result) -> dict:
     """A runner's declared result -> its record fields; it must be one its kind declares, and it never
     overwrites a job field (a record must name its job exactly)."""
     if not isinstance(result, RESULTS[job.kind]):
-        raise RuntimeError(f"runner {job.kind!r} returned a {type(result).__name__}, not one of "
-                           f"{[cls.__name__ for cls in RESULTS[job.kind]]}")
+        raise RuntimeError(
+            f"runner {job.kind!r} returned a {type(result).__name__}, not one of "
+            f"{[cls.__name__ for cls in RESULTS[job.kind]]}"
+        )
     fields = flat(result)
     clash = set(fields) & set(asdict(job))
     if clash:
@@ -196,8 +251,14 @@ def run_job(job: Job, run: RunContext) -> dict:
     except Exception as exc:
         record["status"], error = "failed", f"{type(exc).__name__}: {one_line(exc)}"
         trace = traceback.format_exc(limit=6)
-    outcome = Outcome(started=started, finished=_now(), wall_seconds=time.perf_counter() - t0,
-                      status=record["status"], error=error, traceback=trace)
+    outcome = Outcome(
+        started=started,
+        finished=_now(),
+        wall_seconds=time.perf_counter() - t0,
+        status=record["status"],
+        error=error,
+        traceback=trace,
+    )
     return {**record, **flat(outcome)}
 
 
@@ -210,8 +271,10 @@ def failed_record(job: Job, run: RunContext, error: str, started: str, seconds: 
 def placement_facts(record: dict, placement: Placement, peak: int, executor: str) -> dict:
     """What ran beside the job: `concurrency` is the most jobs of this run on its node while it ran,
     so `ran_alone` is a fact measured by the driver, not the job's declaration (`runs_alone`)."""
-    return {**record, **flat(Placed(executor=executor, workers=placement.slots, concurrency=peak,
-                                    ran_alone=peak == 1))}
+    return {
+        **record,
+        **flat(Placed(executor=executor, workers=placement.slots, concurrency=peak, ran_alone=peak == 1)),
+    }
 
 
 class InProcessPool:
@@ -245,8 +308,9 @@ class Progress:
     its step and loss (at most twice a second)."""
 
     def __init__(self, enabled: bool):
-        self.bar = tqdm(total=0, desc="jobs", unit="job", disable=not enabled, file=sys.stderr,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=0, desc="jobs", unit="job", disable=not enabled, file=sys.stderr, dynamic_ncols=True
+        )
         self.status = ""
 
     def update(self, total: int, done: int, running: list[Job], queued: int) -> None:
@@ -264,6 +328,7 @@ class Progress:
             if now - last[0] > 0.5:
                 last[0] = now
                 self.bar.set_postfix_str(f"{self.status} step {step}/{total} loss {loss:.3g}")
+
         return update
 
     def note(self, line: str) -> None:
@@ -291,8 +356,14 @@ class RecordSink(Protocol):
     def append(self, record: dict) -> None: ...
 
 
-def execute(jobs: list[Job], store: RecordSink, pool: Pool, follow_ups=None, retry_failed: bool = False,
-            show_progress: bool = True) -> dict:
+def execute(
+    jobs: list[Job],
+    store: RecordSink,
+    pool: Pool,
+    follow_ups=None,
+    retry_failed: bool = False,
+    show_progress: bool = True,
+) -> dict:
     """Run every job not already in the store on `pool`; `follow_ups(settled records by key)` may add
     jobs as results arrive (the seeds of a tuned group once its tuning points are in). Returns counts."""
     latest = {r["key"]: r for r in store.records()}
@@ -324,8 +395,10 @@ def execute(jobs: list[Job], store: RecordSink, pool: Pool, follow_ups=None, ret
         while queue or pool.running():
             pool.take(queue)
             if not pool.running():  # placement checks every job up front: this is a lost node
-                raise SuiteError(f"no worker left that can run {queue[0].label()}; finished jobs are saved, "
-                                 "run the same command again to resume")
+                raise SuiteError(
+                    f"no worker left that can run {queue[0].label()}; finished jobs are saved, "
+                    "run the same command again to resume"
+                )
             progress.update(done + len(pool.running()) + len(queue), done, pool.running(), len(queue))
             for job, record in pool.wait():
                 store.append(record)  # the one writer: as each result arrives

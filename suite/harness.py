@@ -46,6 +46,7 @@ def predictor(model, device, dtype):
     def predict(x):
         x = x.to(device)
         return model(x.to(dtype) if x.is_floating_point() else x).float()
+
     return predict
 
 
@@ -54,7 +55,9 @@ def better(a: float, b: float | None, higher: bool) -> bool:
 
 
 def reached(value: float, threshold: float | None, higher: bool) -> bool:
-    return threshold is not None and value is not None and (value >= threshold if higher else value <= threshold)
+    return (
+        threshold is not None and value is not None and (value >= threshold if higher else value <= threshold)
+    )
 
 
 @torch.no_grad()
@@ -64,18 +67,31 @@ def forecast_example(task: Task, model, device, dtype) -> dict:
     pred = predictor(model, device, dtype)(batch.x)
     targets = getattr(task, "targets", range(batch.x.shape[-1]))  # input channels predicted, in output order
     K = len(targets)
-    return {"lookback": batch.x[0, :, targets[-1]].tolist(), "truth": batch.y[0].view(-1, K)[:, -1].tolist(),
-            "prediction": pred[0].view(-1, K)[:, -1].cpu().tolist()}
+    return {
+        "lookback": batch.x[0, :, targets[-1]].tolist(),
+        "truth": batch.y[0].view(-1, K)[:, -1].tolist(),
+        "prediction": pred[0].view(-1, K)[:, -1].cpu().tolist(),
+    }
 
 
-def fit(cfg: Recipe, seed: int, task: Task, model: torch.nn.Module, device: torch.device,
-        dtype: torch.dtype, thresholds: dict[str, float | None], progress=None) -> FitResult:
+def fit(
+    cfg: Recipe,
+    seed: int,
+    task: Task,
+    model: torch.nn.Module,
+    device: torch.device,
+    dtype: torch.dtype,
+    thresholds: dict[str, float | None],
+    progress=None,
+) -> FitResult:
     """Train `model` (built, initialised and prepared by the caller) on `task` under `cfg`.
     thresholds: the primary-metric value that counts as solved on "val" (time-to-threshold) and
     "test" (success)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},  # matrices decay;
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]  # biases, norms, peepholes do not
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},  # matrices decay;
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]  # biases, norms, peepholes do not
     opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(split_seed(seed, "train"))
     higher = task.higher_is_better
@@ -91,8 +107,14 @@ def fit(cfg: Recipe, seed: int, task: Task, model: torch.nn.Module, device: torc
         model.eval()
         val = task.evaluate(predictor(model, device, dtype), "val", cfg.eval_batch_size, device)
         model.train()
-        curve.append({"step": at_step, "seconds": round(train_seconds, 4), "train_loss": watch.recent(),
-                      **{f"val_{k}": v for k, v in val.items()}})
+        curve.append(
+            {
+                "step": at_step,
+                "seconds": round(train_seconds, 4),
+                "train_loss": watch.recent(),
+                **{f"val_{k}": v for k, v in val.items()},
+            }
+        )
         if math.isfinite(val[metric]) and better(val[metric], best, higher):
             best, best_state = val[metric], copy.deepcopy(model.state_dict())
         if ttt_steps is None and reached(val[metric], thresholds.get("val"), higher):
@@ -142,8 +164,9 @@ def fit(cfg: Recipe, seed: int, task: Task, model: torch.nn.Module, device: torc
         diverged_step=diverged_step,
         test=test,
         best_val=best,
-        success=bool(test is not None and status == "ok"
-                     and reached(test[metric], thresholds.get("test"), higher)),
+        success=bool(
+            test is not None and status == "ok" and reached(test[metric], thresholds.get("test"), higher)
+        ),
         curve=curve,
         loss_curve=watch.curve(),
         grad_norm=grads.summary(),

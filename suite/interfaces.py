@@ -86,7 +86,8 @@ class Task:
     success_threshold: ClassVar[float | None] = None
     eval_size: ClassVar[int] = 512  # samples per evaluation split for generated tasks
     param_help: ClassVar[dict[str, str]] = {
-        "seed": "set by the run's seeds, not in params: fixes the generated data and evaluation sets"}
+        "seed": "set by the run's seeds, not in params: fixes the generated data and evaluation sets"
+    }
 
     spec: TaskSpec
 
@@ -126,11 +127,20 @@ class Task:
             return {"loss": loss, "accuracy": acc}
         pred, target = _masked(out, batch.y, batch.mask)
         err = pred.float() - target.float()
-        return {"loss": err.pow(2).mean().item(), "mse": err.pow(2).mean().item(), "mae": err.abs().mean().item()}
+        return {
+            "loss": err.pow(2).mean().item(),
+            "mse": err.pow(2).mean().item(),
+            "mae": err.abs().mean().item(),
+        }
 
     @torch.no_grad()
-    def evaluate(self, predict: Callable[[torch.Tensor], torch.Tensor], split: str,
-                 batch_size: int = 256, device: str | torch.device = "cpu") -> dict[str, float]:
+    def evaluate(
+        self,
+        predict: Callable[[torch.Tensor], torch.Tensor],
+        split: str,
+        batch_size: int = 256,
+        device: str | torch.device = "cpu",
+    ) -> dict[str, float]:
         """Mean of batch_metrics over the whole split (no batch is dropped), each batch weighted by
         the positions it counts (its rows, or its mask's positions: a partly masked last window of
         a token stream then weighs what it scores)."""
@@ -169,9 +179,11 @@ class Task:
         help_text: dict[str, str] = {}
         for klass in reversed(cls.__mro__):
             help_text.update(vars(klass).get("param_help", {}))
-        return [Param(p.name, p.default, help_text.get(p.name, ""))
-                for p in inspect.signature(cls.__init__).parameters.values()
-                if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        return [
+            Param(p.name, p.default, help_text.get(p.name, ""))
+            for p in inspect.signature(cls.__init__).parameters.values()
+            if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
 
 
 @dataclass(frozen=True)
@@ -201,11 +213,17 @@ def split_seed(seed: int, split: str) -> int:
 
 
 def check_positive(name: str, value, minimum: float = 1) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < minimum:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < minimum
+    ):
         raise ConfigError(f"{name} must be a number >= {minimum}, got {value!r}")
 
 
 # ---- models ------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True, eq=False)  # hashed by identity: build functions do not compare
 class ModelSpec:

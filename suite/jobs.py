@@ -69,7 +69,9 @@ class Recipe:
         if self.seconds is not None and (not isinstance(self.seconds, (int, float)) or self.seconds <= 0):
             raise ConfigError(f"training setting seconds must be a positive number, got {self.seconds!r}")
         if not self.warmup >= 0 or not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0:
-            raise ConfigError("training settings warmup >= 0, 0 <= min_lr_ratio <= 1 and weight_decay >= 0 are required")
+            raise ConfigError(
+                "training settings warmup >= 0, 0 <= min_lr_ratio <= 1 and weight_decay >= 0 are required"
+            )
 
     @property
     def budget(self) -> str:

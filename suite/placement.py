@@ -44,8 +44,14 @@ class Demand:
 
 
 class Placement:
-    def __init__(self, nodes: list[Node], threads: int, workers: int, gpu: bool = False,
-                 alone_threads: int | None = None):
+    def __init__(
+        self,
+        nodes: list[Node],
+        threads: int,
+        workers: int,
+        gpu: bool = False,
+        alone_threads: int | None = None,
+    ):
         """threads: torch threads (= cores) of a job that shares its node; alone_threads: of one that
         runs alone (default: the node's cores); workers: most jobs at once in the whole run."""
         self.nodes, self.threads, self.workers, self.gpu = nodes, threads, workers, gpu
@@ -69,12 +75,16 @@ class Placement:
     def check(self, jobs: list[Job]) -> None:
         """Every job fits some node, or the run stops now (Ray would wait forever for the resources)."""
         if self.gpu and not any(node.gpus for node in self.nodes):
-            raise SuiteError("the run's device is cuda but no node of the Ray cluster has a GPU; "
-                             "use --device cpu, or add a GPU node (ray start --num-gpus N)")
+            raise SuiteError(
+                "the run's device is cuda but no node of the Ray cluster has a GPU; "
+                "use --device cpu, or add a GPU node (ray start --num-gpus N)"
+            )
         if any(not job.runs_alone for job in jobs) and not any(self.threads <= n.cpus for n in self.nodes):
             biggest = max(n.cpus for n in self.nodes)
-            raise SuiteError(f"a job asks for {self.threads} cores (--threads) but the largest node has "
-                             f"{biggest}; use --threads {biggest} or fewer")
+            raise SuiteError(
+                f"a job asks for {self.threads} cores (--threads) but the largest node has "
+                f"{biggest}; use --threads {biggest} or fewer"
+            )
 
     @property
     def slots(self) -> int:
@@ -128,9 +138,11 @@ class Placement:
         """Keep one drained node per alone job still waiting: the ones with the fewest jobs running."""
         free = {n.id for n in self.nodes if not n.busy_alone}
         self.draining = [i for i in self.draining if i in free][:waiting]
-        candidates = sorted((n for n in self.nodes if n.id not in self.draining and not n.busy_alone),
-                            key=lambda n: len(n.running))
-        self.draining += [n.id for n in candidates[:waiting - len(self.draining)]]
+        candidates = sorted(
+            (n for n in self.nodes if n.id not in self.draining and not n.busy_alone),
+            key=lambda n: len(n.running),
+        )
+        self.draining += [n.id for n in candidates[: waiting - len(self.draining)]]
 
     def _free_node(self, job: Job) -> Node | None:
         for node in self.nodes:

@@ -44,7 +44,10 @@ def load_profile(name_or_path: str) -> Profile:
     if not (path.suffix == ".toml" and path.exists()):
         known = available_profiles()
         if name_or_path not in known:
-            raise ConfigError(f"unknown profile {name_or_path!r}; known profiles: {', '.join(known)} (or the path of a .toml file)")
+            raise ConfigError(
+                f"unknown profile {name_or_path!r}; known profiles: {', '.join(known)} (or the path of a "
+                ".toml file)"
+            )
         path = known[name_or_path]
     try:
         data = tomllib.loads(path.read_text())
@@ -105,7 +108,9 @@ class Plan:
         return {}
 
 
-def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, models=None, experiments=None) -> Plan:
+def expand(
+    profile: Profile, registry: Registry, *, seeds=None, tasks=None, models=None, experiments=None
+) -> Plan:
     """Profile -> validated plan of jobs. Raises ConfigError before anything runs."""
     data = profile.data
     base_recipe = data.get("train", {})  # the TOML key stays `train`
@@ -129,27 +134,59 @@ def expand(profile: Profile, registry: Registry, *, seeds=None, tasks=None, mode
             cls = registry.task(task_name)
             recipe_values = {**base_recipe, **exp.get("train", {}), **task_entry.get("train", {})}
             budget = int(task_entry.get("param_budget", exp.get("param_budget", 0)))
-            models_here = [m for m in exp.get("models", []) if not ((wanted_tasks and task_name not in wanted_tasks)
-                                                                    or (wanted_models and m not in wanted_models))]
+            models_here = [
+                m
+                for m in exp.get("models", [])
+                if not (
+                    (wanted_tasks and task_name not in wanted_tasks)
+                    or (wanted_models and m not in wanted_models)
+                )
+            ]
             for params in sweep(task_entry.get("params", {})):
                 for recipe in sweep(recipe_values):
                     cfg = Recipe.from_dict(recipe)
                     lr_is_axis = isinstance(recipe_values.get("lr"), list)
                     for model in models_here:
-                        job = Job("train", exp_name, cls.name, model, exp_seeds[0], params,
-                                  exp.get("model_options", {}).get(model, {}), budget, exp.get("layers"),
-                                  recipe, width=exp.get("width"), role=role)
+                        job = Job(
+                            "train",
+                            exp_name,
+                            cls.name,
+                            model,
+                            exp_seeds[0],
+                            params,
+                            exp.get("model_options", {}).get(model, {}),
+                            budget,
+                            exp.get("layers"),
+                            recipe,
+                            width=exp.get("width"),
+                            role=role,
+                        )
                         if grid and not lr_is_axis:
                             tuned.append(TunedGroup.of(job, grid, exp_seeds))
                         else:
                             jobs += [replace(job, seed=seed) for seed in exp_seeds]
                     if task_entry.get("measure_throughput", exp.get("measure_throughput", False)):
-                        jobs += [Job("throughput", exp_name, cls.name, model, 0, params,
-                                     exp.get("model_options", {}).get(model, {}), budget, exp.get("layers"),
-                                     {"batch_size": cfg.batch_size}, role="throughput") for model in models_here]
+                        jobs += [
+                            Job(
+                                "throughput",
+                                exp_name,
+                                cls.name,
+                                model,
+                                0,
+                                params,
+                                exp.get("model_options", {}).get(model, {}),
+                                budget,
+                                exp.get("layers"),
+                                {"batch_size": cfg.batch_size},
+                                role="throughput",
+                            )
+                            for model in models_here
+                        ]
     jobs += _measure_jobs(data.get("measure", {}), registry, wanted_models, experiments)
     if not jobs and not tuned:
-        raise ConfigError(f"profile {profile.name!r} with these filters selects no job; check --task/--model/--experiment")
+        raise ConfigError(
+            f"profile {profile.name!r} with these filters selects no job; check --task/--model/--experiment"
+        )
     return Plan(jobs, tuned)
 
 
@@ -165,8 +202,11 @@ def _grid(value, where: str) -> tuple[float, ...] | None:
     if value is None or value is False:
         return None
     lrs = value.get("lr") if isinstance(value, dict) else None
-    if not (isinstance(lrs, list) and lrs and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                  and v > 0 for v in lrs)):
+    if not (
+        isinstance(lrs, list)
+        and lrs
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0 for v in lrs)
+    ):
         raise ConfigError(f"{where}: tune takes lr = [a list of positive learning rates], got {value!r}")
     return tuple(sorted(float(v) for v in lrs))
 
@@ -191,10 +231,19 @@ def _measure_jobs(measure: dict, registry: Registry, wanted_models, experiments)
             for point in table.get(axis, []):
                 if not isinstance(point, int) or point < 1:
                     raise ConfigError(f"[measure.{kind}] {axis} must be positive integers, got {point!r}")
-                jobs.append(Job(kind, kind, "synthetic", model, 0, param_budget=int(table.get("param_budget", 100_000)),
-                                recipe={"batch_size": int(table.get("batch_size", 8))},
-                                extra={axis[:-1]: point},
-                                role=kind))
+                jobs.append(
+                    Job(
+                        kind,
+                        kind,
+                        "synthetic",
+                        model,
+                        0,
+                        param_budget=int(table.get("param_budget", 100_000)),
+                        recipe={"batch_size": int(table.get("batch_size", 8))},
+                        extra={axis[:-1]: point},
+                        role=kind,
+                    )
+                )
     return jobs
 
 

@@ -41,8 +41,10 @@ def import_ray():
     try:
         import ray
     except Exception as exc:  # not installed, or broken: only parallel runs need it
-        raise SuiteError(f"--workers > 1 and --ray-address need Ray, which failed to import ({type(exc).__name__}: "
-                         f"{one_line(exc)}); pip install 'ray>=2.30', or run with --workers 1") from exc
+        raise SuiteError(
+            f"--workers > 1 and --ray-address need Ray, which failed to import ({type(exc).__name__}: "
+            f"{one_line(exc)}); pip install 'ray>=2.30', or run with --workers 1"
+        ) from exc
     return ray
 
 
@@ -53,8 +55,10 @@ def _reachable(address: str) -> str:
 
         resolved = canonicalize_bootstrap_address(address) or address
     except ConnectionError:
-        raise SuiteError(f"--ray-address {address}: no running Ray cluster found; start one with "
-                         "`ray start --head`, or pass HOST:PORT of its head") from None
+        raise SuiteError(
+            f"--ray-address {address}: no running Ray cluster found; start one with "
+            "`ray start --head`, or pass HOST:PORT of its head"
+        ) from None
     except Exception:  # private API moved: check the address as given
         resolved = address
     host, _, port = resolved.rpartition(":")
@@ -62,8 +66,10 @@ def _reachable(address: str) -> str:
         with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
             return resolved
     except (OSError, ValueError) as exc:
-        raise SuiteError(f"--ray-address {address}: cannot reach a Ray head at {resolved} ({one_line(exc)}); check "
-                         "the address `ray start --head` printed, and that this machine can reach it") from None
+        raise SuiteError(
+            f"--ray-address {address}: cannot reach a Ray head at {resolved} ({one_line(exc)}); check "
+            "the address `ray start --head` printed, and that this machine can reach it"
+        ) from None
 
 
 def start_ray(address: str | None, cores: int):
@@ -86,9 +92,16 @@ def start_ray(address: str | None, cores: int):
 
 
 def cluster_nodes(ray) -> list[Node]:
-    nodes = [Node(n["NodeID"], n.get("NodeManagerHostname", n.get("NodeManagerAddress", "")),
-                  int(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0)))
-             for n in ray.nodes() if n.get("Alive")]
+    nodes = [
+        Node(
+            n["NodeID"],
+            n.get("NodeManagerHostname", n.get("NodeManagerAddress", "")),
+            int(n["Resources"].get("CPU", 0)),
+            int(n["Resources"].get("GPU", 0)),
+        )
+        for n in ray.nodes()
+        if n.get("Alive")
+    ]
     return [n for n in nodes if n.cpus > 0]
 
 
@@ -116,8 +129,10 @@ def run_in_worker(job: Job, setup: WorkerSetup, threads: int) -> dict:
     run = _CONTEXTS[setup]
     run = replace(run, env=environment(run.device, setup.dtype))  # this node, these threads
     if run.env["commit"].split("+")[0] != setup.commit.split("+")[0]:  # uncommitted edits: not comparable
-        raise RuntimeError(f"node {run.env['host']} runs lstm-bench commit {run.env['commit']}, the driver "
-                           f"{setup.commit}: install the same checkout on every node")
+        raise RuntimeError(
+            f"node {run.env['host']} runs lstm-bench commit {run.env['commit']}, the driver "
+            f"{setup.commit}: install the same checkout on every node"
+        )
     return run_job(job, run)
 
 
@@ -135,9 +150,9 @@ class RayPool:
     def take(self, queue: list[Job]) -> None:
         for job, node in self.placement.take(queue):
             need = self.placement.demand(job, node)
-            ref = self.task.options(num_cpus=need.cpus, num_gpus=need.gpus,
-                                    scheduling_strategy=self.affinity(node.id, soft=False)
-                                    ).remote(job, self.setup, need.threads)
+            ref = self.task.options(
+                num_cpus=need.cpus, num_gpus=need.gpus, scheduling_strategy=self.affinity(node.id, soft=False)
+            ).remote(job, self.setup, need.threads)
             self.refs[ref] = (job, _now(), time.perf_counter())
 
     def running(self) -> list[Job]:
@@ -175,8 +190,15 @@ def _death(exc: Exception) -> str:
     return f"worker died ({type(exc).__name__}): {one_line(exc)}"[:500]
 
 
-def ray_pool(run: RunContext, jobs: list[Job], *, address: str | None, workers: int | None,
-             threads: int | None, plugins: list[str]) -> RayPool:
+def ray_pool(
+    run: RunContext,
+    jobs: list[Job],
+    *,
+    address: str | None,
+    workers: int | None,
+    threads: int | None,
+    plugins: list[str],
+) -> RayPool:
     """Start (or connect to) Ray and place the run on its nodes. Local: `workers` jobs at once, each on
     cores // workers threads unless --threads says; alone jobs at the run's own thread count, as with
     --workers 1. Cluster: every node's cores in shares of --threads (default 1), alone jobs on all of
@@ -186,17 +208,27 @@ def ray_pool(run: RunContext, jobs: list[Job], *, address: str | None, workers: 
         workers = workers or 1
         threads = threads or max(1, cores // workers)
         if threads * workers > cores:
-            raise SuiteError(f"--workers {workers} x --threads {threads} needs {threads * workers} cores, this "
-                             f"machine has {cores}; lower one of them")
+            raise SuiteError(
+                f"--workers {workers} x --threads {threads} needs {threads * workers} cores, this "
+                f"machine has {cores}; lower one of them"
+            )
     ray = start_ray(address, cores)
     try:
-        placement = Placement(cluster_nodes(ray), threads or 1, workers or 10**9,
-                              gpu=run.device.type == "cuda",
-                              alone_threads=run.env["threads"] if address is None else threads)
+        placement = Placement(
+            cluster_nodes(ray),
+            threads or 1,
+            workers or 10**9,
+            gpu=run.device.type == "cuda",
+            alone_threads=run.env["threads"] if address is None else threads,
+        )
         placement.check(jobs)
     except BaseException:
         ray.shutdown()
         raise
-    setup = WorkerSetup(tuple(str(os.path.abspath(p)) if os.path.exists(p) else p for p in plugins),
-                        run.device.type, run.dtype, git_commit())
+    setup = WorkerSetup(
+        tuple(str(os.path.abspath(p)) if os.path.exists(p) else p for p in plugins),
+        run.device.type,
+        run.dtype,
+        git_commit(),
+    )
     return RayPool(ray, run, setup, placement)

@@ -23,6 +23,7 @@ RECORD_VERSION = 2
 
 # ---- the common part: every record has it -------------------------------------------------------
 
+
 @dataclass(kw_only=True)
 class Header:
     """Names the job exactly (besides the job's own fields) and where it ran."""
@@ -58,6 +59,7 @@ class Placed:
 
 
 # ---- parts of a runner's result -----------------------------------------------------------------
+
 
 @dataclass(kw_only=True)
 class Result:
@@ -102,6 +104,7 @@ class TaskFacts:
 
 
 # ---- what each job kind measured ----------------------------------------------------------------
+
 
 @dataclass(kw_only=True)
 class FitResult(Result):
@@ -203,7 +206,9 @@ class LatencySkipped(Skipped):
 
 
 RESULTS: dict[str, tuple[type, ...]] = {  # job kind -> the results its runner may return
-    "train": (TrainResult,), "throughput": (ThroughputResult,), "scaling": (ScalingResult,),
+    "train": (TrainResult,),
+    "throughput": (ThroughputResult,),
+    "scaling": (ScalingResult,),
     "latency": (LatencyResult, LatencySkipped),
 }
 
@@ -225,13 +230,16 @@ def flat(result) -> dict:
 
 # ---- reading ------------------------------------------------------------------------------------
 
+
 def upgrade(record: dict, where: str) -> dict:
     """A record as read from disk -> today's shape. Version 1 (no `record_version`) named the recipe
     `train`. A newer version than this code knows is one line that says what to do."""
     version = record.get("record_version", 1)
     if not isinstance(version, int) or version > RECORD_VERSION:
-        raise SuiteError(f"{where} was written by record version {version}; this lstm-bench reads up to "
-                         f"{RECORD_VERSION}: upgrade lstm-bench")
+        raise SuiteError(
+            f"{where} was written by record version {version}; this lstm-bench reads up to "
+            f"{RECORD_VERSION}: upgrade lstm-bench"
+        )
     if version == 1:
         record = {("recipe" if k == "train" else k): v for k, v in record.items()}
         record["record_version"] = 1

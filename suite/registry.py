@@ -45,24 +45,36 @@ class Registry:
 
     def add_model(self, spec, source: str) -> None:
         if not isinstance(spec, ModelSpec) or not spec.name or not callable(spec.build):
-            raise PluginError(f"plugin {source}: model entries must be suite.interfaces.ModelSpec with a name and build(); got {spec!r:.80}")
+            raise PluginError(
+                f"plugin {source}: model entries must be suite.interfaces.ModelSpec with a name and "
+                f"build(); got {spec!r:.80}"
+            )
         self._claim("model:" + spec.name, source)
         self.models[spec.name] = spec
 
     def _claim(self, key: str, source: str) -> None:
         if key in self.sources and self.sources[key] != source:
-            raise PluginError(f"{key.replace(':', ' ')!s} is registered twice ({self.sources[key]} and {source}); rename one")
+            raise PluginError(
+                f"{key.replace(':', ' ')!s} is registered twice ({self.sources[key]} and {source}); rename "
+                "one"
+            )
         self.sources[key] = source
 
     # ---- looking up -----------------------------------------------------------------
     def task(self, name: str) -> type[Task]:
         if name not in self.tasks:
-            raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(self.tasks))} (see `python -m suite list tasks`)")
+            raise ConfigError(
+                f"unknown task {name!r}; known tasks: {', '.join(sorted(self.tasks))} (see `python -m suite "
+                "list tasks`)"
+            )
         return self.tasks[name]
 
     def model(self, name: str) -> ModelSpec:
         if name not in self.models:
-            raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(self.models))} (see `python -m suite list models`)")
+            raise ConfigError(
+                f"unknown model {name!r}; known models: {', '.join(sorted(self.models))} (see `python -m "
+                "suite list models`)"
+            )
         return self.models[name]
 
     def make_task(self, name: str, params: dict, seed: int = 0) -> Task:
@@ -73,10 +85,15 @@ class Registry:
             raise ConfigError(f"task {name!r}: bad parameter value ({one_line(exc)})") from None
         except TypeError as exc:
             allowed = [p.name for p in cls.parameters() if p.name != "seed"]
-            raise ConfigError(f"task {name!r}: bad parameters {sorted(params)} ({one_line(exc)}); "
-                              f"it takes {allowed} (see `python -m suite describe {name}`)") from None
+            raise ConfigError(
+                f"task {name!r}: bad parameters {sorted(params)} ({one_line(exc)}); "
+                f"it takes {allowed} (see `python -m suite describe {name}`)"
+            ) from None
         if not hasattr(task, "spec"):
-            raise PluginError(f"task {name!r} ({self.sources.get('task:' + name)}): __init__ must set self.spec (a TaskSpec)")
+            raise PluginError(
+                f"task {name!r} ({self.sources.get('task:' + name)}): __init__ must set self.spec (a "
+                "TaskSpec)"
+            )
         return task
 
 
@@ -90,14 +107,20 @@ def check_task_class(cls, source: str) -> None:
         raise PluginError(f"{where}: task {cls.name!r} family {cls.family!r} is not one of {FAMILIES}")
     if cls.baseline is Task.baseline:
         raise PluginError(f"{where}: task {cls.name!r} is missing method baseline()")
-    if cls.sample is Task.sample and (cls.train_batch is Task.train_batch or cls.eval_batches is Task.eval_batches):
-        raise PluginError(f"{where}: task {cls.name!r} is missing method sample() (or train_batch() and eval_batches())")
+    if cls.sample is Task.sample and (
+        cls.train_batch is Task.train_batch or cls.eval_batches is Task.eval_batches
+    ):
+        raise PluginError(
+            f"{where}: task {cls.name!r} is missing method sample() (or train_batch() and eval_batches())"
+        )
     own_help = vars(cls).get("param_help", {})
     stray = sorted(set(own_help) - {p.name for p in cls.parameters()}) if isinstance(own_help, dict) else None
     if stray is None or stray:
         why = f"; {', '.join(stray)} is no parameter of __init__" if stray else ""
-        raise PluginError(f"{where}: task {cls.name!r} param_help must be a dict from its __init__ "
-                          f"parameters to one-line meanings{why}")
+        raise PluginError(
+            f"{where}: task {cls.name!r} param_help must be a dict from its __init__ "
+            f"parameters to one-line meanings{why}"
+        )
 
 
 def check_task_instance(task: Task) -> None:
@@ -109,26 +132,41 @@ def check_task_instance(task: Task) -> None:
     except Exception as exc:  # a plugin can raise anything
         raise PluginError(f"{where} failed when probed: {type(exc).__name__}: {one_line(exc)}") from None
     if not isinstance(batch, Batch) or not torch.is_tensor(batch.x) or not torch.is_tensor(batch.y):
-        raise PluginError(f"{where}: train_batch()/sample() must return suite.interfaces.Batch of tensors, got {type(batch).__name__}")
+        raise PluginError(
+            f"{where}: train_batch()/sample() must return suite.interfaces.Batch of tensors, got "
+            f"{type(batch).__name__}"
+        )
     spec = task.spec
     want_x = (2, spec.seq_len) if spec.input_vocab else (2, spec.seq_len, spec.input_dim)
     if tuple(batch.x.shape) != want_x:
         raise PluginError(f"{where}: batch.x has shape {tuple(batch.x.shape)}, its TaskSpec says {want_x}")
     if not isinstance(base, dict) or task.primary_metric not in base:
-        raise PluginError(f"{where}: baseline() must return a dict holding its primary metric {task.primary_metric!r}, got {base!r:.80}")
+        raise PluginError(
+            f"{where}: baseline() must return a dict holding its primary metric {task.primary_metric!r}, "
+            f"got {base!r:.80}"
+        )
 
 
 # ---- loading -------------------------------------------------------------------------------
+
 
 def _collect(obj, registry: Registry, source: str, kind: str) -> None:
     """Register what an entry point or plugin module offers."""
     if isinstance(obj, ModuleType):
         found = 0
         for value in list(vars(obj).values()):
-            if inspect.isclass(value) and issubclass(value, Task) and value is not Task and value.__module__ == obj.__name__ and value.name:
+            if (
+                inspect.isclass(value)
+                and issubclass(value, Task)
+                and value is not Task
+                and value.__module__ == obj.__name__
+                and value.name
+            ):
                 registry.add_task(value, source)
                 found += 1
-            elif isinstance(value, ModelSpec) or (isinstance(value, (list, tuple)) and value and all(isinstance(v, ModelSpec) for v in value)):
+            elif isinstance(value, ModelSpec) or (
+                isinstance(value, (list, tuple)) and value and all(isinstance(v, ModelSpec) for v in value)
+            ):
                 _collect(value, registry, source, "model")
                 found += 1
         if not found:
@@ -149,7 +187,9 @@ def _import_plugin(ref: str) -> ModuleType:
     try:
         if ref.endswith(".py") or path.exists():
             if not path.is_file():
-                raise PluginError(f"plugin file {ref!r} does not exist; pass a .py file or an importable module name")
+                raise PluginError(
+                    f"plugin file {ref!r} does not exist; pass a .py file or an importable module name"
+                )
             name = "lstm_bench_plugin_" + path.stem
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
@@ -189,7 +229,10 @@ def _load_entry_points(registry: Registry) -> bool:
             try:
                 obj = ep.load()
             except Exception as exc:
-                raise PluginError(f"plugin {ep.value!r} (entry point {ep.name!r} in {group}) failed to import: {type(exc).__name__}: {one_line(exc)}") from None
+                raise PluginError(
+                    f"plugin {ep.value!r} (entry point {ep.name!r} in {group}) failed to import: "
+                    f"{type(exc).__name__}: {one_line(exc)}"
+                ) from None
             _collect(obj, registry, source, kind)
     return found
 
@@ -205,7 +248,9 @@ def _builtins_installed() -> bool:
 def load_registry(plugins: list[str] | tuple[str, ...] = ()) -> Registry:
     registry = Registry()
     _load_entry_points(registry)
-    if not _builtins_installed():  # running from a source tree without `pip install`: same modules, drop-in path
+    if (
+        not _builtins_installed()
+    ):  # running from a source tree without `pip install`: same modules, drop-in path
         load_plugin("tasks", registry)
         load_plugin("suite.models.catalog", registry)
     env = [p for p in os.environ.get(PLUGIN_ENV, "").split(os.pathsep) if p.strip()]

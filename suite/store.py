@@ -108,7 +108,10 @@ def open_existing(root: str | Path) -> ResultsStore:
     """For `report`/`compare`: the directory must exist and be readable."""
     path = Path(root)
     if not path.is_dir():
-        raise SuiteError(f"results directory {str(path)!r} does not exist; pass the directory a `suite run` wrote (e.g. results/smoke)")
+        raise SuiteError(
+            f"results directory {str(path)!r} does not exist; pass the directory a `suite run` wrote (e.g. "
+            "results/smoke)"
+        )
     if not os.access(path, os.R_OK | os.X_OK):
         raise SuiteError(f"results directory {str(path)!r} is not readable; check its permissions")
     records = path / RECORDS

@@ -36,8 +36,11 @@ class TunedGroup:
     @classmethod
     def of(cls, job: Job, grid: tuple[float, ...], seeds: list[int]) -> TunedGroup:
         extra = {**job.extra, "lr_grid": list(grid), "tune_seed": seeds[0]}
-        return cls(replace(job, extra=extra, recipe={k: v for k, v in job.recipe.items() if k != "lr"}), grid,
-                   tuple(seeds))
+        return cls(
+            replace(job, extra=extra, recipe={k: v for k, v in job.recipe.items() if k != "lr"}),
+            grid,
+            tuple(seeds),
+        )
 
     @property
     def key(self) -> str:

@@ -6,13 +6,79 @@ n-gram and an LSTM/Transformer separate clearly, and nothing that needs a licenc
 import random
 from functools import lru_cache
 
-NAMES = ["Anna", "Boris", "Clara", "Dmitri", "Elena", "Felix", "Greta", "Hugo", "Iris", "Jonas", "Katya", "Leon"]
-NOUNS = ["river", "garden", "letter", "window", "horse", "lamp", "road", "city", "song", "clock", "ship", "forest",
-         "winter", "market", "bridge", "candle", "mountain", "teacher", "soldier", "stranger"]
-ADJS = ["old", "quiet", "bright", "cold", "narrow", "green", "heavy", "strange", "gentle", "broken", "distant", "small"]
-VERBS_T = ["saw", "found", "remembered", "carried", "watched", "followed", "painted", "opened", "lost", "crossed"]
+NAMES = [
+    "Anna",
+    "Boris",
+    "Clara",
+    "Dmitri",
+    "Elena",
+    "Felix",
+    "Greta",
+    "Hugo",
+    "Iris",
+    "Jonas",
+    "Katya",
+    "Leon",
+]
+NOUNS = [
+    "river",
+    "garden",
+    "letter",
+    "window",
+    "horse",
+    "lamp",
+    "road",
+    "city",
+    "song",
+    "clock",
+    "ship",
+    "forest",
+    "winter",
+    "market",
+    "bridge",
+    "candle",
+    "mountain",
+    "teacher",
+    "soldier",
+    "stranger",
+]
+ADJS = [
+    "old",
+    "quiet",
+    "bright",
+    "cold",
+    "narrow",
+    "green",
+    "heavy",
+    "strange",
+    "gentle",
+    "broken",
+    "distant",
+    "small",
+]
+VERBS_T = [
+    "saw",
+    "found",
+    "remembered",
+    "carried",
+    "watched",
+    "followed",
+    "painted",
+    "opened",
+    "lost",
+    "crossed",
+]
 VERBS_I = ["waited", "laughed", "slept", "listened", "wandered", "trembled", "sang", "returned", "hesitated"]
-ADVS = ["slowly", "softly", "again", "at last", "without a word", "in the morning", "before dawn", "once more"]
+ADVS = [
+    "slowly",
+    "softly",
+    "again",
+    "at last",
+    "without a word",
+    "in the morning",
+    "before dawn",
+    "once more",
+]
 PREPS = ["near", "under", "beyond", "behind", "across", "beside", "toward"]
 SAYS = ["said", "whispered", "asked", "replied", "cried"]
 
@@ -43,7 +109,9 @@ def _sentence(r):
         s += f", {r.choice(['and', 'but', 'while', 'because'])} {_clause(r)}"
     if r.random() < 0.15:
         speaker = r.choice(NAMES)
-        return f'"{_clause(r)[0].upper() + _clause(r)[1:]}{r.choice(["?", "!", "."])}" {r.choice(SAYS)} {speaker}.'
+        # two draws (the first letter of one clause, the rest of another): kept, the corpus is pinned
+        head, tail = _clause(r)[0].upper(), _clause(r)[1:]
+        return f'"{head + tail}{r.choice(["?", "!", "."])}" {r.choice(SAYS)} {speaker}.'
     s = s[0].upper() + s[1:]
     return s + r.choice([".", ".", ".", "!", "?"]) if not s.endswith(".") else s
 

@@ -36,10 +36,15 @@ def resolve(relative: str, sha: str, url: str, explicit: str | None = None) -> P
         if path.is_file():
             return verify(path, sha, url)
         if explicit and path == candidates[0]:
-            raise DataError(f"data file {path} does not exist; fix the path, or set {DATA_ENV} to a folder holding {relative}")
+            raise DataError(
+                f"data file {path} does not exist; fix the path, or set {DATA_ENV} to a folder holding "
+                f"{relative}"
+            )
     if offline():
-        raise DataError(f"{relative} not found and downloads are off; set {DATA_ENV} to a folder holding "
-                        f"{relative} (source: {url}), or LSTM_BENCH_ONLINE=1 to download it")
+        raise DataError(
+            f"{relative} not found and downloads are off; set {DATA_ENV} to a folder holding "
+            f"{relative} (source: {url}), or LSTM_BENCH_ONLINE=1 to download it"
+        )
     return verify(download(url, CACHE / relative), sha, url)
 
 
@@ -48,7 +53,10 @@ def verify(path: Path, sha: str, url: str) -> Path:
         raise DataError(f"data file {path} is empty; replace it with the file from {url}")
     got = sha256(path)
     if sha and got != sha:
-        raise DataError(f"data file {path} is corrupt (sha256 {got[:12]}… ≠ expected {sha[:12]}…); replace it with the file from {url}")
+        raise DataError(
+            f"data file {path} is corrupt (sha256 {got[:12]}… ≠ expected {sha[:12]}…); replace it with the "
+            f"file from {url}"
+        )
     return path
 
 
@@ -62,15 +70,18 @@ def read_text_file(path, fix: str) -> str:
     if not data.strip():
         raise DataError(f"data file {path} is empty; {fix}")
     if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise DataError(f"data file {path} is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16 -t UTF-8) "
-                        f"or {fix}")
+        raise DataError(
+            f"data file {path} is UTF-16 text; convert it to UTF-8 (iconv -f UTF-16 -t UTF-8) or {fix}"
+        )
     if b"\x00" in data:
         raise DataError(f"data file {path} is binary (it holds NUL bytes), not text; {fix}")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise DataError(f"data file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
-                        f"{exc.start}); convert it (e.g. iconv -f latin1 -t UTF-8) or {fix}") from None
+        raise DataError(
+            f"data file {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); convert it (e.g. iconv -f latin1 -t UTF-8) or {fix}"
+        ) from None
 
 
 def load_hf_dataset(name: str, config: str | None, instead: str):
@@ -87,10 +98,13 @@ def load_hf_dataset(name: str, config: str | None, instead: str):
     except Exception as exc:  # datasets raises many kinds: offline, unknown name, bad config, bad files
         reason = f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"
         if offline() and not Path(name).exists():
-            raise DataError(f"{where} is not in the local datasets cache and downloads are off ({reason}); "
-                            f"run once with LSTM_BENCH_ONLINE=1 to cache it, or {instead}") from None
-        raise DataError(f"{where} could not be loaded ({reason}); check its name and config, "
-                        f"or {instead}") from None
+            raise DataError(
+                f"{where} is not in the local datasets cache and downloads are off ({reason}); "
+                f"run once with LSTM_BENCH_ONLINE=1 to cache it, or {instead}"
+            ) from None
+        raise DataError(
+            f"{where} could not be loaded ({reason}); check its name and config, or {instead}"
+        ) from None
 
 
 def download(url: str, dest: Path) -> Path:

@@ -21,11 +21,21 @@ class WindowForecastTask(Task):
     family = "forecasting"
     primary_metric = "mse"
     higher_is_better = False
-    param_help = {"lookback": "input window: past time steps the model sees",
-                  "horizon": "time steps predicted after the lookback"}
+    param_help = {
+        "lookback": "input window: past time steps the model sees",
+        "horizon": "time steps predicted after the lookback",
+    }
 
-    def _setup(self, series: np.ndarray, borders: dict, lookback: int, horizon: int, season: int | None,
-               targets: list[int] | None = None, source: str | None = None):
+    def _setup(
+        self,
+        series: np.ndarray,
+        borders: dict,
+        lookback: int,
+        horizon: int,
+        season: int | None,
+        targets: list[int] | None = None,
+        source: str | None = None,
+    ):
         check_positive("lookback", lookback)
         check_positive("horizon", horizon)
         self.lookback, self.horizon, self.season = int(lookback), int(horizon), season
@@ -37,14 +47,22 @@ class WindowForecastTask(Task):
         self.channels = series.shape[1]
         self.targets = list(range(self.channels)) if targets is None else list(targets)
         K = len(self.targets)
-        self.spec = TaskSpec(seq_len=self.lookback, input_dim=self.channels, output_dim=self.horizon * K,
-                             output="regression", readout="last", causal=False)
+        self.spec = TaskSpec(
+            seq_len=self.lookback,
+            input_dim=self.channels,
+            output_dim=self.horizon * K,
+            output="regression",
+            readout="last",
+            causal=False,
+        )
         for split in ("train", "val", "test"):
             if self.window_count(split) < 1:
                 start, end = borders[split]
-                raise DataError(f"{source or self.name}: the {split} split (rows {start}..{end}, lookback "
-                                f"included) is too short for lookback {lookback} + horizon {horizon}; use a "
-                                f"shorter lookback or horizon, or a longer series")
+                raise DataError(
+                    f"{source or self.name}: the {split} split (rows {start}..{end}, lookback "
+                    f"included) is too short for lookback {lookback} + horizon {horizon}; use a "
+                    f"shorter lookback or horizon, or a longer series"
+                )
 
     def window_starts(self, split: str) -> torch.Tensor:
         start, end = self.borders[split]
@@ -67,7 +85,7 @@ class WindowForecastTask(Task):
     def eval_batches(self, split, batch_size):
         starts = self.window_starts(split)
         for i in range(0, len(starts), batch_size):  # every window: no drop_last
-            yield self._windows(starts[i:i + batch_size])
+            yield self._windows(starts[i : i + batch_size])
 
     # ---- baselines --------------------------------------------------------------------
     def _score(self, predict, split: str = "test") -> dict:
@@ -86,7 +104,7 @@ class WindowForecastTask(Task):
     def _seasonal_naive(self, x):
         s = self.season
         reps = -(-self.horizon // s)
-        return x[:, -s:, self.targets].repeat(1, reps, 1)[:, :self.horizon].reshape(len(x), -1)
+        return x[:, -s:, self.targets].repeat(1, reps, 1)[:, : self.horizon].reshape(len(x), -1)
 
     def _fit_linear(self):
         """One linear map lookback -> horizon shared by the predicted channels, each from its own
@@ -127,6 +145,10 @@ class WindowForecastTask(Task):
         return min(s["mse"] for s in self.baselines(split).values())
 
     def describe(self):
-        return {"lookback": self.lookback, "horizon": self.horizon, "channels": self.channels,
-                "targets": len(self.targets),
-                "windows": {s: self.window_count(s) for s in ("train", "val", "test")}}
+        return {
+            "lookback": self.lookback,
+            "horizon": self.horizon,
+            "channels": self.channels,
+            "targets": len(self.targets),
+            "windows": {s: self.window_count(s) for s in ("train", "val", "test")},
+        }

@@ -36,8 +36,10 @@ class TokenLMTask(Task):
     primary_metric = "bpc"
     higher_is_better = False
     unit = "char"
-    param_help = {"seq_len": "tokens per window: the context a model sees in training and evaluation",
-                  "eval_windows": "evaluation windows of seq_len tokens per split; 0 = every token of it"}
+    param_help = {
+        "seq_len": "tokens per window: the context a model sees in training and evaluation",
+        "eval_windows": "evaluation windows of seq_len tokens per split; 0 = every token of it",
+    }
 
     def _setup(self, splits: dict[str, torch.Tensor], vocab: list[str], seq_len: int, eval_windows: int):
         check_positive("seq_len", seq_len, 2)
@@ -45,9 +47,11 @@ class TokenLMTask(Task):
         self.splits, self.vocab = splits, vocab
         for split in SPLITS:
             if len(splits[split]) <= seq_len + 1:
-                raise DataError(f"{self.source}: the {split} split has {len(splits[split])} {self.unit}s, "
-                                f"too few for seq_len={seq_len} (it needs more than {seq_len + 1}); use a "
-                                f"longer text or a smaller seq_len")
+                raise DataError(
+                    f"{self.source}: the {split} split has {len(splits[split])} {self.unit}s, "
+                    f"too few for seq_len={seq_len} (it needs more than {seq_len + 1}); use a "
+                    f"longer text or a smaller seq_len"
+                )
         self.eval_windows = int(eval_windows)
         V = len(self.vocab)
         self.spec = TaskSpec(seq_len=int(seq_len), input_vocab=V, output_dim=V)
@@ -66,12 +70,12 @@ class TokenLMTask(Task):
         count = min(self.eval_windows, full) if self.eval_windows else full
         starts = torch.arange(count) * T
         for i in range(0, count, batch_size):
-            yield self._windows(data, starts[i:i + batch_size])
+            yield self._windows(data, starts[i : i + batch_size])
         rest = len(data) - 1 - full * T
         if not self.eval_windows and rest:
             tail = self._windows(data, torch.tensor([len(data) - 1 - T]))
             mask = torch.zeros(1, T, dtype=torch.bool)
-            mask[:, T - rest:] = True
+            mask[:, T - rest :] = True
             yield Batch(tail.x, tail.y, mask)
 
     def _windows(self, data, starts):
@@ -87,7 +91,10 @@ class TokenLMTask(Task):
 
     # ---- baselines on the same evaluation windows ----------------------------------------
     def baselines(self, split: str = "test") -> dict[str, dict]:
-        return {name: self._ngram_bits(order, split) for order, name in ((1, "unigram"), (2, "bigram"), (3, "trigram"))}
+        return {
+            name: self._ngram_bits(order, split)
+            for order, name in ((1, "unigram"), (2, "bigram"), (3, "trigram"))
+        }
 
     def baseline(self):
         """The strongest n-gram's scores under the metric keys, every order's bpc beside them."""
@@ -117,7 +124,7 @@ class TokenLMTask(Task):
             first = max(0, 2 - order)
             codes = codes[:, first:]
             if batch.mask is not None:
-                codes = codes[batch.mask[:, first + order - 2:].numpy()]
+                codes = codes[batch.mask[:, first + order - 2 :].numpy()]
             hits = _lookup(gram_keys, gram_counts, codes)
             p = (hits + add) / (_lookup(ctx_keys, ctx_counts, codes // V) + add * V)
             nats -= np.log(p).sum()
@@ -126,8 +133,12 @@ class TokenLMTask(Task):
         return {"loss": loss, "bpc": loss / LN2, "accuracy": float("nan")}
 
     def describe(self):
-        info = {"corpus": self.source, "vocab_size": len(self.vocab), "unit": self.unit,
-                "split_sizes": {k: len(v) for k, v in self.splits.items()}}
+        info = {
+            "corpus": self.source,
+            "vocab_size": len(self.vocab),
+            "unit": self.unit,
+            "split_sizes": {k: len(v) for k, v in self.splits.items()},
+        }
         if UNK in self.vocab:  # how many held-out tokens the training vocabulary did not know
             unk = self.vocab.index(UNK)
             info["unknown"] = {k: int((v == unk).sum()) for k, v in self.splits.items()}

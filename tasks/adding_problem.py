@@ -20,7 +20,9 @@ class AddingProblem(Task):
     def __init__(self, seq_len: int = 100, seed: int = 0):
         super().__init__(seed)
         check_positive("adding seq_len", seq_len, 4)
-        self.spec = TaskSpec(seq_len=int(seq_len), input_dim=2, output_dim=1, output="regression", readout="last")
+        self.spec = TaskSpec(
+            seq_len=int(seq_len), input_dim=2, output_dim=1, output="regression", readout="last"
+        )
 
     def sample(self, n, generator):
         T = self.spec.seq_len

@@ -18,9 +18,11 @@ from tasks._corpus import embedded_corpus
 from tasks._data import load_hf_dataset, read_text_file, resolve
 from tasks._lm import SPLITS, UNK, TokenLMTask, split_points
 
-SHAKESPEARE = dict(relative="tinyshakespeare/input.txt",
-                   sha="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
-                   url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt")
+SHAKESPEARE = dict(
+    relative="tinyshakespeare/input.txt",
+    sha="86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+    url="https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+)
 CORPORA = ("embedded", "tinyshakespeare", "file", "hf")
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
 
@@ -57,8 +59,11 @@ def hf_texts(dataset: str, config: str | None, split: str | None, column: str) -
         if val:
             return {**texts, "val": _join(ds[val], column, where)}, f"its own splits train/{val}/test"
         cut = int(len(texts["train"]) * 0.95)  # no validation split: the last 5% of train
-        return {**texts, "train": texts["train"][:cut], "val": texts["train"][cut:]}, \
-            "its train (last 5% as validation) and test splits"
+        return {
+            **texts,
+            "train": texts["train"][:cut],
+            "val": texts["train"][cut:],
+        }, "its train (last 5% as validation) and test splits"
     if split is None and len(ds) > 1 and "train" not in ds:
         raise ConfigError(f"{where} has splits {', '.join(ds)} but no 'train'; name one with split=<name>")
     name = split or ("train" if "train" in ds else next(iter(ds)))
@@ -67,8 +72,10 @@ def hf_texts(dataset: str, config: str | None, split: str | None, column: str) -
 
 def _join(rows, column: str, where: str) -> str:
     if column not in rows.column_names:
-        raise ConfigError(f"{where} has no column {column!r}; its columns: {', '.join(rows.column_names)} "
-                          f"(choose one with column=<name>)")
+        raise ConfigError(
+            f"{where} has no column {column!r}; its columns: {', '.join(rows.column_names)} "
+            f"(choose one with column=<name>)"
+        )
     text = "".join(r if r.endswith("\n") else r + "\n" for r in rows[column] if isinstance(r, str))
     if not text.strip():
         raise DataError(f"{where}: column {column!r} holds no text; choose a text column with column=<name>")
@@ -77,11 +84,13 @@ def _join(rows, column: str, where: str) -> str:
 
 class CharLM(TokenLMTask):
     name = "char_lm"
-    description = ("character-level LM: embedded corpus, tiny-shakespeare, your text file or a Hugging Face "
-                   "dataset; bits per char")
+    description = (
+        "character-level LM: embedded corpus, tiny-shakespeare, your text file or a Hugging Face "
+        "dataset; bits per char"
+    )
     param_help = {
         "corpus": "embedded | tinyshakespeare | file | hf; unset: file if `path` is given, hf if `dataset` "
-                  "is, else embedded",
+        "is, else embedded",
         "path": "your UTF-8 text file (corpus=file), or where tiny-shakespeare lies (checked by SHA-256)",
         "dataset": "Hugging Face dataset name or local dataset folder (corpus=hf)",
         "config": "the Hugging Face dataset's configuration, when it has several",
@@ -89,9 +98,18 @@ class CharLM(TokenLMTask):
         "column": "the Hugging Face dataset's text column",
     }
 
-    def __init__(self, corpus: str | None = None, seq_len: int = 64, eval_windows: int = 256,
-                 path: str | None = None, dataset: str | None = None, config: str | None = None,
-                 split: str | None = None, column: str = "text", seed: int = 0):
+    def __init__(
+        self,
+        corpus: str | None = None,
+        seq_len: int = 64,
+        eval_windows: int = 256,
+        path: str | None = None,
+        dataset: str | None = None,
+        config: str | None = None,
+        split: str | None = None,
+        column: str = "text",
+        seed: int = 0,
+    ):
         super().__init__(seed)
         corpus = corpus or ("file" if path else "hf" if dataset else "embedded")
         if corpus not in CORPORA:

@@ -37,7 +37,7 @@ def names_of(value, what: str) -> list[str] | None:
         return None
     names = [n.strip() for n in value.split(",")] if isinstance(value, str) else value
     if not (isinstance(names, (list, tuple)) and names and all(isinstance(n, str) and n for n in names)):
-        raise ConfigError(f"csv {what} takes column names, as \"a,b\" or a list of strings, got {value!r}")
+        raise ConfigError(f'csv {what} takes column names, as "a,b" or a list of strings, got {value!r}')
     return list(names)
 
 
@@ -47,21 +47,25 @@ def load_csv(path, time_column: str | None = None, columns=None, target=None) ->
     try:
         frame = pd.read_csv(io.StringIO(text))
     except Exception as exc:  # pandas' parser errors carry the line they stopped at
-        raise DataError(f"{path} is not a readable CSV ({type(exc).__name__}: {' '.join(str(exc).split())}); "
-                        f"{fix}") from None
+        raise DataError(
+            f"{path} is not a readable CSV ({type(exc).__name__}: {' '.join(str(exc).split())}); {fix}"
+        ) from None
     header = [str(c) for c in frame.columns]
     frame.columns = header
     time = time_column or header[0]
     inputs, predicted = names_of(columns, "columns"), names_of(target, "target")
     for name in [time, *(inputs or []), *(predicted or [])]:
         if name not in header:
-            raise DataError(f"{path} has no column {name!r}; its columns are {', '.join(header)}: "
-                            f"name one of those")
+            raise DataError(
+                f"{path} has no column {name!r}; its columns are {', '.join(header)}: name one of those"
+            )
     inputs = inputs or [c for c in header if c != time]
     inputs += [c for c in predicted or [] if c not in inputs]  # a target is always an input too
     if time in inputs:
-        raise ConfigError(f"{path}: column {time!r} is the time column, so it cannot be an input or target; "
-                          f"name another time column with time_column=<name>")
+        raise ConfigError(
+            f"{path}: column {time!r} is the time column, so it cannot be an input or target; "
+            f"name another time column with time_column=<name>"
+        )
     if not inputs:
         raise DataError(f"{path} has no column besides the time column {time!r}; add numeric columns")
     if len(frame) == 0:
@@ -78,22 +82,28 @@ def _numeric(column: pd.Series, name: str, path) -> np.ndarray:
         row = int(np.argmax(bad))
         raw = column.iloc[row]
         what = "a missing value" if pd.isna(raw) else f"the non-numeric value {str(raw)[:40]!r}"
-        raise DataError(f"{path}: column {name!r} has {what} at data row {row + 1} "
-                        f"({int(bad.sum())} bad row{'s' if bad.sum() > 1 else ''} in all); "
-                        f"fill or drop those rows, or leave the column out with columns=<names>")
+        raise DataError(
+            f"{path}: column {name!r} has {what} at data row {row + 1} "
+            f"({int(bad.sum())} bad row{'s' if bad.sum() > 1 else ''} in all); "
+            f"fill or drop those rows, or leave the column out with columns=<names>"
+        )
     return values
 
 
 def ratio_split(value) -> tuple[float, float, float]:
-    """"0.7/0.1/0.2" (or three numbers) -> train, val, test fractions that sum to 1."""
+    """ "0.7/0.1/0.2" (or three numbers) -> train, val, test fractions that sum to 1."""
     try:
-        parts = [float(p) for p in value.replace(",", "/").split("/")] if isinstance(value, str) else \
-            [float(p) for p in value]
+        parts = (
+            [float(p) for p in value.replace(",", "/").split("/")]
+            if isinstance(value, str)
+            else [float(p) for p in value]
+        )
     except (TypeError, ValueError):
         parts = []
     if len(parts) != 3 or min(parts) <= 0 or not math.isclose(sum(parts), 1.0, abs_tol=1e-6):
-        raise ConfigError(f"csv_forecast split takes three positive fractions summing to 1, "
-                          f"as \"0.7/0.1/0.2\", got {value!r}")
+        raise ConfigError(
+            f'csv_forecast split takes three positive fractions summing to 1, as "0.7/0.1/0.2", got {value!r}'
+        )
     return parts[0], parts[1], parts[2]
 
 
@@ -102,8 +112,11 @@ def ratio_borders(n: int, ratios: tuple[float, float, float], lookback: int) -> 
     the rest; val and test start `lookback` rows early so their first window predicts their first row."""
     num_train, num_test = int(n * ratios[0]), int(n * ratios[2])
     num_val = n - num_train - num_test
-    return {"train": (0, num_train), "val": (num_train - lookback, num_train + num_val),
-            "test": (n - num_test - lookback, n)}
+    return {
+        "train": (0, num_train),
+        "val": (num_train - lookback, num_train + num_val),
+        "test": (n - num_test - lookback, n),
+    }
 
 
 class CSVForecast(WindowForecastTask):
@@ -111,16 +124,25 @@ class CSVForecast(WindowForecastTask):
     description = "forecasting on your CSV: time + numeric columns, ratio split 0.7/0.1/0.2, train-fit scaler"
     param_help = {
         "path": "your CSV file (UTF-8, a header row, a time column and numeric columns)",
-        "target": "column(s) predicted, \"OT\" or \"a,b\"; unset: every input column (multivariate)",
-        "columns": "input columns, \"a,b\"; unset: every column but the time column (targets are inputs too)",
+        "target": 'column(s) predicted, "OT" or "a,b"; unset: every input column (multivariate)',
+        "columns": 'input columns, "a,b"; unset: every column but the time column (targets are inputs too)',
         "time_column": "the time column (dropped from the inputs); unset: the first column",
         "split": "train/validation/test fractions of the rows, in time order",
         "season": "period in rows for the seasonal-naive baseline (e.g. 24 for hourly data); 0: none",
     }
 
-    def __init__(self, path: str, lookback: int = 96, horizon: int = 24, target: str | None = None,
-                 columns: str | None = None, time_column: str | None = None, split: str = "0.7/0.1/0.2",
-                 season: int = 0, seed: int = 0):
+    def __init__(
+        self,
+        path: str,
+        lookback: int = 96,
+        horizon: int = 24,
+        target: str | None = None,
+        columns: str | None = None,
+        time_column: str | None = None,
+        split: str = "0.7/0.1/0.2",
+        season: int = 0,
+        seed: int = 0,
+    ):
         super().__init__(seed)
         if not isinstance(season, int) or season < 0:
             raise ConfigError(f"csv_forecast season must be an integer >= 0, got {season!r}")
@@ -132,11 +154,25 @@ class CSVForecast(WindowForecastTask):
         """The machinery every CSV task shares (presets such as ETT differ only in file and borders)."""
         self.path = str(path)
         self.table = load_csv(path, time_column, columns, target)
-        self._setup(self.table.values, borders(len(self.table.values)), lookback, horizon, season,
-                    self.table.targets, self.path)
+        self._setup(
+            self.table.values,
+            borders(len(self.table.values)),
+            lookback,
+            horizon,
+            season,
+            self.table.targets,
+            self.path,
+        )
 
     def describe(self):
         t = self.table
-        return {**super().describe(), "file": self.path, "time_column": t.time, "time_span": list(t.span),
-                "columns": t.names, "target": [t.names[i] for i in t.targets], "rows": len(t.values),
-                "borders": {k: list(v) for k, v in self.borders.items()}}
+        return {
+            **super().describe(),
+            "file": self.path,
+            "time_column": t.time,
+            "time_span": list(t.span),
+            "columns": t.names,
+            "target": [t.names[i] for i in t.targets],
+            "rows": len(t.values),
+            "borders": {k: list(v) for k, v in self.borders.items()},
+        }

@@ -19,18 +19,31 @@ TRAIN, VAL, TEST = 12 * 30 * 24, 4 * 30 * 24, 4 * 30 * 24  # hours: 8640, 2880, 
 
 def ett_borders(lookback: int) -> dict[str, tuple[int, int]]:
     L = int(lookback)
-    return {"train": (0, TRAIN), "val": (TRAIN - L, TRAIN + VAL),
-            "test": (TRAIN + VAL - L, TRAIN + VAL + TEST)}
+    return {
+        "train": (0, TRAIN),
+        "val": (TRAIN - L, TRAIN + VAL),
+        "test": (TRAIN + VAL - L, TRAIN + VAL + TEST),
+    }
 
 
 class ETTForecasting(CSVForecast):
     name = "ett"
     description = "ETTh1/ETTh2 multivariate long-horizon forecasting (lookback 96; horizons 96/192/336/720)"
-    param_help = {"dataset": "ETTh1 or ETTh2",
-                  "path": "its CSV (checked by SHA-256); else $LSTM_BENCH_DATA_DIR/ETT-small/<dataset>.csv"}
+    param_help = {
+        "dataset": "ETTh1 or ETTh2",
+        "path": "its CSV (checked by SHA-256); else $LSTM_BENCH_DATA_DIR/ETT-small/<dataset>.csv",
+    }
 
-    def __init__(self, dataset: str = "ETTh1", lookback: int = 96, horizon: int = 96, path: str | None = None,
-                 target: str | None = None, columns: str | None = None, seed: int = 0):
+    def __init__(
+        self,
+        dataset: str = "ETTh1",
+        lookback: int = 96,
+        horizon: int = 96,
+        path: str | None = None,
+        target: str | None = None,
+        columns: str | None = None,
+        seed: int = 0,
+    ):
         WindowForecastTask.__init__(self, seed)  # csv_forecast's machinery; a checked file, fixed borders
         if dataset not in FILES:
             raise ConfigError(f"ett dataset must be one of {sorted(FILES)}, got {dataset!r}")

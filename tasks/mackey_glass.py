@@ -16,7 +16,7 @@ def mackey_glass(n: int, tau: int = 17, seed: int = 0, substeps: int = 10) -> np
     warmup = 500
     for step in range((n + warmup) * substeps):
         x, x_tau = history[-1], history[-lag - 1]
-        history.append(x + dt * (0.2 * x_tau / (1 + x_tau ** 10) - 0.1 * x))
+        history.append(x + dt * (0.2 * x_tau / (1 + x_tau**10) - 0.1 * x))
         if len(history) > lag + 2:
             history.pop(0)
         if step % substeps == 0 and step // substeps >= warmup:

@@ -19,9 +19,11 @@ class SelectiveCopy(Task):
     higher_is_better = True
     success_threshold = 0.95
 
-    param_help = {"seq_len": "sequence length (noise, data tokens and the answer positions)",
-                  "n_tokens": "data tokens to reproduce, in order",
-                  "vocab": "distinct data tokens (a guess scores 1/vocab)"}
+    param_help = {
+        "seq_len": "sequence length (noise, data tokens and the answer positions)",
+        "n_tokens": "data tokens to reproduce, in order",
+        "vocab": "distinct data tokens (a guess scores 1/vocab)",
+    }
 
     def __init__(self, seq_len: int = 64, n_tokens: int = 8, vocab: int = 8, seed: int = 0):
         super().__init__(seed)

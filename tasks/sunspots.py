@@ -6,7 +6,9 @@ from tasks._forecasting import WindowForecastTask
 
 class Sunspots(WindowForecastTask):
     name = "sunspots"
-    description = "yearly sunspot numbers (ships with statsmodels), univariate forecasting with an 11-year season"
+    description = (
+        "yearly sunspot numbers (ships with statsmodels), univariate forecasting with an 11-year season"
+    )
 
     def __init__(self, lookback: int = 24, horizon: int = 4, seed: int = 0):
         super().__init__(seed)

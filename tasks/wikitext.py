@@ -58,14 +58,21 @@ class WikiText2(TokenLMTask):
     unit = "word"
     param_help = {
         "config": "wikitext-2-v1 (tokenised, rare words already <unk>: pytorch/examples' data) or "
-                  "wikitext-2-raw-v1",
+        "wikitext-2-raw-v1",
         "path": "a folder of the config's train/validation/test parquet files, instead of the hub or cache",
         "min_count": "training words seen fewer times map to <unk> (1 keeps every training word)",
         "eval_windows": "evaluation windows of seq_len words per split; 0 (default) = the whole split",
     }
 
-    def __init__(self, seq_len: int = 64, eval_windows: int = 0, path: str | None = None, min_count: int = 1,
-                 config: str = "wikitext-2-v1", seed: int = 0):
+    def __init__(
+        self,
+        seq_len: int = 64,
+        eval_windows: int = 0,
+        path: str | None = None,
+        min_count: int = 1,
+        config: str = "wikitext-2-v1",
+        seed: int = 0,
+    ):
         super().__init__(seed)
         if config not in CONFIGS:
             raise ConfigError(f"wikitext2 config must be one of {', '.join(CONFIGS)}, got {config!r}")
@@ -75,8 +82,10 @@ class WikiText2(TokenLMTask):
         ds = load(config, path, instead)
         missing = [s for s in HF_SPLIT.values() if s not in ds]
         if missing:
-            raise DataError(f"WikiText-2 at {path or 'Salesforce/wikitext'} has no {', '.join(missing)} "
-                            f"split (it has {', '.join(ds)}); {instead}")
+            raise DataError(
+                f"WikiText-2 at {path or 'Salesforce/wikitext'} has no {', '.join(missing)} "
+                f"split (it has {', '.join(ds)}); {instead}"
+            )
         split_words = {k: words(ds[HF_SPLIT[k]]["text"]) for k in SPLITS}
         splits, vocab = build(split_words, min_count)
         self.config = config
@@ -85,4 +94,3 @@ class WikiText2(TokenLMTask):
 
     def describe(self):
         return {**super().describe(), "config": self.config}
-

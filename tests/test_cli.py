@@ -35,8 +35,12 @@ def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path):
     assert suite("run", "--profile", TINY, "--out", ref, "--no-progress").returncode == 0
     ref_keys, ref_df = _keys(ref)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "--profile", str(TINY), "--out", str(out), "--no-progress"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "suite", "run", "--profile", str(TINY), "--out", str(out), "--no-progress"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     records = out / "records.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and not (records.exists() and records.read_bytes().count(b"\n") >= 3):
@@ -61,7 +65,18 @@ BAD = [
     (["run", "--seeds", "0,x"], "--seeds"),
     (["--plugin", str(FIXTURES / "bad_import.py"), "run"], "failed to import"),
     (["--plugin", str(FIXTURES / "bad_missing_method.py"), "run"], "missing method baseline()"),
-    (["--plugin", str(FIXTURES / "bad_return_type.py"), "run", "--profile", "PLUGIN", "--task", "wrong_type"], "must return suite.interfaces.Batch"),
+    (
+        [
+            "--plugin",
+            str(FIXTURES / "bad_return_type.py"),
+            "run",
+            "--profile",
+            "PLUGIN",
+            "--task",
+            "wrong_type",
+        ],
+        "must return suite.interfaces.Batch",
+    ),
     (["--plugin", "no_such_module_xyz", "list", "tasks"], "failed to import"),
 ]
 
@@ -92,11 +107,16 @@ def test_out_naming_a_file_is_a_one_line_error(tmp_path):
 
 def test_invalid_config_value_in_profile(tmp_path):
     profile = tmp_path / "neg.toml"
-    profile.write_text('[train]\nsteps = -5\n[[experiment]]\nmodels = ["nn-lstm"]\n[[experiment.task]]\nname = "adding"\n')
+    profile.write_text(
+        '[train]\nsteps = -5\n[[experiment]]\nmodels = ["nn-lstm"]\n[[experiment.task]]\nname = "adding"\n'
+    )
     proc = suite("run", "--profile", profile, "--out", tmp_path / "out")
     assert proc.returncode == 2 and "steps must be a positive integer" in proc.stderr
     assert not (tmp_path / "out").exists()
-    profile.write_text('[[experiment]]\nmodels = ["nn-lstm"]\n[[experiment.task]]\nname = "adding"\nparams = { seq_len = -3 }\n')
+    profile.write_text(
+        '[[experiment]]\nmodels = ["nn-lstm"]\n[[experiment.task]]\nname = "adding"\nparams = '
+        "{ seq_len = -3 }\n"
+    )
     proc = suite("run", "--profile", profile, "--out", tmp_path / "out")
     assert proc.returncode == 2 and "seq_len" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -119,7 +139,18 @@ def test_report_of_missing_or_unreadable_dir(tmp_path):
 
 def test_list_models_and_profiles():
     models = suite("list", "models").stdout
-    for name in ("lstm-reference", "lstm-manual", "lstm-fast", "nn-lstm", "lstm-cifg", "gru", "minlstm", "transformer", "hf-gpt2", "hf-llama"):
+    for name in (
+        "lstm-reference",
+        "lstm-manual",
+        "lstm-fast",
+        "nn-lstm",
+        "lstm-cifg",
+        "gru",
+        "minlstm",
+        "transformer",
+        "hf-gpt2",
+        "hf-llama",
+    ):
         assert name in models
     assert all(p in suite("list", "profiles").stdout for p in ("smoke", "quick", "standard", "full"))
 

@@ -51,8 +51,10 @@ def test_unknown_role_is_a_one_line_error(tmp_path):
 
 def test_learning_rate_is_tuned_on_validation_then_seeds_run_at_the_choice(tmp_path):
     profile = tmp_path / "tune.toml"
-    profile.write_text('seeds = 2\n[train]\nsteps = 12\nbatch_size = 8\neval_every = 6\nwarmup = 0\n'
-                       '[tune]\nlr = [1e-4, 3e-2]\n' + ROLE_PROFILE.format(role="main") + 'params = { seq_len = 10 }\n')
+    profile.write_text(
+        "seeds = 2\n[train]\nsteps = 12\nbatch_size = 8\neval_every = 6\nwarmup = 0\n"
+        "[tune]\nlr = [1e-4, 3e-2]\n" + ROLE_PROFILE.format(role="main") + "params = { seq_len = 10 }\n"
+    )
     out = tmp_path / "out"
     proc = suite("run", "--profile", profile, "--out", out, "--no-progress")
     assert proc.returncode == 0, proc.stderr[-1500:]
@@ -60,7 +62,9 @@ def test_learning_rate_is_tuned_on_validation_then_seeds_run_at_the_choice(tmp_p
     lrs = {(r.seed, r.recipe["lr"]) for r in df.itertuples()}
     tuning = df[df["seed"] == 0].set_index(df[df["seed"] == 0]["recipe"].map(lambda t: t["lr"]))["best_val"]
     chosen = tuning.idxmin()  # MSE: lower is better
-    assert lrs == {(0, 1e-4), (0, 3e-2), (1, chosen)}, lrs  # 2 grid points on seed 0, then seed 1 at the choice
+    assert lrs == {(0, 1e-4), (0, 3e-2), (1, chosen)}, (
+        lrs
+    )  # 2 grid points on seed 0, then seed 1 at the choice
     assert len(df) == 3 and df["key"].is_unique
     rerun = suite("run", "--profile", profile, "--out", out, "--no-progress")
     assert rerun.returncode == 0 and " 0 ok" in rerun.stderr

@@ -79,7 +79,7 @@ def test_fast_path_matches_reference_cell(cell, dtype):
     H = ref.hidden_size
     for name in ("grad_weight_ih_l0", "grad_weight_hh_l0", "grad_bias_ih_l0"):
         for k, gate in enumerate(gates):
-            assert expected[name][k * H:(k + 1) * H].abs().max() > 1e-6, (name, gate)
+            assert expected[name][k * H : (k + 1) * H].abs().max() > 1e-6, (name, gate)
     with torch.no_grad():  # the inference kernel computes the same function
         x = torch.randn(B, 5, ref.input_size, dtype=dtype)
         assert torch.allclose(ref(x)[0], fast(x)[0], atol=TOL[dtype], rtol=0)
@@ -114,17 +114,29 @@ def _gradcheck_args(spec, T=3, I=2, H=3):
     """(x, h0, c0, W_ih, W_hh, b_ih, b_hh, W_gg, p) in float64, empty where the cell has none."""
     G = len(spec.gates)
     c0 = torch.randn(B, H) if spec.has_cell_state else torch.empty(0)
-    args = [torch.randn(T, B, I), torch.randn(B, H), c0,
-            torch.randn(G * H, I), torch.randn(G * H, H), torch.randn(G * H), torch.randn(G * H),
-            torch.randn(3 * H, 3 * H) if spec.gate_recurrence else torch.empty(0),
-            torch.randn(3, H) if spec.peepholes else torch.empty(0)]
+    args = [
+        torch.randn(T, B, I),
+        torch.randn(B, H),
+        c0,
+        torch.randn(G * H, I),
+        torch.randn(G * H, H),
+        torch.randn(G * H),
+        torch.randn(G * H),
+        torch.randn(3 * H, 3 * H) if spec.gate_recurrence else torch.empty(0),
+        torch.randn(3, H) if spec.peepholes else torch.empty(0),
+    ]
     return [a.double().requires_grad_(a.numel() > 0) for a in args]
 
 
 def _gradcheck(spec, fast_mode, **sizes):
     torch.manual_seed(0)
-    return torch.autograd.gradcheck(lambda *a: RecurrentLayerFunction.apply(spec, *a),
-                                    _gradcheck_args(spec, **sizes), eps=1e-6, atol=1e-7, fast_mode=fast_mode)
+    return torch.autograd.gradcheck(
+        lambda *a: RecurrentLayerFunction.apply(spec, *a),
+        _gradcheck_args(spec, **sizes),
+        eps=1e-6,
+        atol=1e-7,
+        fast_mode=fast_mode,
+    )
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -177,8 +189,11 @@ def test_registry_variant_models_run_the_compiled_path(registry, name):
     assert isinstance(backbone, (FastLSTM, FastGRU))
     # the reference model on copied weights computes the same outputs and gradients
     layers = backbone.num_layers
-    reference = (ReferenceGRU(width, width, layers) if name == "gru" else
-                 ReferenceLSTM(width, width, layers, backbone.variant_name))
+    reference = (
+        ReferenceGRU(width, width, layers)
+        if name == "gru"
+        else ReferenceLSTM(width, width, layers, backbone.variant_name)
+    )
     ref = model.__class__(spec, reference, width).double()
     ref.load_state_dict(model.state_dict())
     x = torch.randint(0, 7, (B, 10))
@@ -194,6 +209,7 @@ def test_registry_variant_models_run_the_compiled_path(registry, name):
 
 def test_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
     """A machine without a compiler: the Python paths run, backend() says so, one warning line, no crash."""
+
     def no_compiler():
         raise RuntimeError("Error building extension: c++: command not found")
 
@@ -228,7 +244,8 @@ def test_a_killed_build_does_not_block_the_next(tmp_path, monkeypatch):
 
 
 def test_a_compiler_without_openmp_still_builds_the_fast_path(tmp_path, monkeypatch, caplog):
-    """Apple clang has no -fopenmp: the build is retried without it (one thread per call), with one warning."""
+    """Apple clang has no -fopenmp: the build is retried without it (one thread per call), with one "
+    "warning."""
     import torch.utils.cpp_extension
 
     monkeypatch.setenv("LSTM_BENCH_BUILD_DIR", str(tmp_path))

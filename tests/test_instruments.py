@@ -41,8 +41,9 @@ def test_recurrent_flops_match_flop_counter(variant):
             out = model(x, state[0] if gru else tuple(state))[0]
             if backward:
                 out.sum().backward()
-        assert counter.get_total_flops() == recurrent_flops(gates, T, B, I, H, backward=backward,
-                                                            gate_recurrence=fgr)
+        assert counter.get_total_flops() == recurrent_flops(
+            gates, T, B, I, H, backward=backward, gate_recurrence=fgr
+        )
 
 
 def _flops(registry, name, T, budget=20000):
@@ -101,7 +102,9 @@ def test_throughput_record_states_the_threads_seen_inside_the_timer(registry):
     try:
         torch.set_num_threads(2)
         dev = torch.device("cpu")
-        job = Job("throughput", "t", "adding", "nn-lstm", 0, {"seq_len": 16}, {}, 3000, None, {"batch_size": 8})
+        job = Job(
+            "throughput", "t", "adding", "nn-lstm", 0, {"seq_len": 16}, {}, 3000, None, {"batch_size": 8}
+        )
         rec = run_job(job, RunContext(registry, dev, "float32", environment(dev, "float32")))
     finally:
         torch.set_num_threads(before)
@@ -133,8 +136,18 @@ def test_peak_memory_of_a_known_allocation_pattern():
 
 def test_time_to_threshold_uses_the_validation_threshold(registry):
     dev = torch.device("cpu")
-    job = Job("train", "t", "sunspots", "nn-lstm", 0, {}, {}, 2000, None,
-              {"steps": 10, "batch_size": 8, "eval_every": 5, "warmup": 0})
+    job = Job(
+        "train",
+        "t",
+        "sunspots",
+        "nn-lstm",
+        0,
+        {},
+        {},
+        2000,
+        None,
+        {"steps": 10, "batch_size": 8, "eval_every": 5, "warmup": 0},
+    )
     rec = run_job(job, RunContext(registry, dev, "float32", environment(dev, "float32")))
     task = registry.make_task("sunspots", {})
     assert rec["val_threshold"] == pytest.approx(task.threshold("val"))
@@ -164,8 +177,21 @@ def test_the_build_happens_before_the_training_clock_starts(registry, monkeypatc
     monkeypatch.setattr(harness, "fit", fit)
     dev = torch.device("cpu")
     run = RunContext(registry, dev, "float32", environment(dev, "float32"))
-    jobs = [Job("train", "t", "adding", "lstm-fast", seed, {"seq_len": 8}, {}, 2000, None,
-                {"steps": 4, "batch_size": 4, "eval_every": 2}) for seed in (0, 1)]
+    jobs = [
+        Job(
+            "train",
+            "t",
+            "adding",
+            "lstm-fast",
+            seed,
+            {"seq_len": 8},
+            {},
+            2000,
+            None,
+            {"steps": 4, "batch_size": 4, "eval_every": 2},
+        )
+        for seed in (0, 1)
+    ]
     first, second = (run_job(job, run) for job in jobs)
     assert events == ["build", "fit", "fit"]
     assert first["compile_reused"] is False and first["compile_seconds"] is not None
@@ -177,20 +203,33 @@ def test_the_build_is_kept_out_of_the_first_jobs_training_clock(tmp_path):
     """A fresh extension cache: the first lstm-fast job builds the C++ path (~30 s) before its clock
     starts, and says it paid; the second reuses it. Both train in comparable time."""
     profile = tmp_path / "p.toml"
-    profile.write_text((FIXTURES / "tiny.toml").read_text().split("[[experiment]]")[0]
-                       + '[[experiment]]\nname = "main"\nmodels = ["lstm-fast"]\nparam_budget = 3000\nseeds = 2\n'
-                       '[[experiment.task]]\nname = "adding"\nparams = { seq_len = 16 }\n'
-                       'train = { steps = 20, batch_size = 8, eval_every = 10 }\n')
+    profile.write_text(
+        (FIXTURES / "tiny.toml").read_text().split("[[experiment]]")[0]
+        + '[[experiment]]\nname = "main"\nmodels = ["lstm-fast"]\nparam_budget = 3000\nseeds = 2\n'
+        '[[experiment.task]]\nname = "adding"\nparams = { seq_len = 16 }\n'
+        "train = { steps = 20, batch_size = 8, eval_every = 10 }\n"
+    )
     out = tmp_path / "out"
-    proc = suite("run", "--profile", profile, "--out", out, "--no-progress",
-                 env={"LSTM_BENCH_BUILD_DIR": str(tmp_path / "ext")})
+    proc = suite(
+        "run",
+        "--profile",
+        profile,
+        "--out",
+        out,
+        "--no-progress",
+        env={"LSTM_BENCH_BUILD_DIR": str(tmp_path / "ext")},
+    )
     assert proc.returncode == 0, proc.stderr[-1500:]
-    first, second = sorted((json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()),
-                           key=lambda r: r["started"])
+    first, second = sorted(
+        (json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()),
+        key=lambda r: r["started"],
+    )
     assert first["compile_seconds"] > 1 and first["compile_reused"] is False
     assert second["compile_seconds"] == 0.0 and second["compile_reused"] is True
     # Had the build been inside the clock, the first job would hold all of compile_seconds. A shared
     # machine's load can slow either job a few times over, so the bound is loose on both sides.
-    print(f"train_seconds: first {first['train_seconds']:.2f}, second {second['train_seconds']:.2f}; "
-          f"build {first['compile_seconds']:.1f} s")
+    print(
+        f"train_seconds: first {first['train_seconds']:.2f}, second {second['train_seconds']:.2f}; "
+        f"build {first['compile_seconds']:.1f} s"
+    )
     assert first["train_seconds"] < max(5 * second["train_seconds"], 0.5 * first["compile_seconds"])

@@ -31,7 +31,11 @@ def test_matches_nn_lstm(impl, with_state, layers, dtype):
     ours = impl(6, 9, layers).to(dtype)
     copy_lstm_weights(ref, ours)
     x = torch.randn(4, 13, 6, dtype=dtype)
-    state = (torch.randn(layers, 4, 9, dtype=dtype), torch.randn(layers, 4, 9, dtype=dtype)) if with_state else None
+    state = (
+        (torch.randn(layers, 4, 9, dtype=dtype), torch.randn(layers, 4, 9, dtype=dtype))
+        if with_state
+        else None
+    )
     expected, got = _run(ref, x, state), _run(ours, x, state)
     tol = TOL[dtype]
     for a, b in zip(expected[:4], got[:4]):
@@ -54,8 +58,15 @@ def test_gradcheck_manual_bptt():
     """The Python manual BPTT (the compiled loop's gradchecks are in test_fast_path.py)."""
     torch.manual_seed(0)
     T, B, I, H = 5, 3, 4, 3
-    args = [torch.randn(T, B, I), torch.randn(B, H), torch.randn(B, H), torch.randn(4 * H, I), torch.randn(4 * H, H),
-            torch.randn(4 * H), torch.randn(4 * H)]
+    args = [
+        torch.randn(T, B, I),
+        torch.randn(B, H),
+        torch.randn(B, H),
+        torch.randn(4 * H, I),
+        torch.randn(4 * H, H),
+        torch.randn(4 * H),
+        torch.randn(4 * H),
+    ]
     args = [a.double().requires_grad_() for a in args]
     assert torch.autograd.gradcheck(LSTMLayerFunction.apply, args, eps=1e-6, atol=1e-7)
 
@@ -69,12 +80,12 @@ def _cell(variant, seed=0):
 
 
 def test_cifg_forget_gate_is_one_minus_input_gate():
-    *_, i, f, o = _cell("cifg")
+    *_, i, f, _o = _cell("cifg")
     assert torch.allclose(f, 1 - i)
 
 
 def test_nfg_cell_state_never_decays():
-    m, x, h, c, h2, c2, i, f, o = _cell("nfg")
+    m, x, h, c, _h2, _c2, _i, f, _o = _cell("nfg")
     assert torch.all(f == 1)
     with torch.no_grad():  # with the input gate shut, the cell carries its state unchanged
         m.bias_ih_l0[:5] = -1e4
@@ -97,7 +108,7 @@ def test_nig_nog_noaf_niaf_equations():
 
 def test_peepholes_and_fgr_change_the_function():
     for variant, param in (("peephole", "peephole_f_l0"), ("fgr", "weight_gg_l0")):
-        m, x, h, c, h2, *_ = _cell(variant)
+        m, x, h, c, _h2, *_ = _cell(variant)
         with torch.no_grad():
             getattr(m, param).mul_(3.0)
         gates = (torch.rand_like(h),) * 3

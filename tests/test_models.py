@@ -11,8 +11,21 @@ from suite.models.capabilities import parameter_split
 from suite.models.sizing import build_model
 
 LM = TaskSpec(seq_len=12, input_vocab=11, output_dim=11)
-CAUSAL = ["lstm-reference", "lstm-manual", "lstm-fast", "nn-lstm", "lstm-peephole", "lstm-cifg", "lstm-fgr", "gru",
-          "minlstm", "transformer", "transformer-rope", "hf-gpt2", "hf-llama"]
+CAUSAL = [
+    "lstm-reference",
+    "lstm-manual",
+    "lstm-fast",
+    "nn-lstm",
+    "lstm-peephole",
+    "lstm-cifg",
+    "lstm-fgr",
+    "gru",
+    "minlstm",
+    "transformer",
+    "transformer-rope",
+    "hf-gpt2",
+    "hf-llama",
+]
 
 
 def _model(registry, name, spec=LM, dtype=torch.float32, budget=3000):
@@ -26,11 +39,11 @@ def test_causal(registry, name):
     x = torch.randint(0, 11, (2, 12))
     t = 5
     y = x.clone()
-    y[:, t + 1:] = (y[:, t + 1:] + 3) % 11
+    y[:, t + 1 :] = (y[:, t + 1 :] + 3) % 11
     with torch.no_grad():
         a, b = model(x), model(y)
-    assert torch.equal(a[:, :t + 1], b[:, :t + 1]), "outputs up to t changed when inputs after t changed"
-    assert not torch.equal(a[:, t + 1:], b[:, t + 1:])
+    assert torch.equal(a[:, : t + 1], b[:, : t + 1]), "outputs up to t changed when inputs after t changed"
+    assert not torch.equal(a[:, t + 1 :], b[:, t + 1 :])
 
 
 @pytest.mark.parametrize("name", CAUSAL)
@@ -49,8 +62,10 @@ def test_incremental_decoding_matches_full_forward(registry, name):
 
 
 def test_all_models_run_on_every_kind_of_task(registry):
-    specs = [TaskSpec(seq_len=8, input_dim=3, output_dim=2, output="regression", readout="last", causal=False),
-             TaskSpec(seq_len=8, input_vocab=5, output_dim=4)]
+    specs = [
+        TaskSpec(seq_len=8, input_dim=3, output_dim=2, output="regression", readout="last", causal=False),
+        TaskSpec(seq_len=8, input_vocab=5, output_dim=4),
+    ]
     for name in registry.models:
         for spec in specs:
             model = _model(registry, name, spec)
@@ -75,8 +90,9 @@ def test_length_sweep_keeps_every_backbone_fixed(registry):
         seen = set()
         for T in (64, 200, 1000):
             with torch.device("meta"):
-                model, width = build_model(spec, TaskSpec(seq_len=T, input_vocab=10, output_dim=9),
-                                           budget=50000, device="meta")
+                model, width = build_model(
+                    spec, TaskSpec(seq_len=T, input_vocab=10, output_dim=9), budget=50000, device="meta"
+                )
             split = parameter_split(model)
             assert split["params"] == split["backbone_params"] + split["lookup_params"]
             seen.add((width, split["backbone_params"]))
@@ -100,6 +116,10 @@ def test_hf_baselines_train_offline_without_warnings(registry, monkeypatch, capl
             loss = model(x).logsumexp(-1).mean()
             loss.backward()
             assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
-    noisy = [str(w.message) for w in caught if "token" in str(w.message).lower() or "config" in str(w.message).lower()]
+    noisy = [
+        str(w.message)
+        for w in caught
+        if "token" in str(w.message).lower() or "config" in str(w.message).lower()
+    ]
     assert not noisy, noisy
     assert not [r for r in caplog.records if r.name.startswith("transformers")], caplog.text

@@ -20,8 +20,10 @@ from suite.jobs import Job
 from tasks._lm import UNK
 from tasks.csv_forecast import ratio_borders
 
-PROSE = ("A lamp burned in the window of the old mill, and the miller counted his sacks by its light. "
-         "The river went on past the wheel, slow and brown, carrying leaves toward the town.\n")
+PROSE = (
+    "A lamp burned in the window of the old mill, and the miller counted his sacks by its light. "
+    "The river went on past the wheel, slow and brown, carrying leaves toward the town.\n"
+)
 
 
 @pytest.fixture
@@ -34,8 +36,14 @@ def hf_cache(tmp_path, monkeypatch):
 
 def _train(registry, task, params, model="nn-lstm", steps=12):
     run = RunContext(registry, torch.device("cpu"), "float32", environment(torch.device("cpu"), "float32"))
-    recipe = {"steps": steps, "batch_size": 8, "eval_every": 6, "lr": 3e-3, "warmup": 0,
-              "eval_batch_size": 64}
+    recipe = {
+        "steps": steps,
+        "batch_size": 8,
+        "eval_every": 6,
+        "lr": 3e-3,
+        "warmup": 0,
+        "eval_batch_size": 64,
+    }
     return run_job(Job("train", "t", task, model, 0, params, {}, 3000, None, recipe), run)
 
 
@@ -46,6 +54,7 @@ def _scored_targets(task, split):
 
 
 # ---- text of your own ------------------------------------------------------------------------
+
 
 def test_char_lm_on_a_text_file_vocabulary_from_the_training_split_only(tmp_path, registry):
     text = PROSE * 40 + "Quay. " * 12  # 'Q' and 'y.' only in the last 5%: the test split
@@ -60,7 +69,7 @@ def test_char_lm_on_a_text_file_vocabulary_from_the_training_split_only(tmp_path
     unk = task.vocab.index(UNK)
     assert task.describe()["unknown"] == {"train": 0, "val": 0, "test": text[mid:].count("Q")}
     scored = _scored_targets(task, "test")  # every test character after the first, the unknown ones too
-    assert len(scored) == len(text) - mid - 1 and int((scored == unk).sum()) == text[mid + 1:].count("Q")
+    assert len(scored) == len(text) - mid - 1 and int((scored == unk).sum()) == text[mid + 1 :].count("Q")
     assert task.baseline()["bpc"] > 0
     rec = _train(registry, "char_lm", params)
     assert rec["status"] == "ok", rec.get("error")
@@ -102,13 +111,22 @@ def test_char_lm_on_a_dataset_folder_keeps_its_own_splits(tmp_path, registry, hf
 
 # ---- WikiText-2 by the book ------------------------------------------------------------------
 
+
 def _wikitext_folder(folder):
     """Three parquet files in WikiText-2's layout (one row per line, blank rows, <unk>), our own words."""
     folder.mkdir()
-    lines = {"train": ["", " = The Mill = \n", "", " the miller counted his sacks . \n",
-                       " the river went on . \n", " a <unk> sang . \n"],
-             "validation": ["", " the river sang . \n"],
-             "test": ["", " the heron counted . \n", " the river . \n"]}
+    lines = {
+        "train": [
+            "",
+            " = The Mill = \n",
+            "",
+            " the miller counted his sacks . \n",
+            " the river went on . \n",
+            " a <unk> sang . \n",
+        ],
+        "validation": ["", " the river sang . \n"],
+        "test": ["", " the heron counted . \n", " the river . \n"],
+    }
     for split, rows in lines.items():
         pd.DataFrame({"text": rows}).to_parquet(folder / f"{split}-00000-of-00001.parquet")
     return lines
@@ -124,8 +142,15 @@ def test_wikitext2_keeps_the_official_splits_apart(tmp_path, registry, hf_cache)
     assert decoded["val"] == words["validation"]  # every validation word was seen in training
     assert decoded["test"] == [w if w in words["train"] else UNK for w in words["test"]]  # heron -> <unk>
     assert torch.equal(_scored_targets(task, "test"), task.splits["test"][1:])  # the full test split
-    raw = registry.make_task("wikitext2", {"path": str(tmp_path / "wikitext-2-v1"), "seq_len": 4,
-                                           "min_count": 2, "config": "wikitext-2-raw-v1"})
+    raw = registry.make_task(
+        "wikitext2",
+        {
+            "path": str(tmp_path / "wikitext-2-v1"),
+            "seq_len": 4,
+            "min_count": 2,
+            "config": "wikitext-2-raw-v1",
+        },
+    )
     assert set(raw.vocab) == {UNK, "<eos>", "the", ".", "="}  # the training words seen twice or more
 
 
@@ -136,14 +161,20 @@ def test_wikitext2_offline_without_the_data_is_one_clear_error(registry, hf_cach
 
 # ---- series of your own ----------------------------------------------------------------------
 
+
 def _sensor_csv(path, rows=400, seed=0):
     """Hourly rows; the series jump by +100 after the training rows, so a scaler fit on all rows differs."""
     rng = np.random.default_rng(seed)
     t = np.arange(rows)
     shift = np.where(t < int(rows * 0.7), 0.0, 100.0)
-    frame = pd.DataFrame({"stamp": pd.date_range("2024-01-01", periods=rows, freq="h").astype(str),
-                          "a": np.sin(t / 4) + shift, "b": rng.normal(size=rows),
-                          "c": np.cos(t / 6) + 0.5 * shift})
+    frame = pd.DataFrame(
+        {
+            "stamp": pd.date_range("2024-01-01", periods=rows, freq="h").astype(str),
+            "a": np.sin(t / 4) + shift,
+            "b": rng.normal(size=rows),
+            "c": np.cos(t / 6) + 0.5 * shift,
+        }
+    )
     frame.to_csv(path, index=False)
     return frame
 
@@ -160,7 +191,7 @@ def test_csv_forecast_with_a_chosen_target_trains_and_scales_on_training_rows(tm
     assert windows == {"train": 249, "val": 33, "test": 73}
     assert task.spec.input_dim == 3 and task.spec.output_dim == 8  # three inputs, one predicted column
     batch = next(iter(task.eval_batches("test", 4)))
-    first_target_row = (raw[296 + 24:296 + 32, 2] - task.mean[2]) / task.std[2]
+    first_target_row = (raw[296 + 24 : 296 + 32, 2] - task.mean[2]) / task.std[2]
     assert batch.y[0].numpy() == pytest.approx(first_target_row, rel=1e-5)
     only = registry.make_task("csv_forecast", {**params, "columns": "c"})  # "S": the target's own past
     assert only.spec.input_dim == 1  # the linear baseline reads the target's own past either way:
@@ -172,8 +203,11 @@ def test_csv_forecast_with_a_chosen_target_trains_and_scales_on_training_rows(tm
 
 def test_ratio_borders_follow_time_series_library():
     # Dataset_Custom: num_train = int(n*0.7), num_test = int(n*0.2), validation the rest; lookback L early
-    assert ratio_borders(17420, (0.7, 0.1, 0.2), 96) == {"train": (0, 12194), "val": (12098, 13936),
-                                                         "test": (13840, 17420)}
+    assert ratio_borders(17420, (0.7, 0.1, 0.2), 96) == {
+        "train": (0, 12194),
+        "val": (12098, 13936),
+        "test": (13840, 17420),
+    }
     assert ratio_borders(720, (0.7, 0.1, 0.2), 48)["train"] == (0, 503)  # int(720*0.7) is 503 in floats
 
 
@@ -185,6 +219,7 @@ def test_ett_preset_predicts_a_chosen_target_with_the_published_borders(registry
 
 
 # ---- parameters you can discover -------------------------------------------------------------
+
 
 def test_describe_lists_every_parameter_with_default_and_meaning(capsys):
     assert main(["describe", "csv_forecast"]) == 0
@@ -221,27 +256,36 @@ def test_param_help_naming_no_parameter_is_a_plugin_error(registry):
 
 # ---- bad input: one line naming the file, exit 2, nothing written --------------------------------
 
+
 def _bad_files(tmp):
     short = tmp / "short.csv"
     _sensor_csv(short, rows=60)
     frame = _sensor_csv(tmp / "ok.csv", rows=200)
-    frame.assign(b=frame["b"].astype(object).where(frame.index != 37, "n/a?")).to_csv(tmp / "text.csv",
-                                                                                       index=False)
+    frame.assign(b=frame["b"].astype(object).where(frame.index != 37, "n/a?")).to_csv(
+        tmp / "text.csv", index=False
+    )
     frame.assign(c=frame["c"].where(frame.index != 150)).to_csv(tmp / "hole.csv", index=False)
     (tmp / "blob.bin").write_bytes(bytes(range(256)) * 8)
     (tmp / "latin.txt").write_bytes(("caf\xe9 au lait. " * 200).encode("latin-1"))
     (tmp / "empty.txt").write_text("")
-    return [("char_lm", {"path": "blob.bin"}, "binary"),
-            ("char_lm", {"path": "latin.txt"}, "not UTF-8"),
-            ("char_lm", {"path": "empty.txt"}, "is empty"),
-            ("csv_forecast", {"path": "empty.txt"}, "is empty"),
-            ("csv_forecast", {"path": "ok.csv", "target": "OT"}, "no column 'OT'"),
-            ("csv_forecast", {"path": "text.csv", "lookback": 8, "horizon": 2},
-             "non-numeric value 'n/a?' at data row 38"),
-            ("csv_forecast", {"path": "hole.csv", "lookback": 8, "horizon": 2},
-             "'c' has a missing value at data row 151"),
-            ("csv_forecast", {"path": "short.csv", "lookback": 24, "horizon": 8}, "val split"),
-            ]
+    return [
+        ("char_lm", {"path": "blob.bin"}, "binary"),
+        ("char_lm", {"path": "latin.txt"}, "not UTF-8"),
+        ("char_lm", {"path": "empty.txt"}, "is empty"),
+        ("csv_forecast", {"path": "empty.txt"}, "is empty"),
+        ("csv_forecast", {"path": "ok.csv", "target": "OT"}, "no column 'OT'"),
+        (
+            "csv_forecast",
+            {"path": "text.csv", "lookback": 8, "horizon": 2},
+            "non-numeric value 'n/a?' at data row 38",
+        ),
+        (
+            "csv_forecast",
+            {"path": "hole.csv", "lookback": 8, "horizon": 2},
+            "'c' has a missing value at data row 151",
+        ),
+        ("csv_forecast", {"path": "short.csv", "lookback": 24, "horizon": 8}, "val split"),
+    ]
 
 
 def test_bad_data_files_are_one_line_errors_naming_the_file_and_nothing_is_written(tmp_path, capsys):
@@ -249,8 +293,10 @@ def test_bad_data_files_are_one_line_errors_naming_the_file_and_nothing_is_writt
         params = {**params, "path": str(tmp_path / params["path"])}
         shown = ", ".join(f"{k} = {v!r}".replace("'", '"') for k, v in params.items())
         profile = tmp_path / f"bad{i}.toml"
-        profile.write_text(f'[[experiment]]\nmodels = ["nn-lstm"]\n[[experiment.task]]\nname = "{task}"\n'
-                           f"params = {{ {shown} }}\n")
+        profile.write_text(
+            f'[[experiment]]\nmodels = ["nn-lstm"]\n[[experiment.task]]\nname = "{task}"\n'
+            f"params = {{ {shown} }}\n"
+        )
         out = tmp_path / f"out{i}"
         assert main(["run", "--profile", str(profile), "--out", str(out)]) == 2, message
         err = capsys.readouterr().err.strip().splitlines()
@@ -259,6 +305,7 @@ def test_bad_data_files_are_one_line_errors_naming_the_file_and_nothing_is_writt
 
 
 # ---- the README's example profiles -------------------------------------------------------------
+
 
 def test_example_profiles_run_as_shipped(tmp_path, monkeypatch):
     """examples/*.toml as a user runs them from the repository root, with fewer steps and one model."""

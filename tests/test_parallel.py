@@ -26,8 +26,9 @@ TRAIN = {"steps": 12, "batch_size": 8, "eval_every": 6, "eval_batch_size": 64}
 
 
 def _job(kind="train", model="nn-lstm", seed=0, **recipe) -> Job:
-    return Job(kind, "main", "adding", model, seed, {"seq_len": 10}, param_budget=3000,
-               recipe={**TRAIN, **recipe})
+    return Job(
+        kind, "main", "adding", model, seed, {"seq_len": 10}, param_budget=3000, recipe={**TRAIN, **recipe}
+    )
 
 
 def _records(out) -> pd.DataFrame:
@@ -42,6 +43,7 @@ def _ray_processes(pgid: int) -> list[str]:
 
 # ---- what jobs declare, where they go ------------------------------------------------------------------
 
+
 def test_jobs_whose_result_is_a_time_declare_they_run_alone():
     assert not _job().runs_alone
     assert _job(seconds=5.0).runs_alone  # a wall-clock budget makes training a time
@@ -54,7 +56,9 @@ def _drain(placement: Placement, queue: list[Job]) -> None:
     running: list[Job] = []
     while queue or running:
         running += [job for job, _ in placement.take(queue)]
-        assert all(not n.busy_alone or len(n.running) == 1 for n in placement.nodes), "a timing job shared its node"
+        assert all(not n.busy_alone or len(n.running) == 1 for n in placement.nodes), (
+            "a timing job shared its node"
+        )
         placement.finish(running.pop(0))
 
 
@@ -76,7 +80,7 @@ def test_placement_runs_timing_jobs_alone_and_never_starves_them():
     late.finish(shared[0])
     assert late.take(queue) == []
     assert late.finish(shared[1]) == 2  # it ran beside one other job
-    (job, _), = late.take(queue)
+    ((job, _),) = late.take(queue)
     assert job.kind == "throughput" and late.finish(job) == 1
 
 
@@ -121,13 +125,33 @@ def test_the_estimate_simulates_the_schedule_on_a_constructed_case():
 
 # ---- the command line ----------------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_smoke_with_two_workers_gives_the_in_process_records(smoke_run, tmp_path):
     """smoke_run ran in one process at 1 thread; here 2 workers of 1 thread each on a local Ray."""
     out = tmp_path / "w2"
-    proc = subprocess.Popen([sys.executable, "-m", "suite", "run", "--profile", "smoke", "--out", str(out),
-                             "--workers", "2", "--threads", "1", "--no-progress"], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "suite",
+            "run",
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     _, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-2000:]
     assert "2 workers x 1 thread" in stderr
@@ -144,7 +168,9 @@ def test_smoke_with_two_workers_gives_the_in_process_records(smoke_run, tmp_path
     alone = two["kind"].ne("train")
     for i in two.index[alone]:
         overlap = (start < end[i]) & (end > start[i]) & (two.index != i)
-        assert not overlap.any(), f"timing job {two.at[i, 'kind']} {two.at[i, 'model']} overlapped another job"
+        assert not overlap.any(), (
+            f"timing job {two.at[i, 'kind']} {two.at[i, 'model']} overlapped another job"
+        )
     assert two.loc[alone, "ran_alone"].all() and (two.loc[~alone, "concurrency"] <= 2).all()
     assert (two.loc[~alone, "concurrency"] == 2).any(), "no two jobs ever ran at once"
 
@@ -152,11 +178,28 @@ def test_smoke_with_two_workers_gives_the_in_process_records(smoke_run, tmp_path
 @pytest.mark.slow
 def test_kill_9_of_the_driver_then_a_rerun_gives_the_uninterrupted_records(tmp_path):
     ref = tmp_path / "ref"
-    assert suite("run", "--profile", PARALLEL, "--out", ref, "--threads", "1", "--no-progress").returncode == 0
+    assert (
+        suite("run", "--profile", PARALLEL, "--out", ref, "--threads", "1", "--no-progress").returncode == 0
+    )
     out = tmp_path / "killed"
-    args = [sys.executable, "-m", "suite", "run", "--profile", str(PARALLEL), "--out", str(out), "--workers", "2",
-            "--threads", "1", "--no-progress"]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        sys.executable,
+        "-m",
+        "suite",
+        "run",
+        "--profile",
+        str(PARALLEL),
+        "--out",
+        str(out),
+        "--workers",
+        "2",
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
+    proc = subprocess.Popen(
+        args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     records = out / "records.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and not (records.exists() and records.read_bytes().count(b"\n") >= 5):
@@ -181,9 +224,11 @@ def test_kill_9_of_the_driver_then_a_rerun_gives_the_uninterrupted_records(tmp_p
 @pytest.mark.slow
 def test_a_worker_killed_mid_job_is_a_failed_record_and_the_run_goes_on(tmp_path):
     profile = tmp_path / "p.toml"
-    profile.write_text('seeds = 1\n[train]\nsteps = 12\nbatch_size = 8\neval_every = 6\neval_batch_size = 64\n'
-                       '[[experiment]]\nmodels = ["killer", "nn-lstm"]\nparam_budget = 3000\n'
-                       '[[experiment.task]]\nname = "adding"\nparams = { seq_len = [10, 16] }\n')
+    profile.write_text(
+        "seeds = 1\n[train]\nsteps = 12\nbatch_size = 8\neval_every = 6\neval_batch_size = 64\n"
+        '[[experiment]]\nmodels = ["killer", "nn-lstm"]\nparam_budget = 3000\n'
+        '[[experiment.task]]\nname = "adding"\nparams = { seq_len = [10, 16] }\n'
+    )
     marker = tmp_path / "kill"
     marker.touch()
     out = tmp_path / "out"
@@ -203,9 +248,11 @@ def test_a_worker_killed_mid_job_is_a_failed_record_and_the_run_goes_on(tmp_path
     assert len(latest) == 4 and {r["status"] for r in latest.values()} == {"ok"}
 
 
-BAD = [(["--workers", "0"], "--workers must be >= 1"),
-       (["--workers", "4096"], "cores of this machine"),
-       (["--ray-address", "127.0.0.1:1"], "cannot reach a Ray head")]
+BAD = [
+    (["--workers", "0"], "--workers must be >= 1"),
+    (["--workers", "4096"], "cores of this machine"),
+    (["--ray-address", "127.0.0.1:1"], "cannot reach a Ray head"),
+]
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[m for _, m in BAD])
@@ -218,13 +265,36 @@ def test_bad_parallel_input_one_line_exit_2_nothing_written(tmp_path, args, mess
 
 
 def test_without_ray_the_suite_starts_and_only_parallel_runs_say_so(tmp_path):
-    blocked = "import sys; sys.modules['ray'] = None; from suite.cli import main; sys.exit(main(sys.argv[1:]))"
-    listing = subprocess.run([sys.executable, "-c", blocked, "list", "models"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=120)
+    blocked = (
+        "import sys; sys.modules['ray'] = None; from suite.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
+    listing = subprocess.run(
+        [sys.executable, "-c", blocked, "list", "models"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert listing.returncode == 0 and "nn-lstm" in listing.stdout
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-c", blocked, "run", "--profile", str(PARALLEL), "--out", str(out),
-                           "--workers", "2"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            blocked,
+            "run",
+            "--profile",
+            str(PARALLEL),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "need Ray, which failed to import" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
 
@@ -232,8 +302,12 @@ def test_without_ray_the_suite_starts_and_only_parallel_runs_say_so(tmp_path):
 @pytest.mark.slow
 def test_dry_run_lists_new_and_finished_jobs_and_writes_nothing(tmp_path):
     done = tmp_path / "done"
-    assert suite("run", "--profile", FIXTURES / "tiny.toml", "--out", done, "--threads", "1",
-                 "--no-progress").returncode == 0
+    assert (
+        suite(
+            "run", "--profile", FIXTURES / "tiny.toml", "--out", done, "--threads", "1", "--no-progress"
+        ).returncode
+        == 0
+    )
     before = (done / "records.jsonl").read_bytes()
     proc = suite("run", "--profile", FIXTURES / "tiny.toml", "--out", done, "--dry-run", "--threads", "1")
     assert proc.returncode == 0, proc.stderr[-1000:]
@@ -241,8 +315,18 @@ def test_dry_run_lists_new_and_finished_jobs_and_writes_nothing(tmp_path):
     assert sum(line.startswith("done") for line in lines) == 12
     assert (done / "records.jsonl").read_bytes() == before
     fresh = tmp_path / "fresh"  # a sibling of `done`: its costs come from those records, no calibration
-    proc = suite("run", "--profile", FIXTURES / "tiny.toml", "--out", fresh, "--dry-run", "--threads", "1",
-                 "--workers", "2")
+    proc = suite(
+        "run",
+        "--profile",
+        FIXTURES / "tiny.toml",
+        "--out",
+        fresh,
+        "--dry-run",
+        "--threads",
+        "1",
+        "--workers",
+        "2",
+    )
     assert proc.returncode == 0, proc.stderr[-1000:]
     assert sum(line.startswith("new") for line in proc.stdout.splitlines()) == 12
     total = next(line for line in proc.stdout.splitlines() if line.startswith("total")).split()

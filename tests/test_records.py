@@ -44,8 +44,21 @@ def test_version_1_records_read_as_today_and_keep_their_keys(smoke_run, tmp_path
 
 
 def test_a_key_made_before_the_rename_still_matches():
-    job = Job("train", "main", "copy_memory", "nn-lstm", 1, {"delay": 10}, {}, 5000, None,
-              {"steps": 100, "lr": 0.01}, None, {}, "main")
+    job = Job(
+        "train",
+        "main",
+        "copy_memory",
+        "nn-lstm",
+        1,
+        {"delay": 10},
+        {},
+        5000,
+        None,
+        {"steps": 100, "lr": 0.01},
+        None,
+        {},
+        "main",
+    )
     assert job.key == "ab16d25a87106fc2a030"  # computed by lstm-bench before Job.train became Job.recipe
 
 
@@ -73,8 +86,13 @@ def test_dry_run_cost_hints_skip_a_sibling_written_by_a_newer_version(tmp_path):
 
 def test_a_result_with_an_undeclared_field_fails_where_it_is_made():
     with pytest.raises(TypeError, match="tokens_per_sec"):
-        records.Latency(latency_seconds=1.0, latency_iqr_seconds=0.1, latency_steps=4, timing_threads=1,
-                        tokens_per_sec=3.0)
+        records.Latency(
+            latency_seconds=1.0,
+            latency_iqr_seconds=0.1,
+            latency_steps=4,
+            timing_threads=1,
+            tokens_per_sec=3.0,
+        )
 
 
 def test_a_runner_that_returns_an_undeclared_result_is_a_failed_record(registry, monkeypatch):
@@ -83,8 +101,17 @@ def test_a_runner_that_returns_an_undeclared_result_is_a_failed_record(registry,
     from suite import executor
     from suite.environment import environment
 
-    job = Job("latency", "latency", "synthetic", "nn-lstm", 0, param_budget=2000, recipe={"batch_size": 2},
-              extra={"context": 8}, role="latency")
+    job = Job(
+        "latency",
+        "latency",
+        "synthetic",
+        "nn-lstm",
+        0,
+        param_budget=2000,
+        recipe={"batch_size": 2},
+        extra={"context": 8},
+        role="latency",
+    )
     cpu = torch.device("cpu")
     run = executor.RunContext(registry, cpu, "float32", environment(cpu, "float32"))
     monkeypatch.setitem(executor.RUNNERS, "latency", lambda job, run: {"latency_seconds": 1.0})
@@ -96,15 +123,28 @@ def test_a_runner_that_returns_an_undeclared_result_is_a_failed_record(registry,
 # ---- every record column the report reads is declared -----------------------------------------------
 
 READERS = {  # the functions that read record columns (the others read the report's own tables)
-    "report/tables.py": ("load", "_split_tuning", "config_label", "_metric", "_baseline", "task_table",
-                         "_tuning_cost", "tuning_table", "throughput_table", "seed_scores"),
+    "report/tables.py": (
+        "load",
+        "_split_tuning",
+        "config_label",
+        "_metric",
+        "_baseline",
+        "task_table",
+        "_tuning_cost",
+        "tuning_table",
+        "throughput_table",
+        "seed_scores",
+    ),
     "report/claims.py": ("_scaling_evidence",),
 }
 MADE_BY_THE_REPORT = {"config", "lr_tuned", "value"}  # columns the report adds (load, seed_scores)
-NOT_COLUMNS = ({f.name for f in fields(Recipe)}  # keys of the recipe,
-               | {"lr_grid", "tune_seed", "scores", "points"}  # of a tuned job's extra and tuning.choose,
-               | {"mean", "std", "min", "max", "n"}  # of stability.seed_summary,
-               | set(JOB_KINDS) | {"tuning"})  # and of the frames tables.load returns
+NOT_COLUMNS = (
+    {f.name for f in fields(Recipe)}  # keys of the recipe,
+    | {"lr_grid", "tune_seed", "scores", "points"}  # of a tuned job's extra and tuning.choose,
+    | {"mean", "std", "min", "max", "n"}  # of stability.seed_summary,
+    | set(JOB_KINDS)
+    | {"tuning"}
+)  # and of the frames tables.load returns
 
 
 def _strings_read(fn: ast.FunctionDef) -> set[str]:

@@ -27,8 +27,14 @@ def test_report_sections_self_contained_and_plotly_once(report):
     from suite.report.render import plotly_js
 
     text = report.read_text()
-    for heading in ("LSTM or Transformer?", "The claims in detail", "Main comparison", "Training stability",
-                    "Throughput and cost", "Appendix"):
+    for heading in (
+        "LSTM or Transformer?",
+        "The claims in detail",
+        "Main comparison",
+        "Training stability",
+        "Throughput and cost",
+        "Appendix",
+    ):
         assert heading in text
     from suite.models.lstm_library import detect_backend
 
@@ -220,8 +226,9 @@ def test_report_in_headless_chromium(report):
         )
         assert box[0] <= box[1], f"the summary table scrolls sideways: {box}"
         assert box[2] < box[3], "the summary table is not on the first screen"
-        claims_top = browser.execute_script("return document.querySelector('ul.claims')"
-                                            ".getBoundingClientRect().top")
+        claims_top = browser.execute_script(
+            "return document.querySelector('ul.claims').getBoundingClientRect().top"
+        )
         assert claims_top < box[3], "the claims' verdicts are not on the first screen"
 
         col = browser.execute_script(SORTABLE_COLUMN)

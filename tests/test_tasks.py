@@ -6,14 +6,22 @@ import pytest
 import torch
 from conftest import data_dir, suite
 
-GENERATED = [("copy_memory", {"delay": 12}), ("adding", {"seq_len": 20}), ("selective_copy", {}),
-             ("associative_recall", {}), ("mackey_glass", {"length": 800, "lookback": 16, "horizon": 4})]
+GENERATED = [
+    ("copy_memory", {"delay": 12}),
+    ("adding", {"seq_len": 20}),
+    ("selective_copy", {}),
+    ("associative_recall", {}),
+    ("mackey_glass", {"length": 800, "lookback": 16, "horizon": 4}),
+]
 
 
 @pytest.mark.parametrize("name,params", GENERATED)
 def test_generators_deterministic_per_seed(registry, name, params):
     a, b, c = (registry.make_task(name, params, seed=s) for s in (0, 0, 1))
-    ba, bb = a.train_batch(8, torch.Generator().manual_seed(5)), b.train_batch(8, torch.Generator().manual_seed(5))
+    ba, bb = (
+        a.train_batch(8, torch.Generator().manual_seed(5)),
+        b.train_batch(8, torch.Generator().manual_seed(5)),
+    )
     assert torch.equal(ba.x, bb.x) and torch.equal(ba.y, bb.y)
     va, vc = next(iter(a.eval_batches("val", 64))), next(iter(c.eval_batches("val", 64)))
     assert not torch.equal(va.x, vc.x), "different seeds must give different data"
@@ -45,7 +53,9 @@ def test_char_lm_embedded_corpus_offline(registry):
     task = registry.make_task("char_lm", {"seq_len": 32, "eval_windows": 16})
     base = task.baseline()
     assert base["unigram_bpc"] > base["bigram_bpc"] > base["trigram_bpc"] > 0
-    assert base["bpc"] == base["trigram_bpc"] and base["strongest"] == "trigram"  # the headline is the strongest
+    assert (
+        base["bpc"] == base["trigram_bpc"] and base["strongest"] == "trigram"
+    )  # the headline is the strongest
     assert task.threshold("val") != task.threshold("test")  # thresholds are scored on the split they judge
     assert "embedded" in task.describe()["corpus"]
 
@@ -63,7 +73,11 @@ def test_ett_protocol_split_sizes_and_train_only_scaler(registry):
     import pandas as pd
 
     task = registry.make_task("ett", {"dataset": "ETTh1", "lookback": 96, "horizon": 96})
-    assert {s: task.window_count(s) for s in ("train", "val", "test")} == {"train": 8449, "val": 2785, "test": 2785}
+    assert {s: task.window_count(s) for s in ("train", "val", "test")} == {
+        "train": 8449,
+        "val": 2785,
+        "test": 2785,
+    }
     raw = pd.read_csv(data_dir() / "ETT-small" / "ETTh1.csv").drop(columns=["date"]).to_numpy()
     assert task.mean == pytest.approx(raw[:8640].mean(0))
     assert task.std == pytest.approx(raw[:8640].std(0), rel=1e-6)
@@ -85,6 +99,7 @@ def test_corrupt_and_missing_data_give_one_line_errors(tmp_path):
 
     reg = load_registry()
     import os
+
     os.environ["LSTM_BENCH_DATA_DIR"], saved = str(tmp_path), os.environ.get("LSTM_BENCH_DATA_DIR")
     try:
         assert reg.make_task("char_lm", {}).describe()  # the default is the embedded corpus: no file read
@@ -106,7 +121,17 @@ def test_corrupt_and_missing_data_give_one_line_errors(tmp_path):
 def test_list_tasks_shows_every_task_with_a_description():
     proc = suite("list", "tasks")
     assert proc.returncode == 0
-    for name in ("copy_memory", "adding", "selective_copy", "associative_recall", "char_lm", "wikitext2",
-                 "ett", "csv_forecast", "mackey_glass", "sunspots"):
+    for name in (
+        "copy_memory",
+        "adding",
+        "selective_copy",
+        "associative_recall",
+        "char_lm",
+        "wikitext2",
+        "ett",
+        "csv_forecast",
+        "mackey_glass",
+        "sunspots",
+    ):
         line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(name + " "))
         assert len(line.split()) > 3

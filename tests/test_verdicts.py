@@ -10,21 +10,61 @@ from scipy import stats as sps
 
 from suite.report import claims, stats, tables
 
-FAMILY = {"lstm-fast": "lstm", "nn-lstm": "lstm", "transformer": "transformer", "hf-gpt2": "transformer-hf",
-          "lstm-peephole": "lstm-variant", "lstm-cifg": "lstm-variant", "lstm-nfg": "lstm-variant"}
+FAMILY = {
+    "lstm-fast": "lstm",
+    "nn-lstm": "lstm",
+    "transformer": "transformer",
+    "hf-gpt2": "transformer-hf",
+    "lstm-peephole": "lstm-variant",
+    "lstm-cifg": "lstm-variant",
+    "lstm-nfg": "lstm-variant",
+}
 ARCH = {"lstm-fast": "vanilla", "nn-lstm": "vanilla", "transformer": "gpt2", "hf-gpt2": "gpt2"}
 
 
-def row(model, values, config="adding(seq_len=25)", role="main", metric="mse", higher=False, baseline=1 / 6,
-        seq_len=25, successes=0, task_family="long-dependency", **extra):
+def row(
+    model,
+    values,
+    config="adding(seq_len=25)",
+    role="main",
+    metric="mse",
+    higher=False,
+    baseline=1 / 6,
+    seq_len=25,
+    successes=0,
+    task_family="long-dependency",
+    **extra,
+):
     values = list(values)
-    return {"experiment": role, "role": role, "task": config.split("(")[0], "config": config, "model": model,
-            "family": FAMILY[model], "architecture": ARCH.get(model, model), "metric": metric,
-            "higher_is_better": higher, "mean": float(np.mean(values)) if values else None,
-            "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0, "seeds": len(values), "values": values,
-            "baseline": baseline, "baseline_name": "b", "successes": successes, "diverged": 0, "seq_len": seq_len,
-            "task_family": task_family, "lr": 3e-3, "lr_tuned": True, "params": 1000, "backbone_params": 900,
-            "budget": "300 steps", "train_flops_per_token": None, "flops_to_threshold": None, **extra}
+    return {
+        "experiment": role,
+        "role": role,
+        "task": config.split("(")[0],
+        "config": config,
+        "model": model,
+        "family": FAMILY[model],
+        "architecture": ARCH.get(model, model),
+        "metric": metric,
+        "higher_is_better": higher,
+        "mean": float(np.mean(values)) if values else None,
+        "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+        "seeds": len(values),
+        "values": values,
+        "baseline": baseline,
+        "baseline_name": "b",
+        "successes": successes,
+        "diverged": 0,
+        "seq_len": seq_len,
+        "task_family": task_family,
+        "lr": 3e-3,
+        "lr_tuned": True,
+        "params": 1000,
+        "backbone_params": 900,
+        "budget": "300 steps",
+        "train_flops_per_token": None,
+        "flops_to_threshold": None,
+        **extra,
+    }
 
 
 def table(*rows):
@@ -59,21 +99,30 @@ def test_holm_matches_the_textbook_adjustment():
 # ---- the family verdict --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("lstm,transformer,verdict", [
-    (LOW, HIGH, "LSTM better"),
-    (HIGH, LOW, "Transformer better"),
-    ([0.02, 0.03, 0.025, 0.028], [0.021, 0.029, 0.026, 0.027], "no detectable difference"),
-    (LOW[:2], HIGH[:2], "inconclusive (underpowered"),
-    ([0.02] * 3, [0.03] * 3, "inconclusive (no spread"),
-])
+@pytest.mark.parametrize(
+    "lstm,transformer,verdict",
+    [
+        (LOW, HIGH, "LSTM better"),
+        (HIGH, LOW, "Transformer better"),
+        ([0.02, 0.03, 0.025, 0.028], [0.021, 0.029, 0.026, 0.027], "no detectable difference"),
+        (LOW[:2], HIGH[:2], "inconclusive (underpowered"),
+        ([0.02] * 3, [0.03] * 3, "inconclusive (no spread"),
+    ],
+)
 def test_family_verdict_gives_each_outcome(lstm, transformer, verdict):
     got = tables.family_table(table(row("nn-lstm", lstm), row("transformer", transformer)))
     assert got["verdict"].iloc[0].startswith(verdict), got["verdict"].iloc[0]
 
 
 def test_family_verdict_counts_twins_once_and_takes_each_familys_best():
-    got = tables.family_table(table(row("lstm-fast", LOW), row("nn-lstm", [x * 1.01 for x in LOW]),
-                                    row("transformer", HIGH), row("hf-gpt2", [x * 2 for x in HIGH])))
+    got = tables.family_table(
+        table(
+            row("lstm-fast", LOW),
+            row("nn-lstm", [x * 1.01 for x in LOW]),
+            row("transformer", HIGH),
+            row("hf-gpt2", [x * 2 for x in HIGH]),
+        )
+    )
     assert (got["best LSTM"].iloc[0], got["best Transformer"].iloc[0]) == ("lstm-fast", "transformer")
     assert got["verdict"].iloc[0] == "LSTM better"
 
@@ -87,17 +136,29 @@ def test_how_sure_never_tests_a_model_against_its_twin():
 
 # ---- the claims ----------------------------------------------------------------------------------
 
+
 def _long(model, successes, seeds=3, seq_len=120):
-    return row(model, [0.9] * seeds, config=f"copy_memory(delay={seq_len - 20})", metric="accuracy", higher=True,
-               baseline=0.125, seq_len=seq_len, successes=successes)
+    return row(
+        model,
+        [0.9] * seeds,
+        config=f"copy_memory(delay={seq_len - 20})",
+        metric="accuracy",
+        higher=True,
+        baseline=0.125,
+        seq_len=seq_len,
+        successes=successes,
+    )
 
 
-@pytest.mark.parametrize("rows,verdict", [
-    ([_long("nn-lstm", 3)], "supported"),
-    ([_long("nn-lstm", 1)], "not supported"),
-    ([_long("nn-lstm", 3, seq_len=30)], "inconclusive"),  # not tested at T >= 100
-    ([_long("nn-lstm", 2, seeds=2)], "inconclusive"),  # too few seeds
-])
+@pytest.mark.parametrize(
+    "rows,verdict",
+    [
+        ([_long("nn-lstm", 3)], "supported"),
+        ([_long("nn-lstm", 1)], "not supported"),
+        ([_long("nn-lstm", 3, seq_len=30)], "inconclusive"),  # not tested at T >= 100
+        ([_long("nn-lstm", 2, seeds=2)], "inconclusive"),  # too few seeds
+    ],
+)
 def test_long_memory_claim(rows, verdict):
     assert claims.claim_long_memory(table(*rows))["verdict"] == verdict
 
@@ -106,19 +167,37 @@ def _abl(model, values, baseline=1 / 6):
     return row(model, values, role="ablation", baseline=baseline)
 
 
-@pytest.mark.parametrize("rows,verdict", [
-    ([_abl("lstm-peephole", LOW), _abl("lstm-cifg", [x * 1.02 for x in LOW]), _abl("lstm-nfg", HIGH)], "supported"),
-    ([_abl("lstm-peephole", HIGH), _abl("lstm-cifg", LOW)], "not supported"),  # a variant is significantly better
-    ([_abl("lstm-peephole", [0.5, 0.6, 0.55]), _abl("lstm-cifg", LOW)], "inconclusive"),  # reference never learned
-    ([_abl("lstm-peephole", LOW[:2]), _abl("lstm-cifg", HIGH[:2])], "inconclusive"),  # underpowered
-])
+@pytest.mark.parametrize(
+    "rows,verdict",
+    [
+        (
+            [_abl("lstm-peephole", LOW), _abl("lstm-cifg", [x * 1.02 for x in LOW]), _abl("lstm-nfg", HIGH)],
+            "supported",
+        ),
+        (
+            [_abl("lstm-peephole", HIGH), _abl("lstm-cifg", LOW)],
+            "not supported",
+        ),  # a variant is significantly better
+        (
+            [_abl("lstm-peephole", [0.5, 0.6, 0.55]), _abl("lstm-cifg", LOW)],
+            "inconclusive",
+        ),  # reference never learned
+        ([_abl("lstm-peephole", LOW[:2]), _abl("lstm-cifg", HIGH[:2])], "inconclusive"),  # underpowered
+    ],
+)
 def test_variant_claim(rows, verdict):
     assert claims.claim_variants(table(*rows))["verdict"] == verdict
 
 
 def _sweep(model, lr, successes, seeds=3):
-    return row(model, [0.01] * seeds, config=f"adding(seq_len=25, lr={lr:g})", role="lr-sweep", lr=lr,
-               successes=successes)
+    return row(
+        model,
+        [0.01] * seeds,
+        config=f"adding(seq_len=25, lr={lr:g})",
+        role="lr-sweep",
+        lr=lr,
+        successes=successes,
+    )
 
 
 def _lr(lstm_ok, transformer_ok, seeds=3):
@@ -128,30 +207,50 @@ def _lr(lstm_ok, transformer_ok, seeds=3):
     return table(*rows)
 
 
-@pytest.mark.parametrize("lstm_ok,transformer_ok,seeds,verdict", [
-    ([1, 1, 1, 0], [0, 1, 0, 0], 3, "supported"),
-    ([0, 1, 0, 0], [1, 1, 1, 0], 3, "not supported"),
-    ([0, 1, 1, 0], [0, 1, 1, 0], 3, "inconclusive"),
-    ([1, 1, 1, 0], [0, 1, 0, 0], 2, "inconclusive"),  # a majority of 2 seeds is not enough
-])
+@pytest.mark.parametrize(
+    "lstm_ok,transformer_ok,seeds,verdict",
+    [
+        ([1, 1, 1, 0], [0, 1, 0, 0], 3, "supported"),
+        ([0, 1, 0, 0], [1, 1, 1, 0], 3, "not supported"),
+        ([0, 1, 1, 0], [0, 1, 1, 0], 3, "inconclusive"),
+        ([1, 1, 1, 0], [0, 1, 0, 0], 2, "inconclusive"),  # a majority of 2 seeds is not enough
+    ],
+)
 def test_stability_claim(lstm_ok, transformer_ok, seeds, verdict):
     t = _lr(lstm_ok, transformer_ok, seeds)
     assert claims.claim_stability(t, tables.lr_windows(t))["verdict"] == verdict
 
 
 def _compute(lstm_flops, transformer_flops):
-    return table(row("nn-lstm", LOW, train_flops_per_token=lstm_flops),
-                 row("transformer", HIGH, train_flops_per_token=transformer_flops))
+    return table(
+        row("nn-lstm", LOW, train_flops_per_token=lstm_flops),
+        row("transformer", HIGH, train_flops_per_token=transformer_flops),
+    )
 
 
-@pytest.mark.parametrize("lstm,transformer,verdict", [
-    (1e5, 3e5, "supported"), (3e5, 1e5, "not supported"), (None, None, "inconclusive")])
+@pytest.mark.parametrize(
+    "lstm,transformer,verdict",
+    [(1e5, 3e5, "supported"), (3e5, 1e5, "not supported"), (None, None, "inconclusive")],
+)
 def test_compute_claim(lstm, transformer, verdict):
     assert claims.claim_compute(_compute(lstm, transformer), None, None)["verdict"] == verdict
 
 
 def test_compute_claim_is_inconclusive_when_measures_disagree():
-    thr = pd.DataFrame([{"config": "adding(seq_len=25)", "model": "nn-lstm", "train_tokens_per_s": 1e5, "timing_threads": 2},
-                        {"config": "adding(seq_len=25)", "model": "transformer", "train_tokens_per_s": 2e5,
-                         "timing_threads": 2}])
+    thr = pd.DataFrame(
+        [
+            {
+                "config": "adding(seq_len=25)",
+                "model": "nn-lstm",
+                "train_tokens_per_s": 1e5,
+                "timing_threads": 2,
+            },
+            {
+                "config": "adding(seq_len=25)",
+                "model": "transformer",
+                "train_tokens_per_s": 2e5,
+                "timing_threads": 2,
+            },
+        ]
+    )
     assert claims.claim_compute(_compute(1e5, 3e5), thr, None)["verdict"] == "inconclusive"

@@ -28,9 +28,16 @@ _aten = torch.ops.aten
 def _register_cpu_attention() -> None:
     """Give FlopCounterMode the CPU flash-attention kernels (and the fused ones other backends use),
     with the formulas it already uses for the CUDA kernels."""
-    pairs = (("_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention_for_cpu_backward"),
-             ("_scaled_dot_product_fused_attention_overrideable",
-              "_scaled_dot_product_fused_attention_overrideable_backward"))
+    pairs = (
+        (
+            "_scaled_dot_product_flash_attention_for_cpu",
+            "_scaled_dot_product_flash_attention_for_cpu_backward",
+        ),
+        (
+            "_scaled_dot_product_fused_attention_overrideable",
+            "_scaled_dot_product_fused_attention_overrideable_backward",
+        ),
+    )
     for fwd_name, bwd_name in pairs:
         fwd, bwd = getattr(_aten, fwd_name, None), getattr(_aten, bwd_name, None)
         if fwd is None or fwd in flop_counter.flop_registry:
@@ -41,9 +48,14 @@ def _register_cpu_attention() -> None:
             return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
 
         if bwd is not None:
+
             @flop_counter.register_flop_formula(bwd)
-            def _bwd(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
-                return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+            def _bwd(
+                grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs
+            ) -> int:
+                return flop_counter.sdpa_backward_flop_count(
+                    grad_out_shape, query_shape, key_shape, value_shape
+                )
 
 
 _register_cpu_attention()
@@ -74,17 +86,35 @@ def count_flops(model: torch.nn.Module, spec: TaskSpec) -> dict:
         x = example_input(spec, 1, param.dtype, param.device)
         forward, train = _count(module, x, False), _count(module, x, True)
     except Exception as exc:  # a plugin model can fail in any way: record why, never a 0
-        return {"flops_per_token": None, "train_flops_per_token": None,
-                "flops_error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}"}
+        return {
+            "flops_per_token": None,
+            "train_flops_per_token": None,
+            "flops_error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:160]}",
+        }
     if forward <= 0:
-        return {"flops_per_token": None, "train_flops_per_token": None,
-                "flops_error": "FlopCounterMode saw no matrix product (opaque kernel without a flop_twin())"}
-    return {"flops_per_token": forward / spec.seq_len, "train_flops_per_token": train / spec.seq_len,
-            "flops_rule": ATTENTION_RULE}
+        return {
+            "flops_per_token": None,
+            "train_flops_per_token": None,
+            "flops_error": "FlopCounterMode saw no matrix product (opaque kernel without a flop_twin())",
+        }
+    return {
+        "flops_per_token": forward / spec.seq_len,
+        "train_flops_per_token": train / spec.seq_len,
+        "flops_rule": ATTENTION_RULE,
+    }
 
 
-def recurrent_flops(gates: int, T: int, B: int, I: int, H: int, *, backward: bool = False,
-                    input_grad: bool = True, gate_recurrence: bool = False) -> int:
+def recurrent_flops(
+    gates: int,
+    T: int,
+    B: int,
+    I: int,
+    H: int,
+    *,
+    backward: bool = False,
+    input_grad: bool = True,
+    gate_recurrence: bool = False,
+) -> int:
     """Matrix-product FLOPs of one recurrent layer over T steps, by count_flops' rule (2 per multiply-add,
     gates not counted): the analytic count the micro-benchmarks' roofline uses (tests check it against
     FlopCounterMode). gates: weight blocks of H rows (LSTM 4, NIG/NFG/NOG/CIFG 3, GRU 3); FGR adds

@@ -37,8 +37,11 @@ def quiet_profiler(**options):
 
 def allocation_peak(prof) -> int:
     """Running maximum of (allocated − freed) CPU bytes over the raw allocator events, in time order."""
-    events = [e for e in prof.profiler.kineto_results.events()
-              if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU]
+    events = [
+        e
+        for e in prof.profiler.kineto_results.events()
+        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
+    ]
     running = peak = 0
     for e in sorted(events, key=lambda e: e.start_ns()):
         running += e.nbytes()

@@ -19,13 +19,26 @@ class GradientStats:
 
     def summary(self) -> dict:
         if not self.norms:
-            return {"median": None, "p99": None, "max": None, "clip_events": 0, "clip_fraction": 0.0, "hist": []}
+            return {
+                "median": None,
+                "p99": None,
+                "max": None,
+                "clip_events": 0,
+                "clip_fraction": 0.0,
+                "hist": [],
+            }
         arr = np.asarray(self.norms)
         edges = np.logspace(-3, 3, 25)
         hist, _ = np.histogram(np.clip(arr, 1e-3, 1e3), bins=edges)
         clipped = int((arr > self.clip).sum())
-        return {"median": float(np.median(arr)), "p99": float(np.percentile(arr, 99)), "max": float(arr.max()),
-                "clip_events": clipped, "clip_fraction": clipped / len(arr), "hist": hist.tolist()}
+        return {
+            "median": float(np.median(arr)),
+            "p99": float(np.percentile(arr, 99)),
+            "max": float(arr.max()),
+            "clip_events": clipped,
+            "clip_fraction": clipped / len(arr),
+            "hist": hist.tolist(),
+        }
 
 
 class LossWatch:
@@ -61,15 +74,20 @@ class LossWatch:
         if n == 0:
             return []
         size = max(1, n // points)
-        return [[i + size, statistics.fmean(self.losses[i:i + size])] for i in range(0, n, size)]
+        return [[i + size, statistics.fmean(self.losses[i : i + size])] for i in range(0, n, size)]
 
 
 def seed_summary(values) -> dict:
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
-    return {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
-            "min": min(vals), "max": max(vals), "n": len(vals)}
+    return {
+        "mean": statistics.fmean(vals),
+        "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+        "min": min(vals),
+        "max": max(vals),
+        "n": len(vals),
+    }
 
 
 def lr_window(points: list[tuple[float, bool]]) -> dict:
@@ -84,5 +102,10 @@ def lr_window(points: list[tuple[float, bool]]) -> dict:
             best = run
     if not best:
         return {"decades": 0.0, "low": None, "high": None, "points_ok": 0, "points": len(points)}
-    return {"decades": math.log10(best[-1] / best[0]), "low": best[0], "high": best[-1],
-            "points_ok": sum(ok for _, ok in points), "points": len(points)}
+    return {
+        "decades": math.log10(best[-1] / best[0]),
+        "low": best[0],
+        "high": best[-1],
+        "points_ok": sum(ok for _, ok in points),
+        "points": len(points),
+    }

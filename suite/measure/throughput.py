@@ -70,15 +70,24 @@ def batch_throughput(model, batch: Batch, loss_fn, device, min_run_time: float =
     infer1, infer2 = timed(infer, min_run_time), timed(infer, min_run_time, warmup=0)
     train_mem, infer_mem = peak_memory(train_step, device), peak_memory(infer, device)
     return Throughput(
-        train_tokens_per_s=tokens / train1["median"], train_step_seconds=train1["median"],
-        train_iqr_seconds=train1["iqr"], train_repeat_step_seconds=train2["median"],
-        train_repeat_iqr_seconds=train2["iqr"], train_spread_tokens_per_s=_spread(tokens, train1),
-        inference_tokens_per_s=tokens / infer1["median"], inference_step_seconds=infer1["median"],
-        inference_iqr_seconds=infer1["iqr"], inference_repeat_step_seconds=infer2["median"],
-        inference_repeat_iqr_seconds=infer2["iqr"], inference_spread_tokens_per_s=_spread(tokens, infer1),
+        train_tokens_per_s=tokens / train1["median"],
+        train_step_seconds=train1["median"],
+        train_iqr_seconds=train1["iqr"],
+        train_repeat_step_seconds=train2["median"],
+        train_repeat_iqr_seconds=train2["iqr"],
+        train_spread_tokens_per_s=_spread(tokens, train1),
+        inference_tokens_per_s=tokens / infer1["median"],
+        inference_step_seconds=infer1["median"],
+        inference_iqr_seconds=infer1["iqr"],
+        inference_repeat_step_seconds=infer2["median"],
+        inference_repeat_iqr_seconds=infer2["iqr"],
+        inference_spread_tokens_per_s=_spread(tokens, infer1),
         timing_threads=_threads(train1, train2, infer1, infer2),
-        train_peak_bytes=train_mem["peak_bytes"], train_memory_method=train_mem["memory_method"],
-        inference_peak_bytes=infer_mem["peak_bytes"], inference_memory_method=infer_mem["memory_method"])
+        train_peak_bytes=train_mem["peak_bytes"],
+        train_memory_method=train_mem["memory_method"],
+        inference_peak_bytes=infer_mem["peak_bytes"],
+        inference_memory_method=infer_mem["memory_method"],
+    )
 
 
 def _spread(tokens: int, timing: dict) -> float:
@@ -101,8 +110,17 @@ def step_latency(model, context: int, device, dtype, batch_size: int = 1, steps:
     perf_counter per step (not Timer): a decoding step changes the state it is timed on."""
     model.eval()
     spec = model.spec
-    x = example_input(TaskSpec(seq_len=context, input_vocab=spec.input_vocab, input_dim=spec.input_dim,
-                               output_dim=spec.output_dim), batch_size, dtype, device)
+    x = example_input(
+        TaskSpec(
+            seq_len=context,
+            input_vocab=spec.input_vocab,
+            input_dim=spec.input_dim,
+            output_dim=spec.output_dim,
+        ),
+        batch_size,
+        dtype,
+        device,
+    )
     times, threads = [], set()
     with torch.no_grad():
         state = model.init_state(batch_size)
@@ -118,8 +136,12 @@ def step_latency(model, context: int, device, dtype, batch_size: int = 1, steps:
                     torch.cuda.synchronize()
                 times.append(time.perf_counter() - start)
     q = statistics.quantiles(times, n=4)
-    return Latency(latency_seconds=statistics.median(times), latency_iqr_seconds=q[2] - q[0],
-                   latency_steps=len(times), timing_threads=_threads({"threads": threads}))
+    return Latency(
+        latency_seconds=statistics.median(times),
+        latency_iqr_seconds=q[2] - q[0],
+        latency_steps=len(times),
+        timing_threads=_threads({"threads": threads}),
+    )
 
 
 def length_scaling(model, spec: TaskSpec, batch_size: int, device) -> Scaling:
@@ -136,6 +158,12 @@ def length_scaling(model, spec: TaskSpec, batch_size: int, device) -> Scaling:
     model.train()
     f, fb = timed(fwd, 0.2, warmup=1), timed(fwd_bwd, 0.2, warmup=1)
     mem = peak_memory(fwd_bwd, device)
-    return Scaling(forward_seconds=f["median"], forward_iqr_seconds=f["iqr"], train_seconds=fb["median"],
-                   train_iqr_seconds=fb["iqr"], peak_bytes=mem["peak_bytes"],
-                   memory_method=mem["memory_method"], timing_threads=_threads(f, fb))
+    return Scaling(
+        forward_seconds=f["median"],
+        forward_iqr_seconds=f["iqr"],
+        train_seconds=fb["median"],
+        train_iqr_seconds=fb["iqr"],
+        peak_bytes=mem["peak_bytes"],
+        memory_method=mem["memory_method"],
+        timing_threads=_threads(f, fb),
+    )

@@ -20,22 +20,36 @@ def _rnn(cls, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0, **k
     return SequenceModel(spec, cls(width, width, layers, dropout=dropout, **kw), width)
 
 
-def _lstm_variant(variant: str, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0, forget_bias: float = 0.0):
+def _lstm_variant(
+    variant: str, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0, forget_bias: float = 0.0
+):
     return SequenceModel(spec, ReferenceLSTM(width, width, layers, variant, dropout, forget_bias), width)
 
 
-def _fast_lstm_variant(variant: str, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0,
-                       forget_bias: float = 0.0):
+def _fast_lstm_variant(
+    variant: str, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0, forget_bias: float = 0.0
+):
     return SequenceModel(spec, FastLSTM(width, width, layers, dropout, forget_bias, variant), width)
 
 
-def _transformer(spec: TaskSpec, width: int, layers: int, heads: int = 4, positions: str = "learned",
-                 dropout: float = 0.0, tie_weights: bool = False) -> SequenceModel:
-    backbone = Transformer(width, layers, heads, max_len=spec.seq_len, positions=positions, dropout=dropout, causal=spec.causal)
+def _transformer(
+    spec: TaskSpec,
+    width: int,
+    layers: int,
+    heads: int = 4,
+    positions: str = "learned",
+    dropout: float = 0.0,
+    tie_weights: bool = False,
+) -> SequenceModel:
+    backbone = Transformer(
+        width, layers, heads, max_len=spec.seq_len, positions=positions, dropout=dropout, causal=spec.causal
+    )
     return SequenceModel(spec, backbone, width, tie_weights=tie_weights, embed_std=0.02)
 
 
-def _hf(factory: str, spec: TaskSpec, width: int, layers: int, heads: int = 4, dropout: float = 0.0) -> SequenceModel:
+def _hf(
+    factory: str, spec: TaskSpec, width: int, layers: int, heads: int = 4, dropout: float = 0.0
+) -> SequenceModel:
     from suite.models import hf_transformers
 
     backbone = getattr(hf_transformers, factory)(width, layers, heads, spec.seq_len, dropout)
@@ -44,9 +58,13 @@ def _hf(factory: str, spec: TaskSpec, width: int, layers: int, heads: int = 4, d
 
 _VARIANT_TEXT = {
     "peephole": "peephole LSTM (Gers & Schmidhuber 2000), Greff's 'V'",
-    "nig": "no input gate (i = 1)", "nfg": "no forget gate (f = 1, the 1997 LSTM)", "nog": "no output gate (o = 1)",
-    "niaf": "no input activation (g(z) = z)", "noaf": "no output activation (h(c) = c)",
-    "np": "no peepholes (= vanilla)", "cifg": "coupled input-forget gate (f = 1 - i)",
+    "nig": "no input gate (i = 1)",
+    "nfg": "no forget gate (f = 1, the 1997 LSTM)",
+    "nog": "no output gate (o = 1)",
+    "niaf": "no input activation (g(z) = z)",
+    "noaf": "no output activation (h(c) = c)",
+    "np": "no peepholes (= vanilla)",
+    "cifg": "coupled input-forget gate (f = 1 - i)",
     "fgr": "full gate recurrence (gates see previous gates)",
 }
 
@@ -54,31 +72,97 @@ VANILLA = "vanilla LSTM"  # one function, one initialisation: nn.LSTM's (see sui
 GPT2_STYLE = "GPT-2-style Transformer"  # pre-LN, learned positions, GELU MLP: ours and Hugging Face's
 
 MODELS: list[ModelSpec] = [
-    ModelSpec("lstm-reference", "lstm", partial(_lstm_variant, "vanilla"),
-              "our LSTM from the gate equations, autograd through a Python time loop", "reference",
-              architecture=VANILLA),
-    ModelSpec("lstm-manual", "lstm", partial(_rnn, ManualBPTTLSTM),
-              "vanilla LSTM with hand-derived BPTT (torch.autograd.Function)", "manual-bptt", architecture=VANILLA),
-    ModelSpec("lstm-fast", "lstm", partial(_rnn, FastLSTM),
-              "our fastest vanilla LSTM: C++ time loop, fused gates, hand-derived BPTT", "fast", architecture=VANILLA),
-    ModelSpec("nn-lstm", "lstm", partial(_rnn, LibraryLSTM),
-              "torch.nn.LSTM (cuDNN on CUDA, oneDNN or native ATen on the CPU)", "library", architecture=VANILLA),
+    ModelSpec(
+        "lstm-reference",
+        "lstm",
+        partial(_lstm_variant, "vanilla"),
+        "our LSTM from the gate equations, autograd through a Python time loop",
+        "reference",
+        architecture=VANILLA,
+    ),
+    ModelSpec(
+        "lstm-manual",
+        "lstm",
+        partial(_rnn, ManualBPTTLSTM),
+        "vanilla LSTM with hand-derived BPTT (torch.autograd.Function)",
+        "manual-bptt",
+        architecture=VANILLA,
+    ),
+    ModelSpec(
+        "lstm-fast",
+        "lstm",
+        partial(_rnn, FastLSTM),
+        "our fastest vanilla LSTM: C++ time loop, fused gates, hand-derived BPTT",
+        "fast",
+        architecture=VANILLA,
+    ),
+    ModelSpec(
+        "nn-lstm",
+        "lstm",
+        partial(_rnn, LibraryLSTM),
+        "torch.nn.LSTM (cuDNN on CUDA, oneDNN or native ATen on the CPU)",
+        "library",
+        architecture=VANILLA,
+    ),
     # the variants and GRU run the fast path's compiled loop; lstm.py and gru_minlstm.py define them
-    *[ModelSpec(f"lstm-{v}", "lstm-variant", partial(_fast_lstm_variant, v),
-                f"LSTM variant: {_VARIANT_TEXT[v]}", "fast", architecture=VANILLA if v == "np" else "")
-      for v in VARIANTS if v != "vanilla"],
+    *[
+        ModelSpec(
+            f"lstm-{v}",
+            "lstm-variant",
+            partial(_fast_lstm_variant, v),
+            f"LSTM variant: {_VARIANT_TEXT[v]}",
+            "fast",
+            architecture=VANILLA if v == "np" else "",
+        )
+        for v in VARIANTS
+        if v != "vanilla"
+    ],
     ModelSpec("gru", "gru", partial(_rnn, FastGRU), "GRU (Cho et al. 2014), nn.GRU's function", "fast"),
-    ModelSpec("minlstm", "minlstm", partial(_rnn, MinLSTM),
-              "minLSTM (Feng et al. 2024), trained with a log-space parallel scan", "parallel-scan"),
-    ModelSpec("transformer", "transformer", _transformer,
-              "our pre-LN causal Transformer (learned positions, SDPA attention)", "ours", default_layers=2, width_step=4,
-              architecture=GPT2_STYLE),
-    # RoPE needs an even head size: 2 heads and widths in steps of 4 keep the 10% parameter match at small sizes
-    ModelSpec("transformer-rope", "transformer", partial(_transformer, positions="rope", heads=2),
-              "our pre-LN Transformer with rotary positions (2 heads)", "ours", default_layers=2, width_step=4),
-    ModelSpec("hf-gpt2", "transformer-hf", partial(_hf, "gpt2"),
-              "Hugging Face GPT-2 built from GPT2Config, random init", "huggingface", default_layers=2, width_step=4,
-              architecture=GPT2_STYLE),
-    ModelSpec("hf-llama", "transformer-hf", partial(_hf, "llama", heads=2),
-              "Hugging Face Llama (RoPE, RMSNorm, SwiGLU) from LlamaConfig, random init (2 heads)", "huggingface", default_layers=2, width_step=4),
+    ModelSpec(
+        "minlstm",
+        "minlstm",
+        partial(_rnn, MinLSTM),
+        "minLSTM (Feng et al. 2024), trained with a log-space parallel scan",
+        "parallel-scan",
+    ),
+    ModelSpec(
+        "transformer",
+        "transformer",
+        _transformer,
+        "our pre-LN causal Transformer (learned positions, SDPA attention)",
+        "ours",
+        default_layers=2,
+        width_step=4,
+        architecture=GPT2_STYLE,
+    ),
+    # RoPE needs an even head size: 2 heads and widths in steps of 4 keep the 10% parameter match
+    # at small sizes
+    ModelSpec(
+        "transformer-rope",
+        "transformer",
+        partial(_transformer, positions="rope", heads=2),
+        "our pre-LN Transformer with rotary positions (2 heads)",
+        "ours",
+        default_layers=2,
+        width_step=4,
+    ),
+    ModelSpec(
+        "hf-gpt2",
+        "transformer-hf",
+        partial(_hf, "gpt2"),
+        "Hugging Face GPT-2 built from GPT2Config, random init",
+        "huggingface",
+        default_layers=2,
+        width_step=4,
+        architecture=GPT2_STYLE,
+    ),
+    ModelSpec(
+        "hf-llama",
+        "transformer-hf",
+        partial(_hf, "llama", heads=2),
+        "Hugging Face Llama (RoPE, RMSNorm, SwiGLU) from LlamaConfig, random init (2 heads)",
+        "huggingface",
+        default_layers=2,
+        width_step=4,
+    ),
 ]

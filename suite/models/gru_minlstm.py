@@ -11,7 +11,8 @@ recurrence is linear in h and all steps can be computed at once by a parallel sc
     f_t = σ(W_f x_t),  i_t = σ(W_i x_t),  h̃_t = g(W_h x_t)     g(v) = v + ½ (v ≥ 0), σ(v) (v < 0)
     f'_t = f_t / (f_t + i_t),  i'_t = i_t / (f_t + i_t)
     h_t = f'_t ⊙ h_{t-1} + i'_t ⊙ h̃_t
-The scan runs in log space: log h_t = a_t + logcumsumexp_{k≤t}(log i'_k + log h̃_k − a_k), a_t = Σ_{k≤t} log f'_k.
+The scan runs in log space, with a_t = Σ_{k≤t} log f'_k:
+    log h_t = a_t + logcumsumexp_{k≤t}(log i'_k + log h̃_k − a_k)
 """
 
 from __future__ import annotations
@@ -90,7 +91,9 @@ class MinLSTM(nn.Module):
         super().__init__()
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.proj = nn.ModuleList(nn.Linear(input_size if k == 0 else hidden_size, 3 * hidden_size) for k in range(num_layers))
+        self.proj = nn.ModuleList(
+            nn.Linear(input_size if k == 0 else hidden_size, 3 * hidden_size) for k in range(num_layers)
+        )
 
     def _gates(self, layer, x):
         k_f, k_i, k_h = self.proj[layer](x).chunk(3, -1)

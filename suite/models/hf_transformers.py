@@ -48,8 +48,16 @@ def gpt2(d_model: int, layers: int, heads: int, max_len: int, dropout: float = 0
     from transformers import GPT2Config, GPT2Model
 
     config = GPT2Config(  # type: ignore[call-arg]  # attn_implementation goes to PretrainedConfig
-       vocab_size=1, n_positions=max_len, n_embd=d_model, n_layer=layers, n_head=heads,
-                        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout, attn_implementation="sdpa")
+        vocab_size=1,
+        n_positions=max_len,
+        n_embd=d_model,
+        n_layer=layers,
+        n_head=heads,
+        resid_pdrop=dropout,
+        embd_pdrop=dropout,
+        attn_pdrop=dropout,
+        attn_implementation="sdpa",
+    )
     return HFDecoder(GPT2Model(config), "gpt2")
 
 
@@ -60,7 +68,17 @@ def llama(d_model: int, layers: int, heads: int, max_len: int, dropout: float = 
 
     inter = max(8, round(8 * d_model / 3 / 8) * 8)
     config = LlamaConfig(  # type: ignore[call-arg]  # attn_implementation goes to PretrainedConfig
-       vocab_size=1, hidden_size=d_model, intermediate_size=inter, num_hidden_layers=layers,
-                         num_attention_heads=heads, num_key_value_heads=heads, max_position_embeddings=max_len,
-                         attention_dropout=dropout, attn_implementation="sdpa", pad_token_id=0, bos_token_id=0, eos_token_id=0)
+        vocab_size=1,
+        hidden_size=d_model,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=heads,
+        max_position_embeddings=max_len,
+        attention_dropout=dropout,
+        attn_implementation="sdpa",
+        pad_token_id=0,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     return HFDecoder(LlamaModel(config), "llama")

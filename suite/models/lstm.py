@@ -74,8 +74,15 @@ class ReferenceLSTM(nn.Module):
         -> (output (B, T, H), (h_n, c_n))
     """
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, variant: str = "vanilla",
-                 dropout: float = 0.0, forget_bias: float = 0.0):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        variant: str = "vanilla",
+        dropout: float = 0.0,
+        forget_bias: float = 0.0,
+    ):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown LSTM variant {variant!r}; known: {sorted(VARIANTS)}")
@@ -107,8 +114,8 @@ class ReferenceLSTM(nn.Module):
             j = self.variant.gates.index("f") * self.hidden_size
             for layer in range(self.num_layers):
                 with torch.no_grad():
-                    getattr(self, f"bias_ih_l{layer}")[j:j + self.hidden_size].fill_(forget_bias)
-                    getattr(self, f"bias_hh_l{layer}")[j:j + self.hidden_size].zero_()
+                    getattr(self, f"bias_ih_l{layer}")[j : j + self.hidden_size].fill_(forget_bias)
+                    getattr(self, f"bias_hh_l{layer}")[j : j + self.hidden_size].zero_()
 
     # ---- one time step: the equations ---------------------------------------------------
     def cell(self, layer: int, x_t, h, c, prev_gates):
@@ -116,7 +123,9 @@ class ReferenceLSTM(nn.Module):
         v, H = self.variant, self.hidden_size
         W = getattr(self, f"weight_ih_l{layer}")
         R = getattr(self, f"weight_hh_l{layer}")
-        pre = x_t @ W.t() + h @ R.t() + getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
+        pre = (
+            x_t @ W.t() + h @ R.t() + getattr(self, f"bias_ih_l{layer}") + getattr(self, f"bias_hh_l{layer}")
+        )
         blocks = dict(zip(v.gates, pre.split(H, dim=-1)))
         if v.full_gate_recurrence:
             recur = torch.cat(prev_gates, -1) @ getattr(self, f"weight_gg_l{layer}").t()

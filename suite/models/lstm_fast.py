@@ -70,8 +70,11 @@ def _load():
     try:
         return _build(_CFLAGS, _LDFLAGS)
     except Exception as exc:  # e.g. Apple clang has no -fopenmp: one thread per call, but compiled
-        log.warning("lstm-bench: the C++ fast path did not build with OpenMP (%s); building it without, "
-                    "so each call runs on one thread", " ".join(str(exc).split())[:120])
+        log.warning(
+            "lstm-bench: the C++ fast path did not build with OpenMP (%s); building it without, "
+            "so each call runs on one thread",
+            " ".join(str(exc).split())[:120],
+        )
         return _build([f for f in _CFLAGS if f != "-fopenmp"] + ["-fopenmp-simd"], [])
 
 
@@ -90,9 +93,15 @@ def _build(cflags: list[str], ldflags: list[str]):
 
         fcntl.flock(guard, fcntl.LOCK_EX)
         (directory / "lock").unlink(missing_ok=True)
-        return load(name=f"lstm_bench_fast_{digest}", sources=[str(p) for p in _SOURCES],
-                    extra_include_paths=[str(_CSRC)], build_directory=str(directory), extra_cflags=cflags,
-                    extra_ldflags=ldflags, verbose=False)
+        return load(
+            name=f"lstm_bench_fast_{digest}",
+            sources=[str(p) for p in _SOURCES],
+            extra_include_paths=[str(_CSRC)],
+            build_directory=str(directory),
+            extra_cflags=cflags,
+            extra_ldflags=ldflags,
+            verbose=False,
+        )
 
 
 def extension():
@@ -104,8 +113,11 @@ def extension():
                 _state["module"] = _load()
             except Exception as exc:  # no compiler / headers: fall back, and say so
                 _state["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-                log.warning("lstm-bench: the C++ fast path did not build (%s); the LSTMs and GRU run their "
-                            "Python loops instead", _state["error"])
+                log.warning(
+                    "lstm-bench: the C++ fast path did not build (%s); the LSTMs and GRU run their "
+                    "Python loops instead",
+                    _state["error"],
+                )
             _state["seconds"] = time.perf_counter() - start
         return _state["module"]
 
@@ -117,9 +129,11 @@ def build_seconds() -> float | None:
 
 # ---- the cells the C++ loop knows ---------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class CellSpec:
     """What the Python side needs to know about a compiled cell."""
+
     code: int  # csrc/lstm_fast.cpp's name for it: the variant's flag bits, or kGru
     gates: str  # gate blocks with weights, in the weights' order
     has_cell_state: bool = True
@@ -128,15 +142,24 @@ class CellSpec:
 
 
 # Variant fields -> the flag bits of csrc/lstm_fast.cpp's enum (kInputGate, ...); the sum names the cell.
-_FLAGS = {"input_gate": 1, "forget_gate": 2, "output_gate": 4, "input_activation": 8, "output_activation": 16,
-          "peepholes": 32, "coupled_input_forget": 64, "full_gate_recurrence": 128}
+_FLAGS = {
+    "input_gate": 1,
+    "forget_gate": 2,
+    "output_gate": 4,
+    "input_activation": 8,
+    "output_activation": 16,
+    "peepholes": 32,
+    "coupled_input_forget": 64,
+    "full_gate_recurrence": 128,
+}
 GRU_CELL = CellSpec(code=1024, gates="rzn", has_cell_state=False)
 
 
 def lstm_cell(variant: Variant) -> CellSpec:
     code = sum(bit for name, bit in _FLAGS.items() if getattr(variant, name))
-    return CellSpec(code, variant.gates, peepholes=variant.peepholes,
-                    gate_recurrence=variant.full_gate_recurrence)
+    return CellSpec(
+        code, variant.gates, peepholes=variant.peepholes, gate_recurrence=variant.full_gate_recurrence
+    )
 
 
 class RecurrentLayerFunction(torch.autograd.Function):
@@ -145,8 +168,9 @@ class RecurrentLayerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, cell: CellSpec, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_gg, peep):
-        hs, cs, saved = extension().forward(cell.code, x, h0, c0, x.new_empty(0), w_ih, w_hh, b_ih, b_hh,
-                                            w_gg, peep, True)
+        hs, cs, saved = extension().forward(
+            cell.code, x, h0, c0, x.new_empty(0), w_ih, w_hh, b_ih, b_hh, w_gg, peep, True
+        )
         ctx.cell = cell
         ctx.save_for_backward(x, hs, cs, saved, w_ih, w_hh, w_gg, peep)
         return (hs[1:], hs[-1].clone()) + ((cs[-1].clone(),) if cell.has_cell_state else ())
@@ -160,8 +184,20 @@ class RecurrentLayerFunction(torch.autograd.Function):
         grad_hn = zeros if grad_hn is None else grad_hn
         grad_cn = (zeros if grad_cn is None else grad_cn) if cell.has_cell_state else hs.new_empty(0)
         g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep = extension().backward(
-            cell.code, grad_out, grad_hn, grad_cn, x, hs, cs, saved, w_ih, w_hh, w_gg, peep,
-            ctx.needs_input_grad[1])
+            cell.code,
+            grad_out,
+            grad_hn,
+            grad_cn,
+            x,
+            hs,
+            cs,
+            saved,
+            w_ih,
+            w_hh,
+            w_gg,
+            peep,
+            ctx.needs_input_grad[1],
+        )
         none_if_empty = [g if g.numel() else None for g in (g_x, g_c0, g_w_gg, g_peep)]
         g_x, g_c0, g_w_gg, g_peep = none_if_empty
         return None, g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep
@@ -192,12 +228,14 @@ class CompiledLoop:
 
     def run_layers(self, seq, h0, c0, e0):
         """Every layer on time-major seq (T, B, I); per-layer states in, lists of final states out."""
-        train = torch.is_grad_enabled() and (seq.requires_grad or
-                                             any(p.requires_grad for p in self.parameters()))
+        train = torch.is_grad_enabled() and (
+            seq.requires_grad or any(p.requires_grad for p in self.parameters())
+        )
         hs, cs, es = [], [], []
         for layer in range(self.num_layers):
-            seq, h, c, e = run_layer(self.cell_spec, seq, h0[layer], c0[layer], e0[layer],
-                                     self.layer_weights(layer), train)
+            seq, h, c, e = run_layer(
+                self.cell_spec, seq, h0[layer], c0[layer], e0[layer], self.layer_weights(layer), train
+            )
             if layer < self.num_layers - 1:
                 seq = self.dropout(seq)
             hs.append(h), cs.append(c), es.append(e)
@@ -227,8 +265,15 @@ class FastLSTM(CompiledLoop, ReferenceLSTM):
     """ReferenceLSTM's parameters and function, any variant (vanilla: torch.nn.LSTM's); C++ time loop on
     the CPU."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0,
-                 forget_bias: float = 0.0, variant: str = "vanilla"):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        forget_bias: float = 0.0,
+        variant: str = "vanilla",
+    ):
         super().__init__(input_size, hidden_size, num_layers, variant, dropout, forget_bias)
         self.cell_spec = lstm_cell(self.variant)
         self.cell_label = "LSTM" if self.variant == VARIANTS["vanilla"] else f"LSTM-{variant}"

@@ -34,7 +34,9 @@ class LibraryLSTM(nn.LSTM):
     """nn.LSTM, batch-first, with the suite's optional methods."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0):
-        super().__init__(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
+        super().__init__(
+            input_size, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0
+        )
 
     def backend(self, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> str:
         device = device or next(self.parameters()).device

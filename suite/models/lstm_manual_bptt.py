@@ -38,9 +38,9 @@ def lstm_layer_forward(x, h0, c0, w_ih, w_hh, bias):
     for t in range(T):
         a = torch.addmm(pre[t], hs[t], w_hh_t)
         torch.sigmoid(a, out=acts[t])  # i, f, o (the g block is overwritten next)
-        torch.tanh(a[:, 2 * H:3 * H], out=acts[t, :, 2 * H:3 * H])
-        g = acts[t, :, 2 * H:3 * H]
-        i, f, o = acts[t, :, :H], acts[t, :, H:2 * H], acts[t, :, 3 * H:]
+        torch.tanh(a[:, 2 * H : 3 * H], out=acts[t, :, 2 * H : 3 * H])
+        g = acts[t, :, 2 * H : 3 * H]
+        i, f, o = acts[t, :, :H], acts[t, :, H : 2 * H], acts[t, :, 3 * H :]
         torch.addcmul(f * cs[t], i, g, out=cs[t + 1])
         torch.mul(o, torch.tanh(cs[t + 1]), out=hs[t + 1])
     return hs[1:], hs, cs, acts
@@ -52,7 +52,9 @@ def lstm_layer_backward(grad_out, grad_hn, grad_cn, x, hs, cs, acts, w_ih, w_hh)
     tc = torch.tanh(cs[1:])
     # Everything that does not depend on δh or δc is computed for all steps at once, outside the loop:
     k_c = o * (1 - tc * tc)  # ∂h/∂c through the output nonlinearity
-    k_ifg = torch.stack((g * i * (1 - i), cs[:-1] * f * (1 - f), i * (1 - g * g)), dim=2)  # δa_{i,f,g} = δc · k
+    k_ifg = torch.stack(
+        (g * i * (1 - i), cs[:-1] * f * (1 - f), i * (1 - g * g)), dim=2
+    )  # δa_{i,f,g} = δc · k
     k_o = tc * o * (1 - o)  # δa_o = δh · k_o
     d_pre = torch.empty_like(acts)
     d_view = d_pre.view(T, B, 4, H)
@@ -77,8 +79,14 @@ def layer_function(forward_kernel, backward_kernel, name: str):
     lstm_layer_forward / lstm_layer_backward."""
 
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh):
-        out, hs, cs, acts = forward_kernel(x.contiguous(), h0.contiguous(), c0.contiguous(), w_ih.contiguous(),
-                                           w_hh.contiguous(), b_ih + b_hh)
+        out, hs, cs, acts = forward_kernel(
+            x.contiguous(),
+            h0.contiguous(),
+            c0.contiguous(),
+            w_ih.contiguous(),
+            w_hh.contiguous(),
+            b_ih + b_hh,
+        )
         ctx.save_for_backward(x, hs, cs, acts, w_ih, w_hh)
         return out, hs[-1].clone(), cs[-1].clone()
 
@@ -87,11 +95,22 @@ def layer_function(forward_kernel, backward_kernel, name: str):
         zeros = torch.zeros_like(hs[0])
         gx, gh0, gc0, gw_ih, gw_hh, gb = backward_kernel(
             torch.zeros_like(hs[1:]) if grad_out is None else grad_out.contiguous(),
-            zeros if grad_hn is None else grad_hn, zeros if grad_cn is None else grad_cn,
-            x.contiguous(), hs, cs, acts, w_ih.contiguous(), w_hh.contiguous())
+            zeros if grad_hn is None else grad_hn,
+            zeros if grad_cn is None else grad_cn,
+            x.contiguous(),
+            hs,
+            cs,
+            acts,
+            w_ih.contiguous(),
+            w_hh.contiguous(),
+        )
         return gx, gh0, gc0, gw_ih, gw_hh, gb, gb  # b_ih and b_hh enter as their sum
 
-    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward)})
+    return type(
+        name,
+        (torch.autograd.Function,),
+        {"forward": staticmethod(forward), "backward": staticmethod(backward)},
+    )
 
 
 LSTMLayerFunction = layer_function(lstm_layer_forward, lstm_layer_backward, "LSTMLayerFunction")
@@ -105,9 +124,14 @@ def run_layers(module: ReferenceLSTM, x, state, kernel: type[torch.autograd.Func
     h_n, c_n = [], []
     for layer in range(module.num_layers):
         seq, h, c = kernel.apply(
-            seq, h0[layer], c0[layer],
-            getattr(module, f"weight_ih_l{layer}"), getattr(module, f"weight_hh_l{layer}"),
-            getattr(module, f"bias_ih_l{layer}"), getattr(module, f"bias_hh_l{layer}"))
+            seq,
+            h0[layer],
+            c0[layer],
+            getattr(module, f"weight_ih_l{layer}"),
+            getattr(module, f"weight_hh_l{layer}"),
+            getattr(module, f"bias_ih_l{layer}"),
+            getattr(module, f"bias_hh_l{layer}"),
+        )
         if layer < module.num_layers - 1:
             seq = module.dropout(seq)
         h_n.append(h)
@@ -118,7 +142,14 @@ def run_layers(module: ReferenceLSTM, x, state, kernel: type[torch.autograd.Func
 class ManualBPTTLSTM(ReferenceLSTM):
     """Same parameters and function as ReferenceLSTM("vanilla"); forward/backward by hand."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, dropout: float = 0.0, forget_bias: float = 0.0):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        forget_bias: float = 0.0,
+    ):
         super().__init__(input_size, hidden_size, num_layers, "vanilla", dropout, forget_bias)
 
     def forward(self, x, state=None):

@@ -15,13 +15,21 @@ from suite.interfaces import TaskSpec
 class SequenceModel(nn.Module):
     backbone: Any  # an nn.Module whose optional methods (step, backend, flop_twin) are looked up by name
 
-    def __init__(self, spec: TaskSpec, backbone: nn.Module, width: int, tie_weights: bool = False,
-                 embed_std: float | None = None):
+    def __init__(
+        self,
+        spec: TaskSpec,
+        backbone: nn.Module,
+        width: int,
+        tie_weights: bool = False,
+        embed_std: float | None = None,
+    ):
         """embed_std: N(0, std) init of the token embedding and the head (GPT-2 uses 0.02, so that
         learned positions of the same scale are not drowned); None keeps PyTorch's defaults."""
         super().__init__()
         self.spec, self.backbone, self.width = spec, backbone, width
-        self.embed = nn.Embedding(spec.input_vocab, width) if spec.input_vocab else nn.Linear(spec.input_dim, width)
+        self.embed = (
+            nn.Embedding(spec.input_vocab, width) if spec.input_vocab else nn.Linear(spec.input_dim, width)
+        )
         self.head = nn.Linear(width, spec.output_dim)
         if embed_std is not None:  # token tables and the head; a feature projection keeps nn.Linear's init
             for layer in (self.embed, self.head) if spec.input_vocab else (self.head,):

@@ -36,8 +36,9 @@ def _backbone_count(model: ModelSpec, spec: TaskSpec, width: int, layers: int | 
         return parameter_split(build(model, spec, width, layers, dict(options)))["backbone_params"]
 
 
-def width_for_budget(model: ModelSpec, spec: TaskSpec, budget: int, layers: int | None = None,
-                     options: dict | None = None) -> int:
+def width_for_budget(
+    model: ModelSpec, spec: TaskSpec, budget: int, layers: int | None = None, options: dict | None = None
+) -> int:
     """The width (a multiple of model.width_step) whose backbone parameter count is closest to budget."""
     opts = tuple(sorted((options or {}).items()))
     step = model.width_step
@@ -56,9 +57,18 @@ def width_for_budget(model: ModelSpec, spec: TaskSpec, budget: int, layers: int 
     return min(candidates, key=lambda k: abs(count(k) - budget)) * step
 
 
-def build_model(model: ModelSpec, spec: TaskSpec, *, budget: int = 0, width: int | None = None,
-                layers: int | None = None, options: dict | None = None, seed: int = 0,
-                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> tuple[torch.nn.Module, int]:
+def build_model(
+    model: ModelSpec,
+    spec: TaskSpec,
+    *,
+    budget: int = 0,
+    width: int | None = None,
+    layers: int | None = None,
+    options: dict | None = None,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.nn.Module, int]:
     """The model every job kind runs: a fixed width, or the width matching `budget` on the backbone;
     initialised from `seed` (the same seed gives the same initial weights), on device and dtype."""
     options = options or {}

@@ -62,7 +62,9 @@ class Attention(nn.Module):
                 k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
             cache[0], cache[1] = k, v
             causal = causal and T > 1
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
@@ -82,8 +84,16 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """forward(h: (B, T, d_model)) -> (B, T, d_model). Inputs are already embedded."""
 
-    def __init__(self, d_model: int, layers: int = 2, heads: int = 4, max_len: int = 1024, positions: str = "learned",
-                 dropout: float = 0.0, causal: bool = True):
+    def __init__(
+        self,
+        d_model: int,
+        layers: int = 2,
+        heads: int = 4,
+        max_len: int = 1024,
+        positions: str = "learned",
+        dropout: float = 0.0,
+        causal: bool = True,
+    ):
         super().__init__()
         if positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {positions!r}")
@@ -91,7 +101,9 @@ class Transformer(nn.Module):
         self.pos = nn.Parameter(torch.zeros(max_len, d_model)) if positions == "learned" else None
         if positions == "sinusoidal":
             self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
-        self.blocks = nn.ModuleList(Block(d_model, heads, dropout, positions == "rope") for _ in range(layers))
+        self.blocks = nn.ModuleList(
+            Block(d_model, heads, dropout, positions == "rope") for _ in range(layers)
+        )
         self.ln_f = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
         self._init(layers)
@@ -99,7 +111,11 @@ class Transformer(nn.Module):
     def _init(self, layers):
         for name, p in self.named_parameters():
             if name.endswith("weight") and p.dim() == 2:
-                std = 0.02 / math.sqrt(2 * layers) if name.endswith(("attn.out.weight", "mlp.2.weight")) else 0.02
+                std = (
+                    0.02 / math.sqrt(2 * layers)
+                    if name.endswith(("attn.out.weight", "mlp.2.weight"))
+                    else 0.02
+                )
                 nn.init.normal_(p, 0.0, std)
             elif name.endswith("bias"):
                 nn.init.zeros_(p)
@@ -115,9 +131,9 @@ class Transformer(nn.Module):
         if start + T > self.max_len and self.positions != "rope":
             raise ValueError(f"sequence of {start + T} positions is longer than max_len={self.max_len}")
         if self.positions == "learned":
-            return h + self.pos[start:start + T]
+            return h + self.pos[start : start + T]
         if self.positions == "sinusoidal":
-            return h + self.table[start:start + T].to(h.dtype)
+            return h + self.table[start : start + T].to(h.dtype)
         return h
 
     def forward(self, h, state=None):

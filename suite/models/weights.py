@@ -15,7 +15,11 @@ import torch.nn as nn
 
 
 def lstm_state(module: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in module.state_dict().items() if k.split("_l")[0] in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")}
+    return {
+        k: v
+        for k, v in module.state_dict().items()
+        if k.split("_l")[0] in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    }
 
 
 def copy_lstm_weights(src: nn.Module, dst: nn.Module) -> None:
@@ -23,10 +27,16 @@ def copy_lstm_weights(src: nn.Module, dst: nn.Module) -> None:
     Raises ValueError naming the first mismatch (a variant without some gate, other sizes)."""
     source, target = lstm_state(src), lstm_state(dst)
     if set(source) != set(target):
-        raise ValueError(f"parameter names differ: {sorted(set(source) ^ set(target))[:4]} (layers or bias settings differ)")
+        raise ValueError(
+            f"parameter names differ: {sorted(set(source) ^ set(target))[:4]} (layers or bias settings "
+            "differ)"
+        )
     for name, value in source.items():
         if value.shape != target[name].shape:
-            raise ValueError(f"{name}: shape {tuple(value.shape)} vs {tuple(target[name].shape)} (sizes or gate sets differ)")
+            raise ValueError(
+                f"{name}: shape {tuple(value.shape)} vs {tuple(target[name].shape)} (sizes or gate sets "
+                "differ)"
+            )
     with torch.no_grad():
         params = dict(dst.named_parameters())
         for name, value in source.items():

@@ -26,29 +26,40 @@ from suite.report.html_tables import html_table
 from suite.store import MICROBENCH
 
 TEMPLATES = Path(__file__).parent / "templates"
-NAV = {"main": "Main", "ablation": "Ablation", "lr-sweep": "LR sweep", "equal-time": "Equal time",
-       "stability": "Stability", "throughput": "Speed"}
+NAV = {
+    "main": "Main",
+    "ablation": "Ablation",
+    "lr-sweep": "LR sweep",
+    "equal-time": "Equal time",
+    "stability": "Stability",
+    "throughput": "Speed",
+}
 ROLES = {  # experiment role -> (section title, what it asks)
     "main": ("Main comparison", "Every model on every task at an equal backbone size, recipe and budget."),
-    "ablation": ("Ablation: LSTM variants", "Greff et al.'s variants (and GRU, minLSTM) against the vanilla "
-                 "LSTM, same task, size and budget."),
-    "lr-sweep": ("Learning-rate sweep", "The same models over a grid of fixed learning rates: how wide is "
-                 "the range that trains? (The sensitivity figure is under Training stability.)"),
+    "ablation": (
+        "Ablation: LSTM variants",
+        "Greff et al.'s variants (and GRU, minLSTM) against the vanilla LSTM, same task, size and budget.",
+    ),
+    "lr-sweep": (
+        "Learning-rate sweep",
+        "The same models over a grid of fixed learning rates: how wide is "
+        "the range that trains? (The sensitivity figure is under Training stability.)",
+    ),
     "equal-time": ("Equal wall-clock time", "The comparison at equal training seconds, not equal steps."),
 }
 CURVES = 4  # learning-curve figures at most per task and role
 CAPTIONS = {  # table name -> its caption in the page
     "family": "Best LSTM against best Transformer (Welch's t, Holm-corrected); difference: LSTM − "
-              "Transformer, × a ratio LSTM / Transformer for losses. Click ▸ for the test.",
+    "Transformer, × a ratio LSTM / Transformer for losses. Click ▸ for the test.",
     "claims": "The usual claims, judged only as far as this run's data carries them. Click ▸ for the "
-              "evidence.",
+    "evidence.",
     "winners": "Best model per task config; 'how sure' tests it against the best model of another "
-               "architecture (Welch's t, Holm-corrected)",
+    "architecture (Welch's t, Holm-corrected)",
     "lr_windows": "Width of the learning-rate window where a majority of >= 3 seeds succeed (click ▸ for the "
-                  "metric's spread over the grid)",
+    "metric's spread over the grid)",
     "stability": "Divergence, gradient-norm statistics (means over seeds) and loss spikes, every experiment",
     "throughput": "Throughput at each task's size (median ± spread from the IQR); memory: peak tensor bytes "
-                  "of a train step. Click ▸ for the backend.",
+    "of a train step. Click ▸ for the backend.",
     "microbench": "pytest-benchmark micro suite: median (IQR) and time relative to nn.LSTM in the same run",
     "tuning": "Learning-rate tuning: validation score per grid point and the chosen learning rate",
 }
@@ -94,8 +105,13 @@ class Assets:
             self.pending.append((self.out / png, self.pool.submit(render.to_png, spec)))
         else:
             (self.out / png).write_bytes(render.to_png(spec))
-        return {"id": f"fig-{self.count}", "title": spec.title, "caption": spec.caption, "png": png,
-                "json": render.plotly_json(spec)}
+        return {
+            "id": f"fig-{self.count}",
+            "title": spec.title,
+            "caption": spec.caption,
+            "png": png,
+            "json": render.plotly_json(spec),
+        }
 
 
 def _slug(text: str) -> str:
@@ -109,15 +125,25 @@ def _blocks(*items) -> list[tuple[str, object]]:
 
 # ---- sections ------------------------------------------------------------------------------------
 
+
 def answer(table: pd.DataFrame, family: pd.DataFrame, claim_rows: list[dict], assets: Assets) -> dict:
     return {
-        "lead": views.lead(family), "lr_protocol": tables.lr_protocol(table) if not table.empty else "",
-        "summary": assets.table(family, lambda f: views.summary(f, table), "family",
-                                titles=views.SUMMARY_TITLES, wrap=("task config",)),
-        "claims": assets.table(pd.DataFrame(claim_rows), lambda _: views.claims(claim_rows), "claims",
-                               wrap=("claim", "why")),
-        "claim_list": [(views.claim_kind(c["verdict"]), c["verdict"], c["claim"], c["why"])
-                       for c in claim_rows]}
+        "lead": views.lead(family),
+        "lr_protocol": tables.lr_protocol(table) if not table.empty else "",
+        "summary": assets.table(
+            family,
+            lambda f: views.summary(f, table),
+            "family",
+            titles=views.SUMMARY_TITLES,
+            wrap=("task config",),
+        ),
+        "claims": assets.table(
+            pd.DataFrame(claim_rows), lambda _: views.claims(claim_rows), "claims", wrap=("claim", "why")
+        ),
+        "claim_list": [
+            (views.claim_kind(c["verdict"]), c["verdict"], c["claim"], c["why"]) for c in claim_rows
+        ],
+    }
 
 
 def role_section(role: str, table, win, train, scores, colors, assets: Assets) -> dict:
@@ -126,18 +152,27 @@ def role_section(role: str, table, win, train, scores, colors, assets: Assets) -
     title, intro = ROLES.get(role, (f"Experiment role: {role}", ""))
     rows = table[table["role"] == role]
     best = win[win["role"] == role] if role != "lr-sweep" else None  # a sweep has no winner to name
-    blocks = _blocks(assets.table(best, views.winners, f"winners_{role}", CAPTIONS["winners"],
-                                  wrap=("how sure",)))
+    blocks = _blocks(
+        assets.table(best, views.winners, f"winners_{role}", CAPTIONS["winners"], wrap=("how sure",))
+    )
     tasks = []
     for task, g in rows.groupby("task", sort=False):
         info = train.loc[train["task"] == task, "task_info"].dropna() if "task_info" in train else pd.Series()
-        caption = (f"{task}: test {g['metric'].iloc[0]} over seeds (best-validation checkpoint); baseline: "
-                   f"{g['baseline_name'].iloc[0]}. Click ▸ for per-seed scores.")
+        caption = (
+            f"{task}: test {g['metric'].iloc[0]} over seeds (best-validation checkpoint); baseline: "
+            f"{g['baseline_name'].iloc[0]}. Click ▸ for per-seed scores."
+        )
         table_html = assets.table(g, views.task_rows, f"{role}_{task}", caption)
         figs = _role_figures(role, task, g, table, train, scores, colors, assets)
-        tasks.append({"id": views.task_anchor(task) if role == "main" else _slug(f"{role}-{task}"),
-                      "title": task, "family": g["task_family"].iloc[0],
-                      "info": info.iloc[0] if len(info) else None, "blocks": _blocks(table_html, *figs)})
+        tasks.append(
+            {
+                "id": views.task_anchor(task) if role == "main" else _slug(f"{role}-{task}"),
+                "title": task,
+                "family": g["task_family"].iloc[0],
+                "info": info.iloc[0] if len(info) else None,
+                "blocks": _blocks(table_html, *figs),
+            }
+        )
     return {"id": _slug(role), "title": title, "intro": intro, "blocks": blocks, "tasks": tasks}
 
 
@@ -157,8 +192,13 @@ def _role_figures(role, task, g, table, train, scores, colors, assets) -> list:
     out = []
     for config in configs:
         out.append(assets.figure(figures.seed_strip(scores, table, config, role, colors, train)))
-        out.append(assets.figure(figures.learning_curves(mine, config, metric, colors,
-                                                         x="seconds" if timed else "step", name=role)))
+        out.append(
+            assets.figure(
+                figures.learning_curves(
+                    mine, config, metric, colors, x="seconds" if timed else "step", name=role
+                )
+            )
+        )
     return out
 
 
@@ -166,16 +206,35 @@ def stability_section(table, train, scores, colors, assets: Assets, missing: lis
     lr = tables.lr_windows(table)
     if lr.empty:
         missing.append("no experiment with role 'lr-sweep': the LR-window comparison is absent")
-    stab = table[["experiment", "config", "model", "family", "task", "seeds", "successes", "diverged",
-                  "grad_norm_median", "grad_norm_p99", "clip_events", "loss_spikes"]]
-    return {"id": "stability", "title": "Training stability", "tasks": [],
-            "intro": "How wide a range of learning rates trains, how often runs diverge, how large the "
-                     "gradients get.",
-            "blocks": _blocks(
-                assets.table(lr, views.lr_windows, "lr_windows"),
-                assets.figure(figures.lr_sensitivity(table, scores, train, colors)),
-                assets.table(stab, lambda _: views.stability(table), "stability"),
-                assets.figure(figures.grad_norms(train)))}
+    stab = table[
+        [
+            "experiment",
+            "config",
+            "model",
+            "family",
+            "task",
+            "seeds",
+            "successes",
+            "diverged",
+            "grad_norm_median",
+            "grad_norm_p99",
+            "clip_events",
+            "loss_spikes",
+        ]
+    ]
+    return {
+        "id": "stability",
+        "title": "Training stability",
+        "tasks": [],
+        "intro": "How wide a range of learning rates trains, how often runs diverge, how large the "
+        "gradients get.",
+        "blocks": _blocks(
+            assets.table(lr, views.lr_windows, "lr_windows"),
+            assets.figure(figures.lr_sensitivity(table, scores, train, colors)),
+            assets.table(stab, lambda _: views.stability(table), "stability"),
+            assets.figure(figures.grad_norms(train)),
+        ),
+    }
 
 
 def speed_section(kinds: dict, root: Path, colors, assets: Assets, missing: list) -> dict:
@@ -184,19 +243,25 @@ def speed_section(kinds: dict, root: Path, colors, assets: Assets, missing: list
     if thr.empty:
         missing.append("no throughput records")
     if mb.empty:
-        missing.append(f"no micro-benchmark results ({MICROBENCH}); `make microbench RESULTS={root}` adds "
-                       "them")
+        missing.append(
+            f"no micro-benchmark results ({MICROBENCH}); `make microbench RESULTS={root}` adds them"
+        )
     roof = "; achieved GFLOP/s and its share of the machine's GEMM rate" if "pct_of_gemm" in mb else ""
-    return {"id": "throughput", "title": "Throughput and cost", "tasks": [],
-            "intro": "Speed and memory at each task's size, per-token decoding latency, sequence-length "
-                     "scaling, and the LSTM implementations' micro-benchmarks.",
-            "blocks": _blocks(
-                assets.table(thr, views.throughput, "throughput"),
-                assets.figure(figures.throughput(thr, kinds.get("throughput"), colors)),
-                assets.figure(figures.latency(kinds.get("latency"), colors)),
-                assets.figure(figures.scaling(kinds.get("scaling"), colors)),
-                assets.table(mb, views.microbench, "microbench", CAPTIONS["microbench"] + roof),
-                assets.figure(figures.microbench(mb, _machine(root / MICROBENCH))))}
+    return {
+        "id": "throughput",
+        "title": "Throughput and cost",
+        "tasks": [],
+        "intro": "Speed and memory at each task's size, per-token decoding latency, sequence-length "
+        "scaling, and the LSTM implementations' micro-benchmarks.",
+        "blocks": _blocks(
+            assets.table(thr, views.throughput, "throughput"),
+            assets.figure(figures.throughput(thr, kinds.get("throughput"), colors)),
+            assets.figure(figures.latency(kinds.get("latency"), colors)),
+            assets.figure(figures.scaling(kinds.get("scaling"), colors)),
+            assets.table(mb, views.microbench, "microbench", CAPTIONS["microbench"] + roof),
+            assets.figure(figures.microbench(mb, _machine(root / MICROBENCH))),
+        ),
+    }
 
 
 def _machine(path: Path) -> str:
@@ -210,22 +275,32 @@ def _machine(path: Path) -> str:
 
 # ---- the page ------------------------------------------------------------------------------------
 
+
 def build_context(store, assets: Assets) -> dict:
     info, kinds, records = store.run_info(), tables.load(store), store.records()
     train = kinds.get("train", pd.DataFrame())
-    missing = [] if not train.empty else ["no finished training record in this results directory: "
-                                          "run `python -m suite run` first"]
+    missing = (
+        []
+        if not train.empty
+        else ["no finished training record in this results directory: run `python -m suite run` first"]
+    )
     table = tables.task_table(train, kinds.get("tuning")) if not train.empty else pd.DataFrame()
     scores = tables.seed_scores(train)
     rank = {role: i for i, role in enumerate(ROLES)}  # the main comparison's models get the first colours
-    ordered = sorted((r for r in records if r.get("model")),  # recurrent models before attention ones
-                     key=lambda r: (rank.get(r.get("role"), len(rank)),
-                                    r.get("model_family") not in tables.RNN, r["model"]))
+    ordered = sorted(
+        (r for r in records if r.get("model")),  # recurrent models before attention ones
+        key=lambda r: (
+            rank.get(r.get("role"), len(rank)),
+            r.get("model_family") not in tables.RNN,
+            r["model"],
+        ),
+    )
     colors = figures.Colors({r["model"]: r.get("model_family") for r in ordered})
     family = tables.family_table(table) if not table.empty else pd.DataFrame()
     thr = tables.throughput_table(kinds.get("throughput"))
-    claim_rows = [] if table.empty else claims.all_claims(table, tables.lr_windows(table), thr,
-                                                          kinds.get("scaling"))
+    claim_rows = (
+        [] if table.empty else claims.all_claims(table, tables.lr_windows(table), thr, kinds.get("scaling"))
+    )
     sections = []
     if not table.empty:
         roles = dict.fromkeys([r for r in ROLES if r in set(table["role"])] + list(table["role"].unique()))
@@ -236,18 +311,26 @@ def build_context(store, assets: Assets) -> dict:
     tune = tables.tuning_table(kinds.get("tuning"))
     failed = [r for r in records if r.get("status") == "failed"]
     return {
-        "title": f"lstm-bench report: {store.root.name}", "run": info, "env": info.get("env", {}),
-        "missing": missing, "answer": answer(table, family, claim_rows, assets), "sections": sections,
+        "title": f"lstm-bench report: {store.root.name}",
+        "run": info,
+        "env": info.get("env", {}),
+        "missing": missing,
+        "answer": answer(table, family, claim_rows, assets),
+        "sections": sections,
         "appendix": assets.table(tune, views.tuning, "tuning", wrap=("validation score per lr",)),
         "counts": pd.Series([r.get("status") for r in records]).value_counts().to_dict(),
-        "failed": [(r.get("kind"), r.get("task"), r.get("model"), r.get("seed"), r.get("error"))
-                   for r in failed[:20]],
+        "failed": [
+            (r.get("kind"), r.get("task"), r.get("model"), r.get("seed"), r.get("error")) for r in failed[:20]
+        ],
         "backends": sorted({r.get("backend") for r in records if r.get("backend")}),
         "seed_count": len({r.get("seed") for r in records if r.get("kind") == "train"}),
-        "filters": {"task": sorted({r["task"] for r in records if r.get("kind") == "train"}),
-                    "experiment": sorted({r["experiment"] for r in records if r.get("kind") == "train"}),
-                    "model": sorted({r["model"] for r in records if r.get("model")})},
-        "plotly_js": render.plotly_js() if assets.count else "", "nav": NAV,
+        "filters": {
+            "task": sorted({r["task"] for r in records if r.get("kind") == "train"}),
+            "experiment": sorted({r["experiment"] for r in records if r.get("kind") == "train"}),
+            "model": sorted({r["model"] for r in records if r.get("model")}),
+        },
+        "plotly_js": render.plotly_js() if assets.count else "",
+        "nav": NAV,
     }
 
 
@@ -269,9 +352,12 @@ def write_report(store, out: Path) -> Path:
 
 def write_index(reports_root: Path) -> Path:
     items = sorted(p.relative_to(reports_root) for p in reports_root.glob("*/report.html"))
-    links = "".join(f'<li><a href="{html.escape(str(p))}">{html.escape(str(p.parent))}</a></li>'
-                    for p in items)
+    links = "".join(
+        f'<li><a href="{html.escape(str(p))}">{html.escape(str(p.parent))}</a></li>' for p in items
+    )
     path = reports_root / "index.html"
-    path.write_text("<!doctype html><meta charset='utf-8'><title>lstm-bench reports</title>"
-                    f"<h1>lstm-bench reports</h1><ul>{links}</ul>")
+    path.write_text(
+        "<!doctype html><meta charset='utf-8'><title>lstm-bench reports</title>"
+        f"<h1>lstm-bench reports</h1><ul>{links}</ul>"
+    )
     return path

@@ -34,6 +34,7 @@ def _vote(votes: list[bool]) -> bool | str:
 
 # ---- compute ------------------------------------------------------------------------------------
 
+
 def _family_best(g: pd.DataFrame, column: str, pick) -> tuple[float, float] | None:
     rnn = g[g["family"].isin(RNN)][column].dropna()
     att = g[g["family"].isin(ATTN)][column].dropna()
@@ -50,11 +51,15 @@ def claim_compute(table: pd.DataFrame, thr: pd.DataFrame | None, scaling: pd.Dat
         pair = _family_best(g, "train_flops_per_token", np.min)
         if pair:
             per_token.append(pair[1] / pair[0] > 1.1)
-            evidence.append(f"{config}: training FLOPs per token, Transformer/LSTM = {pair[1] / pair[0]:.2f}x")
+            evidence.append(
+                f"{config}: training FLOPs per token, Transformer/LSTM = {pair[1] / pair[0]:.2f}x"
+            )
         pair = _family_best(g[g["successes"] * 2 > g["seeds"]], "flops_to_threshold", np.min)
         if pair:
             to_target.append(pair[1] > pair[0])
-            evidence.append(f"{config}: FLOPs to reach the target, Transformer/LSTM = {pair[1] / pair[0]:.2f}x")
+            evidence.append(
+                f"{config}: FLOPs to reach the target, Transformer/LSTM = {pair[1] / pair[0]:.2f}x"
+            )
     if thr is not None and not thr.empty and "train_tokens_per_s" in thr:
         fam = main.drop_duplicates("model").set_index("model")["family"]
         thr = thr.assign(family=thr["model"].map(fam))
@@ -62,15 +67,25 @@ def claim_compute(table: pd.DataFrame, thr: pd.DataFrame | None, scaling: pd.Dat
             pair = _family_best(g, "train_tokens_per_s", np.max)
             if pair:
                 timed.append(pair[0] / pair[1] > 1.25)
-                evidence.append(f"{config}: fastest LSTM trains {pair[0] / pair[1]:.2f}x the tokens/s of the fastest "
-                                f"Transformer ({g['timing_threads'].iloc[0] if 'timing_threads' in g else '?'} threads)")
+                evidence.append(
+                    f"{config}: fastest LSTM trains {pair[0] / pair[1]:.2f}x the tokens/s of the fastest "
+                    f"Transformer ({g['timing_threads'].iloc[0] if 'timing_threads' in g else '?'} threads)"
+                )
     evidence += _scaling_evidence(scaling)
-    said = {name: _vote(v) for name, v in (("FLOPs per token", per_token), ("tokens/s", timed),
-                                            ("FLOPs to target", to_target)) if v}
+    said = {
+        name: _vote(v)
+        for name, v in (("FLOPs per token", per_token), ("tokens/s", timed), ("FLOPs to target", to_target))
+        if v
+    }
     if not said:
-        return _verdict("inconclusive", "no main-role task config holds both an LSTM and a Transformer", evidence)
-    why = "; ".join(f"{k}: Transformers need more on {_share(v)}" for k, v in
-                    (("FLOPs per token", per_token), ("tokens/s", timed), ("FLOPs to target", to_target)) if v)
+        return _verdict(
+            "inconclusive", "no main-role task config holds both an LSTM and a Transformer", evidence
+        )
+    why = "; ".join(
+        f"{k}: Transformers need more on {_share(v)}"
+        for k, v in (("FLOPs per token", per_token), ("tokens/s", timed), ("FLOPs to target", to_target))
+        if v
+    )
     if set(said.values()) == {True}:
         return _verdict("supported", why, evidence)
     if set(said.values()) == {False}:
@@ -90,16 +105,23 @@ def _scaling_evidence(scaling: pd.DataFrame | None) -> list[str]:
     for model, g in ok.groupby("model"):
         if g["seq_len"].nunique() >= 2:
             slope = np.polyfit(np.log(g["seq_len"]), np.log(g["train_seconds"]), 1)[0]
-            lines.append(f"{model}: training time grows as T^{slope:.2f} over T={g['seq_len'].min()}..{g['seq_len'].max()}")
+            lines.append(
+                f"{model}: training time grows as T^{slope:.2f} over "
+                f"T={g['seq_len'].min()}..{g['seq_len'].max()}"
+            )
     if "flops_per_token" in ok and "model_family" in ok:
         for T, g in ok.groupby("seq_len"):
             pair = _family_best(g.rename(columns={"model_family": "family"}), "flops_per_token", np.min)
             if pair:
-                lines.append(f"scaling sweep T={T}: forward FLOPs per token, Transformer/LSTM = {pair[1] / pair[0]:.2f}x")
+                lines.append(
+                    f"scaling sweep T={T}: forward FLOPs per token, Transformer/LSTM = "
+                    f"{pair[1] / pair[0]:.2f}x"
+                )
     return lines
 
 
 # ---- stability ----------------------------------------------------------------------------------
+
 
 def claim_stability(table: pd.DataFrame, lr: pd.DataFrame) -> dict:
     """LR windows from the lr-sweep role (a grid point is good when a majority of >= 3 seeds succeed),
@@ -111,39 +133,64 @@ def claim_stability(table: pd.DataFrame, lr: pd.DataFrame) -> dict:
         for task, g in lr.groupby("task"):
             reps = g.drop_duplicates("architecture")
             wr, wa = (reps[reps["family"].isin(fam)]["window_decades"].dropna().max() for fam in (RNN, ATTN))
-            sr, sa = (reps[reps["family"].isin(fam)]["metric_spread_over_grid"].dropna().min() for fam in (RNN, ATTN))
-            evidence.append(f"{task}: LR window (majority of seeds succeed) LSTM {_fmt(wr)} vs Transformer {_fmt(wa)} "
-                            f"decades; final-metric spread over the grid LSTM {_fmt(sr)} vs Transformer {_fmt(sa)}")
+            sr, sa = (
+                reps[reps["family"].isin(fam)]["metric_spread_over_grid"].dropna().min()
+                for fam in (RNN, ATTN)
+            )
+            evidence.append(
+                f"{task}: LR window (majority of seeds succeed) LSTM {_fmt(wr)} vs Transformer {_fmt(wa)} "
+                f"decades; final-metric spread over the grid LSTM {_fmt(sr)} vs Transformer {_fmt(sa)}"
+            )
             if not (pd.isna(wr) or pd.isna(wa)):
                 score.append(1 if wr > wa + 0.25 else -1 if wa > wr + 0.25 else 0)
     for exp, g in table.groupby("experiment"):
         rnn, att = (_representatives(g[g["family"].isin(fam)]) for fam in (RNN, ATTN))
-        if rnn.empty or att.empty or not _balanced(g[g["architecture"].isin(set(rnn["architecture"]) | set(att["architecture"]))]):
+        if (
+            rnn.empty
+            or att.empty
+            or not _balanced(g[g["architecture"].isin(set(rnn["architecture"]) | set(att["architecture"]))])
+        ):
             continue
         dr, nr, da, na = rnn["diverged"].sum(), rnn["seeds"].sum(), att["diverged"].sum(), att["seeds"].sum()
         test = stats.fisher_rates(int(dr), int(nr), int(da), int(na))
-        evidence.append(f"{exp}: divergence LSTM {dr}/{nr}, Transformer {da}/{na}"
-                        + (f" (Fisher's exact p = {test['p']:.2g})" if test["testable"] else f" ({test['why']})"))
+        evidence.append(
+            f"{exp}: divergence LSTM {dr}/{nr}, Transformer {da}/{na}"
+            + (f" (Fisher's exact p = {test['p']:.2g})" if test["testable"] else f" ({test['why']})")
+        )
         if test["testable"] and test["p"] < stats.ALPHA:
             score.append(1 if dr / nr < da / na else -1)
     if not score:
-        return _verdict("inconclusive", "no lr-sweep with >= 3 seeds per point and no significant divergence "
-                        "difference in a balanced experiment", evidence)
+        return _verdict(
+            "inconclusive",
+            "no lr-sweep with >= 3 seeds per point and no significant divergence "
+            "difference in a balanced experiment",
+            evidence,
+        )
     if all(s >= 0 for s in score) and any(s > 0 for s in score):
-        return _verdict("supported", "LSTMs trained over a wider LR window and/or diverged significantly less", evidence)
+        return _verdict(
+            "supported", "LSTMs trained over a wider LR window and/or diverged significantly less", evidence
+        )
     if all(s <= 0 for s in score) and any(s < 0 for s in score):
-        return _verdict("not supported", "Transformers trained over a wider LR window and/or diverged significantly "
-                        "less", evidence)
-    return _verdict("inconclusive", "the LR windows and divergence rates do not separate the families", evidence)
+        return _verdict(
+            "not supported",
+            "Transformers trained over a wider LR window and/or diverged significantly less",
+            evidence,
+        )
+    return _verdict(
+        "inconclusive", "the LR windows and divergence rates do not separate the families", evidence
+    )
 
 
 def _balanced(g: pd.DataFrame) -> bool:
     """Every architecture ran the same task configs with the same number of seeds."""
-    runs = g.groupby("architecture").apply(lambda a: tuple(sorted(zip(a["config"], a["seeds"]))), include_groups=False)
+    runs = g.groupby("architecture").apply(
+        lambda a: tuple(sorted(zip(a["config"], a["seeds"]))), include_groups=False
+    )
     return runs.nunique() == 1
 
 
 # ---- long-term dependencies ---------------------------------------------------------------------
+
 
 def claim_long_memory(table: pd.DataFrame) -> dict:
     """An LSTM succeeds (reaches the task's threshold on a majority of >= 3 seeds) at T >= 100."""
@@ -151,21 +198,31 @@ def claim_long_memory(table: pd.DataFrame) -> dict:
     tested = long[long["seq_len"].fillna(0) >= LONG]
     if tested.empty:
         lengths = sorted({int(t) for t in long["seq_len"].dropna()})
-        return _verdict("inconclusive", f"not tested at T >= {LONG} (this run's lengths: {lengths or 'none'})", [])
+        return _verdict(
+            "inconclusive", f"not tested at T >= {LONG} (this run's lengths: {lengths or 'none'})", []
+        )
     evidence, wins, underpowered = [], [], []
     for task, g in tested.groupby("task"):
         g = g[g["seq_len"] == g["seq_len"].max()]
-        best = g.sort_values(["successes", "mean"], ascending=[False, not bool(g["higher_is_better"].iloc[0])]).iloc[0]
+        best = g.sort_values(
+            ["successes", "mean"], ascending=[False, not bool(g["higher_is_better"].iloc[0])]
+        ).iloc[0]
         if best["seeds"] < stats.MIN_N:
             underpowered.append(task)
         wins.append(best["successes"] * 2 > best["seeds"])
-        evidence.append(f"{task} at T={int(best['seq_len'])}: best LSTM {best['model']} succeeded on "
-                        f"{best['successes']}/{best['seeds']} seeds ({best['metric']} {_fmt(best['mean'])}, "
-                        f"headline baseline {_fmt(best['baseline'])})")
+        evidence.append(
+            f"{task} at T={int(best['seq_len'])}: best LSTM {best['model']} succeeded on "
+            f"{best['successes']}/{best['seeds']} seeds ({best['metric']} {_fmt(best['mean'])}, "
+            f"headline baseline {_fmt(best['baseline'])})"
+        )
     if underpowered:
-        return _verdict("inconclusive", f"fewer than {stats.MIN_N} seeds on {', '.join(underpowered)}", evidence)
+        return _verdict(
+            "inconclusive", f"fewer than {stats.MIN_N} seeds on {', '.join(underpowered)}", evidence
+        )
     why = f"an LSTM succeeded on a majority of seeds at T >= {LONG} on {sum(wins)}/{len(wins)} tasks"
-    verdict = "supported" if sum(wins) / len(wins) >= 0.75 else "not supported" if not any(wins) else "inconclusive"
+    verdict = (
+        "supported" if sum(wins) / len(wins) >= 0.75 else "not supported" if not any(wins) else "inconclusive"
+    )
     return _verdict(verdict, why, evidence)
 
 
@@ -186,32 +243,60 @@ def claim_variants(table: pd.DataFrame) -> dict:
         if ref is None:
             continue
         higher = bool(ref["higher_is_better"])
-        if ref["baseline"] is None or ref["mean"] is None or not (ref["mean"] > ref["baseline"] if higher
-                                                                   else ref["mean"] < ref["baseline"]):
-            not_learned.append(f"{config}: the reference {ref['model']} did not beat the baseline "
-                               f"({_fmt(ref['mean'])} vs {_fmt(ref['baseline'])})")
+        if (
+            ref["baseline"] is None
+            or ref["mean"] is None
+            or not (ref["mean"] > ref["baseline"] if higher else ref["mean"] < ref["baseline"])
+        ):
+            not_learned.append(
+                f"{config}: the reference {ref['model']} did not beat the baseline "
+                f"({_fmt(ref['mean'])} vs {_fmt(ref['baseline'])})"
+            )
             continue
-        for _, var in g[(g["family"] == "lstm-variant") & (g["architecture"] != ref["architecture"])].iterrows():
+        for _, var in g[
+            (g["family"] == "lstm-variant") & (g["architecture"] != ref["architecture"])
+        ].iterrows():
             result = stats.welch(var["values"], ref["values"], log=stats.log_scale(var["metric"], higher))
             results.append(result)
             pairs.append((config, var, ref, result))
     stats.holm(results)
-    better = [var["model"] for _, var, ref, r in pairs if stats.significant(r) and stats.a_is_better(r, bool(ref["higher_is_better"]))]
+    better = [
+        var["model"]
+        for _, var, ref, r in pairs
+        if stats.significant(r) and stats.a_is_better(r, bool(ref["higher_is_better"]))
+    ]
     for config, var, ref, r in pairs:
         evidence.append(f"{config}: {var['model']} vs {ref['model']}: {stats.describe(r)}")
     evidence += not_learned
     if better:
-        return _verdict("not supported", f"{', '.join(sorted(set(better)))} significantly better than the reference "
-                        f"(two-sided Welch, Holm over {len(results)} comparisons)", evidence)
+        return _verdict(
+            "not supported",
+            f"{', '.join(sorted(set(better)))} significantly better than the reference "
+            f"(two-sided Welch, Holm over {len(results)} comparisons)",
+            evidence,
+        )
     if not pairs:
-        return _verdict("inconclusive", "the reference LSTM did not learn (did not beat its baseline)" if not_learned
-                        else "no variant beside a reference LSTM", evidence)
+        return _verdict(
+            "inconclusive",
+            "the reference LSTM did not learn (did not beat its baseline)"
+            if not_learned
+            else "no variant beside a reference LSTM",
+            evidence,
+        )
     untested = [var["model"] for _, var, _, r in pairs if not r.get("testable")]
     if untested:
-        return _verdict("inconclusive", f"not testable for {', '.join(sorted(set(untested)))} "
-                        f"({next(r['why'] for *_, r in pairs if not r.get('testable'))})", evidence)
-    return _verdict("supported", f"no variant significantly better than the reference (two-sided Welch, "
-                    f"Holm over {len(results)} comparisons)", evidence)
+        return _verdict(
+            "inconclusive",
+            f"not testable for {', '.join(sorted(set(untested)))} "
+            f"({next(r['why'] for *_, r in pairs if not r.get('testable'))})",
+            evidence,
+        )
+    return _verdict(
+        "supported",
+        f"no variant significantly better than the reference (two-sided Welch, "
+        f"Holm over {len(results)} comparisons)",
+        evidence,
+    )
 
 
 def all_claims(table, lr, thr, scaling) -> list[dict]:

@@ -14,8 +14,21 @@ import pandas as pd
 from suite.report.tables import ATTN, RNN, short_configs
 
 # neighbours in each list differ in hue and lightness: models sorted by name get them in turn
-RECURRENT = ["#1f77b4", "#2ca02c", "#17becf", "#9467bd", "#7cb342", "#0b3c75", "#00897b", "#c5b0d5",
-             "#1b5e20", "#6baed6", "#a1d99b", "#607d8b", "#7b1fa2"]
+RECURRENT = [
+    "#1f77b4",
+    "#2ca02c",
+    "#17becf",
+    "#9467bd",
+    "#7cb342",
+    "#0b3c75",
+    "#00897b",
+    "#c5b0d5",
+    "#1b5e20",
+    "#6baed6",
+    "#a1d99b",
+    "#607d8b",
+    "#7b1fa2",
+]
 ATTENTION = ["#d62728", "#ff7f0e", "#e377c2", "#8c564b", "#bcbd22", "#f4a582"]
 OTHER = ["#7f7f7f", "#9467bd", "#c49c94", "#636363"]
 BASELINE = "#444444"
@@ -26,12 +39,12 @@ class Trace:
     name: str
     x: list
     y: list
-    kind: str = "line"          # line | markers | lines+markers | bar | hbar | band | step
-    group: str | None = None    # legend group: its traces toggle together (a model's name for model traces)
+    kind: str = "line"  # line | markers | lines+markers | bar | hbar | band | step
+    group: str | None = None  # legend group: its traces toggle together (a model's name for model traces)
     color: str | None = None
-    err: list | None = None     # symmetric error bars
-    err_axis: str = "y"         # the axis they lie along ("x" for horizontal bars and strips)
-    high: list | None = None    # a band's upper edge (y is its lower edge)
+    err: list | None = None  # symmetric error bars
+    err_axis: str = "y"  # the axis they lie along ("x" for horizontal bars and strips)
+    high: list | None = None  # a band's upper edge (y is its lower edge)
     hover: list[str] | None = None
     legend: bool = True
     faint: bool = False
@@ -50,9 +63,9 @@ class Panel:
 
 @dataclass
 class Figure:
-    name: str       # file stem of the PNG export
-    title: str      # what it shows
-    caption: str    # what was run (device, dtype, threads, seeds, budget) and how to read it
+    name: str  # file stem of the PNG export
+    title: str  # what it shows
+    caption: str  # what was run (device, dtype, threads, seeds, budget) and how to read it
     panels: list[Panel] = field(default_factory=list)
 
 
@@ -62,8 +75,10 @@ class Colors:
 
     def __init__(self, families: dict[str, str | None]):
         pools = {"rnn": iter(RECURRENT * 3), "attn": iter(ATTENTION * 3), "other": iter(OTHER * 5)}
-        self.of = {m: next(pools["rnn" if f in RNN else "attn" if f in ATTN else "other"])
-                   for m, f in families.items()}
+        self.of = {
+            m: next(pools["rnn" if f in RNN else "attn" if f in ATTN else "other"])
+            for m, f in families.items()
+        }
 
     def __call__(self, model: str) -> str:
         return self.of.get(model, OTHER[0])
@@ -84,6 +99,7 @@ def _zip(df: pd.DataFrame, *cols):
 
 # ---- captions: what was run ----------------------------------------------------------------------
 
+
 def _env(records: pd.DataFrame) -> dict:
     if "env" not in records:
         return {}
@@ -96,8 +112,10 @@ def run_caption(records: pd.DataFrame, *, budget: bool = True) -> str:
     if records is None or records.empty:
         return ""
     env = _env(records)
-    parts = [f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('dtype', '?')}, "
-             f"{env.get('threads', '?')} threads"]
+    parts = [
+        f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('dtype', '?')}, "
+        f"{env.get('threads', '?')} threads"
+    ]
     if "seed" in records:
         seeds = sorted({int(s) for s in records["seed"].dropna()})
         parts.append(f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''} ({', '.join(map(str, seeds))})")
@@ -125,12 +143,15 @@ def timing_caption(records: pd.DataFrame) -> str:
     threads = sorted({int(t) for t in records.get("timing_threads", pd.Series(dtype=float)).dropna()})
     recipes = [t for t in records.get("recipe", []) if isinstance(t, dict)]
     sizes = sorted({t["batch_size"] for t in recipes if "batch_size" in t})
-    return (f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('dtype', '?')}, timed with "
-            f"{', '.join(map(str, threads)) or env.get('threads', '?')} thread(s)"
-            + (f", batch {', '.join(map(str, sizes))}" if sizes else ""))
+    return (
+        f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('dtype', '?')}, timed with "
+        f"{', '.join(map(str, threads)) or env.get('threads', '?')} thread(s)"
+        + (f", batch {', '.join(map(str, sizes))}" if sizes else "")
+    )
 
 
 # ---- training ------------------------------------------------------------------------------------
+
 
 def _curve(c, metric: str, x: str) -> pd.Series | None:
     frame = pd.DataFrame(c) if isinstance(c, list) and c else None
@@ -139,65 +160,134 @@ def _curve(c, metric: str, x: str) -> pd.Series | None:
     return frame.set_index(x)[f"val_{metric}"].dropna()
 
 
-def learning_curves(train: pd.DataFrame, config: str, metric: str, colors: Colors, *, x: str = "step",
-                    name: str = "curve") -> Figure | None:
+def learning_curves(
+    train: pd.DataFrame, config: str, metric: str, colors: Colors, *, x: str = "step", name: str = "curve"
+) -> Figure | None:
     """Validation metric against steps: per model the median over seeds, a min-max band and each seed as a
     faint line (hover it for the seed). Against seconds (equal-time runs): the seeds alone."""
     g = train[(train["config"] == config) & (train["status"] != "failed")]
     traces = []
     for model, runs in colors.groups(g):
-        curves = {int(s): c for s, c in ((s, _curve(c, metric, x)) for s, c in _zip(runs, "seed", "curve"))
-                  if c is not None and len(c)}
+        curves = {
+            int(s): c
+            for s, c in ((s, _curve(c, metric, x)) for s, c in _zip(runs, "seed", "curve"))
+            if c is not None and len(c)
+        }
         if not curves:
             continue
         color, by_step = colors(model), x == "step"
         if by_step:
             frame = pd.concat(curves, axis=1).sort_index()
             med = frame.median(axis=1)
-            traces.append(Trace(f"{model} band", list(med.index), list(frame.min(axis=1)), "band", model,
-                                color, high=list(frame.max(axis=1)), legend=False))
-            traces.append(Trace(model, list(med.index), list(med), "line", model, color,
-                                hover=[f"{model}: median of {frame.shape[1]} seeds<br>step {s}: {_g(v)}"
-                                       for s, v in med.items()]))
+            traces.append(
+                Trace(
+                    f"{model} band",
+                    list(med.index),
+                    list(frame.min(axis=1)),
+                    "band",
+                    model,
+                    color,
+                    high=list(frame.max(axis=1)),
+                    legend=False,
+                )
+            )
+            traces.append(
+                Trace(
+                    model,
+                    list(med.index),
+                    list(med),
+                    "line",
+                    model,
+                    color,
+                    hover=[
+                        f"{model}: median of {frame.shape[1]} seeds<br>step {s}: {_g(v)}"
+                        for s, v in med.items()
+                    ],
+                )
+            )
         for seed, c in curves.items():  # by seconds, the first seed's line carries the model's legend entry
-            traces.append(Trace(model if not by_step else f"{model} seed {seed}", list(c.index), list(c),
-                                "line" if by_step else "lines+markers", model, color,
-                                faint=by_step, legend=not by_step and seed == min(curves),
-                                hover=[f"{model}, seed {seed}<br>{x} {_g(s)}: {_g(v)}"
-                                       for s, v in c.items()]))
+            traces.append(
+                Trace(
+                    model if not by_step else f"{model} seed {seed}",
+                    list(c.index),
+                    list(c),
+                    "line" if by_step else "lines+markers",
+                    model,
+                    color,
+                    faint=by_step,
+                    legend=not by_step and seed == min(curves),
+                    hover=[f"{model}, seed {seed}<br>{x} {_g(s)}: {_g(v)}" for s, v in c.items()],
+                )
+            )
     if not traces:
         return None
-    how = ("line: median over seeds; band: min to max; faint lines: single seeds" if x == "step"
-           else "a line per seed")
+    how = (
+        "line: median over seeds; band: min to max; faint lines: single seeds"
+        if x == "step"
+        else "a line per seed"
+    )
     xlabel = "training step" if x == "step" else "training seconds"
-    return Figure(f"{name}_{config}", f"{config}: validation {metric} during training",
-                  f"{run_caption(g)}. {how}.", [Panel(traces, xlabel, f"validation {metric}")])
+    return Figure(
+        f"{name}_{config}",
+        f"{config}: validation {metric} during training",
+        f"{run_caption(g)}. {how}.",
+        [Panel(traces, xlabel, f"validation {metric}")],
+    )
 
 
 def _seed_dots(scores: pd.DataFrame, x: str, model: str, colors: Colors, metric: str) -> list[Trace]:
     if scores.empty:
         return []
-    return [Trace(f"{model} seeds", list(scores[x]), list(scores["value"]), "markers", model, colors(model),
-                  faint=True, legend=False,
-                  hover=[f"{model}, seed {int(s)}<br>{x} {_g(v)}: {metric} {_g(y)}"
-                         for s, v, y in _zip(scores, "seed", x, "value")])]
+    return [
+        Trace(
+            f"{model} seeds",
+            list(scores[x]),
+            list(scores["value"]),
+            "markers",
+            model,
+            colors(model),
+            faint=True,
+            legend=False,
+            hover=[
+                f"{model}, seed {int(s)}<br>{x} {_g(v)}: {metric} {_g(y)}"
+                for s, v, y in _zip(scores, "seed", x, "value")
+            ],
+        )
+    ]
 
 
 def _mean_line(model: str, rows: pd.DataFrame, x: str, colors: Colors, metric: str, xname: str) -> Trace:
     std = rows["std"].fillna(0)
-    return Trace(model, list(rows[x]), list(rows["mean"]), "lines+markers", model, colors(model), list(std),
-                 hover=[f"{model}, {xname} {_g(v)}<br>{metric} {_g(m)} ± {_g(s)}; {ok}/{n} seeds succeeded"
-                        for v, m, s, ok, n in zip(rows[x], rows["mean"], std, rows["successes"],
-                                                  rows["seeds"])])
+    return Trace(
+        model,
+        list(rows[x]),
+        list(rows["mean"]),
+        "lines+markers",
+        model,
+        colors(model),
+        list(std),
+        hover=[
+            f"{model}, {xname} {_g(v)}<br>{metric} {_g(m)} ± {_g(s)}; {ok}/{n} seeds succeeded"
+            for v, m, s, ok, n in zip(rows[x], rows["mean"], std, rows["successes"], rows["seeds"])
+        ],
+    )
 
 
 def _baseline(xs: list, value: float) -> Trace:
-    return Trace("baseline", xs, [value] * len(xs), "line", color=BASELINE, dash=True,
-                 hover=[f"headline baseline {_g(value)}"] * len(xs))
+    return Trace(
+        "baseline",
+        xs,
+        [value] * len(xs),
+        "line",
+        color=BASELINE,
+        dash=True,
+        hover=[f"headline baseline {_g(value)}"] * len(xs),
+    )
 
 
-def metric_vs_length(table: pd.DataFrame, scores: pd.DataFrame, task: str, colors: Colors,
-                     train: pd.DataFrame) -> Figure | None:
+def metric_vs_length(
+    table: pd.DataFrame, scores: pd.DataFrame, task: str, colors: Colors, train: pd.DataFrame
+) -> Figure | None:
     """Test metric against sequence length (main role): mean ± std per model, each seed a dot."""
     g = table[(table["task"] == task) & (table["role"] == "main")]
     if g["seq_len"].nunique() < 2:
@@ -209,17 +299,29 @@ def metric_vs_length(table: pd.DataFrame, scores: pd.DataFrame, task: str, color
         traces += _seed_dots(mine, "seq_len", model, colors, metric)
     base = g.groupby("seq_len")["baseline"].first().dropna()
     if len(base):
-        traces.append(Trace("baseline", list(base.index), list(base), "line", color=BASELINE, dash=True,
-                            hover=[f"headline baseline at T = {t}: {_g(v)}" for t, v in base.items()]))
+        traces.append(
+            Trace(
+                "baseline",
+                list(base.index),
+                list(base),
+                "line",
+                color=BASELINE,
+                dash=True,
+                hover=[f"headline baseline at T = {t}: {_g(v)}" for t, v in base.items()],
+            )
+        )
     runs = train[(train["task"] == task) & (train["role"] == "main")]
-    return Figure(f"length_{task}", f"{task}: test {metric} against sequence length",
-                  f"{run_caption(runs)}. Mean ± std over seeds; dots: single seeds; dashed: headline "
-                  "baseline.",
-                  [Panel(traces, "sequence length T", f"test {metric}", xlog=True)])
+    return Figure(
+        f"length_{task}",
+        f"{task}: test {metric} against sequence length",
+        f"{run_caption(runs)}. Mean ± std over seeds; dots: single seeds; dashed: headline baseline.",
+        [Panel(traces, "sequence length T", f"test {metric}", xlog=True)],
+    )
 
 
-def seed_strip(scores: pd.DataFrame, table: pd.DataFrame, config: str, role: str, colors: Colors,
-               train: pd.DataFrame) -> Figure | None:
+def seed_strip(
+    scores: pd.DataFrame, table: pd.DataFrame, config: str, role: str, colors: Colors, train: pd.DataFrame
+) -> Figure | None:
     """Every seed's test score per model of one task config (ablation, equal-time), best model on top."""
     g = table[(table["config"] == config) & (table["role"] == role)].dropna(subset=["mean"])
     if g.empty:
@@ -231,21 +333,53 @@ def seed_strip(scores: pd.DataFrame, table: pd.DataFrame, config: str, role: str
     for r in g.to_dict("records"):
         m, std = r["model"], r["std"] if pd.notna(r["std"]) else 0.0
         seeds = mine[mine["model"] == m]
-        traces.append(Trace(m, [r["mean"]], [m], "markers", m, colors(m), [std], "x",
-                            hover=[f"{m}: mean {_g(r['mean'])} ± {_g(std)} over {r['finished']} seeds"]))
-        traces.append(Trace(f"{m} seeds", list(seeds["value"]), [m] * len(seeds), "markers", m, colors(m),
-                            faint=True, legend=False,
-                            hover=[f"{m}, seed {int(s)}: {_g(v)}" for s, v in _zip(seeds, "seed", "value")]))
+        traces.append(
+            Trace(
+                m,
+                [r["mean"]],
+                [m],
+                "markers",
+                m,
+                colors(m),
+                [std],
+                "x",
+                hover=[f"{m}: mean {_g(r['mean'])} ± {_g(std)} over {r['finished']} seeds"],
+            )
+        )
+        traces.append(
+            Trace(
+                f"{m} seeds",
+                list(seeds["value"]),
+                [m] * len(seeds),
+                "markers",
+                m,
+                colors(m),
+                faint=True,
+                legend=False,
+                hover=[f"{m}, seed {int(s)}: {_g(v)}" for s, v in _zip(seeds, "seed", "value")],
+            )
+        )
     base = g["baseline"].dropna()
     if len(base):
-        traces.append(Trace("baseline", [base.iloc[0]] * 2, [g["model"].iloc[0], g["model"].iloc[-1]], "line",
-                            color=BASELINE, dash=True, hover=[f"headline baseline {_g(base.iloc[0])}"] * 2))
+        traces.append(
+            Trace(
+                "baseline",
+                [base.iloc[0]] * 2,
+                [g["model"].iloc[0], g["model"].iloc[-1]],
+                "line",
+                color=BASELINE,
+                dash=True,
+                hover=[f"headline baseline {_g(base.iloc[0])}"] * 2,
+            )
+        )
     runs = train[(train["config"] == config) & (train["role"] == role)]
     better = "higher" if higher else "lower"
-    return Figure(f"seeds_{role}_{config}", f"{config}: test {metric} of every seed",
-                  f"{run_caption(runs)}. Large dot: mean ± std; small dots: single seeds; {better} is "
-                  "better.",
-                  [Panel(traces, f"test {metric}")])
+    return Figure(
+        f"seeds_{role}_{config}",
+        f"{config}: test {metric} of every seed",
+        f"{run_caption(runs)}. Large dot: mean ± std; small dots: single seeds; {better} is better.",
+        [Panel(traces, f"test {metric}")],
+    )
 
 
 def forecast(train: pd.DataFrame, config: str, colors: Colors) -> Figure | None:
@@ -259,20 +393,37 @@ def forecast(train: pd.DataFrame, config: str, colors: Colors) -> Figure | None:
     ex = g.iloc[0]["forecast_example"]
     n = len(ex["lookback"])
     back, ahead = list(range(n)), list(range(n, n + len(ex["truth"])))
-    traces = [Trace("lookback", back, list(ex["lookback"]), color="#999999"),
-              Trace("ground truth", ahead, list(ex["truth"]), color="#000000")]
+    traces = [
+        Trace("lookback", back, list(ex["lookback"]), color="#999999"),
+        Trace("ground truth", ahead, list(ex["truth"]), color="#000000"),
+    ]
     for _, r in g.iterrows():
         pred = list(r["forecast_example"]["prediction"])
-        traces.append(Trace(r["model"], ahead, pred, "line", r["model"], colors(r["model"]),
-                            hover=[f"{r['model']}, step {t}: {_g(v)} (truth {_g(y)})"
-                                   for t, v, y in zip(ahead, pred, ex["truth"])]))
-    return Figure(f"forecast_{config}", f"{config}: prediction against ground truth, first test window",
-                  f"{run_caption(g)}. Seed {int(g['seed'].min())}; normalised scale, last channel.",
-                  [Panel(traces, "time step", "value (normalised)")])
+        traces.append(
+            Trace(
+                r["model"],
+                ahead,
+                pred,
+                "line",
+                r["model"],
+                colors(r["model"]),
+                hover=[
+                    f"{r['model']}, step {t}: {_g(v)} (truth {_g(y)})"
+                    for t, v, y in zip(ahead, pred, ex["truth"])
+                ],
+            )
+        )
+    return Figure(
+        f"forecast_{config}",
+        f"{config}: prediction against ground truth, first test window",
+        f"{run_caption(g)}. Seed {int(g['seed'].min())}; normalised scale, last channel.",
+        [Panel(traces, "time step", "value (normalised)")],
+    )
 
 
-def lr_sensitivity(table: pd.DataFrame, scores: pd.DataFrame, train: pd.DataFrame,
-                   colors: Colors) -> Figure | None:
+def lr_sensitivity(
+    table: pd.DataFrame, scores: pd.DataFrame, train: pd.DataFrame, colors: Colors
+) -> Figure | None:
     """Test metric against learning rate (lr-sweep role): mean ± std per model, each seed a dot, a panel
     per task."""
     sweep = table[table["role"] == "lr-sweep"]
@@ -283,19 +434,30 @@ def lr_sensitivity(table: pd.DataFrame, scores: pd.DataFrame, train: pd.DataFram
         metric, traces = t["metric"].iloc[0], []
         for model, g in colors.groups(t):
             traces.append(_mean_line(model, g.sort_values("lr"), "lr", colors, metric, "lr"))
-            mine = scores[(scores["task"] == task) & (scores["role"] == "lr-sweep")
-                          & (scores["model"] == model)]
+            mine = scores[
+                (scores["task"] == task) & (scores["role"] == "lr-sweep") & (scores["model"] == model)
+            ]
             traces += _seed_dots(mine, "lr", model, colors, metric)
         if t["baseline"].notna().any():
             traces.append(_baseline([t["lr"].min(), t["lr"].max()], t["baseline"].dropna().iloc[0]))
         panels.append(Panel(traces, "learning rate", f"test {metric}", title=task, xlog=True))
-    return Figure("lr_sensitivity", "Learning-rate sensitivity",
-                  f"{run_caption(train[train['role'] == 'lr-sweep'])}. Mean ± std over seeds; dots: single "
-                  "seeds; dashed: headline baseline.", panels[:3])
+    return Figure(
+        "lr_sensitivity",
+        "Learning-rate sensitivity",
+        f"{run_caption(train[train['role'] == 'lr-sweep'])}. Mean ± std over seeds; dots: single "
+        "seeds; dashed: headline baseline.",
+        panels[:3],
+    )
 
 
-FAMILY_COLORS = {"lstm": RECURRENT[0], "lstm-variant": RECURRENT[1], "gru": RECURRENT[2],
-                 "minlstm": RECURRENT[3], "transformer": ATTENTION[0], "transformer-hf": ATTENTION[1]}
+FAMILY_COLORS = {
+    "lstm": RECURRENT[0],
+    "lstm-variant": RECURRENT[1],
+    "gru": RECURRENT[2],
+    "minlstm": RECURRENT[3],
+    "transformer": ATTENTION[0],
+    "transformer-hf": ATTENTION[1],
+}
 
 
 def grad_norms(train: pd.DataFrame) -> Figure | None:
@@ -308,22 +470,37 @@ def grad_norms(train: pd.DataFrame) -> Figure | None:
         if hists:
             total = np.sum(hists, axis=0)
             frac = total / max(total.sum(), 1)
-            traces.append(Trace(family, list(edges[:-1]), list(frac), "step", family,
-                                FAMILY_COLORS.get(family, OTHER[1]),
-                                hover=[f"{family}: {f:.1%} of steps with a norm in [{a:.2g}, {b:.2g})"
-                                       for f, a, b in zip(frac, edges[:-1], edges[1:])]))
+            traces.append(
+                Trace(
+                    family,
+                    list(edges[:-1]),
+                    list(frac),
+                    "step",
+                    family,
+                    FAMILY_COLORS.get(family, OTHER[1]),
+                    hover=[
+                        f"{family}: {f:.1%} of steps with a norm in [{a:.2g}, {b:.2g})"
+                        for f, a, b in zip(frac, edges[:-1], edges[1:])
+                    ],
+                )
+            )
     if not traces:
         return None
-    return Figure("gradnorm", "Gradient norms before clipping, by model family",
-                  f"{run_caption(train, budget=False)}; every logged step of every run.",
-                  [Panel(traces, "gradient norm", "fraction of steps", xlog=True)])
+    return Figure(
+        "gradnorm",
+        "Gradient norms before clipping, by model family",
+        f"{run_caption(train, budget=False)}; every logged step of every run.",
+        [Panel(traces, "gradient norm", "fraction of steps", xlog=True)],
+    )
 
 
 # ---- speed and memory ----------------------------------------------------------------------------
 
 # A panel per timed call: its tokens/s and their spread (fields of suite.records.Throughput).
-RATES = (("train", "train_tokens_per_s", "train_spread_tokens_per_s"),
-         ("inference", "inference_tokens_per_s", "inference_spread_tokens_per_s"))
+RATES = (
+    ("train", "train_tokens_per_s", "train_spread_tokens_per_s"),
+    ("inference", "inference_tokens_per_s", "inference_spread_tokens_per_s"),
+)
 
 
 def throughput(thr: pd.DataFrame, records: pd.DataFrame, colors: Colors) -> Figure | None:
@@ -335,14 +512,28 @@ def throughput(thr: pd.DataFrame, records: pd.DataFrame, colors: Colors) -> Figu
         traces = []
         for model, g in colors.groups(thr):
             rate, spread = g[rate_column], g[spread_column].fillna(0)
-            traces.append(Trace(model, [short[c] for c in g["config"]], list(rate), "bar", model,
-                                colors(model), list(spread),
-                                hover=[f"{model} on {c}<br>{v:,.0f} ± {s:,.0f} tokens/s<br>{b}"
-                                       for c, v, s, b in zip(g["config"], rate, spread, g["backend"])]))
+            traces.append(
+                Trace(
+                    model,
+                    [short[c] for c in g["config"]],
+                    list(rate),
+                    "bar",
+                    model,
+                    colors(model),
+                    list(spread),
+                    hover=[
+                        f"{model} on {c}<br>{v:,.0f} ± {s:,.0f} tokens/s<br>{b}"
+                        for c, v, s, b in zip(g["config"], rate, spread, g["backend"])
+                    ],
+                )
+            )
         panels.append(Panel(traces, "", f"{kind} tokens/s", title=kind, ylog=True))
-    return Figure("throughput", "Throughput at each task's size",
-                  f"{timing_caption(records)}. Median over timed steps; error bar: spread from the IQR.",
-                  panels)
+    return Figure(
+        "throughput",
+        "Throughput at each task's size",
+        f"{timing_caption(records)}. Median over timed steps; error bar: spread from the IQR.",
+        panels,
+    )
 
 
 def latency(lat: pd.DataFrame | None, colors: Colors) -> Figure | None:
@@ -353,14 +544,35 @@ def latency(lat: pd.DataFrame | None, colors: Colors) -> Figure | None:
     for model, g in colors.groups(ok):
         g = g.sort_values("context")
         ms, iqr = g["latency_seconds"] * 1e3, (g["latency_iqr_seconds"] * 1e3).fillna(0)
-        traces.append(Trace(model, list(g["context"]), list(ms), "lines+markers", model, colors(model),
-                            list(iqr),
-                            hover=[f"{model}, context {c}<br>{m:.3g} ms per token (IQR {q:.2g})<br>{b}"
-                                   for c, m, q, b in zip(g["context"], ms, iqr, g["backend"])]))
-    return Figure("latency", "Per-token decoding latency: LSTM carried state against Transformer KV cache",
-                  f"{timing_caption(ok)}. Median; error bar: IQR.",
-                  [Panel(traces, "context length (positions already decoded)", "ms per generated token",
-                         xlog=True, ylog=True)])
+        traces.append(
+            Trace(
+                model,
+                list(g["context"]),
+                list(ms),
+                "lines+markers",
+                model,
+                colors(model),
+                list(iqr),
+                hover=[
+                    f"{model}, context {c}<br>{m:.3g} ms per token (IQR {q:.2g})<br>{b}"
+                    for c, m, q, b in zip(g["context"], ms, iqr, g["backend"])
+                ],
+            )
+        )
+    return Figure(
+        "latency",
+        "Per-token decoding latency: LSTM carried state against Transformer KV cache",
+        f"{timing_caption(ok)}. Median; error bar: IQR.",
+        [
+            Panel(
+                traces,
+                "context length (positions already decoded)",
+                "ms per generated token",
+                xlog=True,
+                ylog=True,
+            )
+        ],
+    )
 
 
 def scaling(sc: pd.DataFrame | None, colors: Colors) -> Figure | None:
@@ -371,15 +583,38 @@ def scaling(sc: pd.DataFrame | None, colors: Colors) -> Figure | None:
     for model, g in colors.groups(ok):
         g = g.sort_values("seq_len")
         ms, mib = g["train_seconds"] * 1e3, g["peak_bytes"] / 2**20
-        time_traces.append(Trace(model, list(g["seq_len"]), list(ms), "lines+markers", model, colors(model),
-                                 hover=[f"{model}, T = {t}: {v:.3g} ms" for t, v in zip(g["seq_len"], ms)]))
-        mem_traces.append(Trace(model, list(g["seq_len"]), list(mib), "lines+markers", model, colors(model),
-                                legend=False,
-                                hover=[f"{model}, T = {t}: {v:.3g} MiB" for t, v in zip(g["seq_len"], mib)]))
-    return Figure("scaling", "Sequence-length scaling of a training step",
-                  f"{timing_caption(ok)}. Log-log: slope 1 is linear in T, slope 2 quadratic.",
-                  [Panel(time_traces, "sequence length T", "forward+backward ms", xlog=True, ylog=True),
-                   Panel(mem_traces, "sequence length T", "peak tensor memory (MiB)", xlog=True, ylog=True)])
+        time_traces.append(
+            Trace(
+                model,
+                list(g["seq_len"]),
+                list(ms),
+                "lines+markers",
+                model,
+                colors(model),
+                hover=[f"{model}, T = {t}: {v:.3g} ms" for t, v in zip(g["seq_len"], ms)],
+            )
+        )
+        mem_traces.append(
+            Trace(
+                model,
+                list(g["seq_len"]),
+                list(mib),
+                "lines+markers",
+                model,
+                colors(model),
+                legend=False,
+                hover=[f"{model}, T = {t}: {v:.3g} MiB" for t, v in zip(g["seq_len"], mib)],
+            )
+        )
+    return Figure(
+        "scaling",
+        "Sequence-length scaling of a training step",
+        f"{timing_caption(ok)}. Log-log: slope 1 is linear in T, slope 2 quadratic.",
+        [
+            Panel(time_traces, "sequence length T", "forward+backward ms", xlog=True, ylog=True),
+            Panel(mem_traces, "sequence length T", "peak tensor memory (MiB)", xlog=True, ylog=True),
+        ],
+    )
 
 
 MODE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
@@ -395,21 +630,38 @@ def microbench(mb: pd.DataFrame, machine: str) -> Figure | None:
     ratio, roof = [], []
     for (mode, g), color in zip(std.groupby("mode", sort=False), MODE_COLORS * 2):
         g = g.sort_values("x_vs_nn_lstm", ascending=False)
-        hover = [f"{i} ({mode})<br>{m:.3g} ms (IQR {q:.2g}); {r:.2f}x nn.LSTM" + _roof(r_)
-                 for (i, m, q, r), r_ in zip(_zip(g, "impl", "median_ms", "iqr_ms", "x_vs_nn_lstm"),
-                                             g.to_dict("records"))]
+        hover = [
+            f"{i} ({mode})<br>{m:.3g} ms (IQR {q:.2g}); {r:.2f}x nn.LSTM" + _roof(r_)
+            for (i, m, q, r), r_ in zip(
+                _zip(g, "impl", "median_ms", "iqr_ms", "x_vs_nn_lstm"), g.to_dict("records")
+            )
+        ]
         ratio.append(Trace(mode, list(g["x_vs_nn_lstm"]), list(g["impl"]), "hbar", mode, color, hover=hover))
         if "pct_of_gemm" in g and g["pct_of_gemm"].notna().any():
-            roof.append(Trace(mode, list(g["pct_of_gemm"]), list(g["impl"]), "hbar", mode, color,
-                              legend=False, hover=hover))
+            roof.append(
+                Trace(
+                    mode,
+                    list(g["pct_of_gemm"]),
+                    list(g["impl"]),
+                    "hbar",
+                    mode,
+                    color,
+                    legend=False,
+                    hover=hover,
+                )
+            )
     size = std.iloc[0]
     panels = [Panel(ratio, "time relative to nn.LSTM (lower is faster; 1 = nn.LSTM)")]
     if roof:
         panels.append(Panel(roof, "achieved GFLOP/s as % of the machine's GEMM rate"))
     threads = ", ".join(str(int(t)) for t in sorted(set(std.get("threads", pd.Series(dtype=float)).dropna())))
-    return Figure("microbench", f"LSTM implementations at B={size.get('B')}, T={size.get('T')}, "
-                  f"I={size.get('I')}, H={size.get('H')} (pytest-benchmark)",
-                  f"{machine}; {threads} thread(s). Medians of one pytest-benchmark run.", panels)
+    return Figure(
+        "microbench",
+        f"LSTM implementations at B={size.get('B')}, T={size.get('T')}, "
+        f"I={size.get('I')}, H={size.get('H')} (pytest-benchmark)",
+        f"{machine}; {threads} thread(s). Medians of one pytest-benchmark run.",
+        panels,
+    )
 
 
 def _roof(r: dict) -> str:

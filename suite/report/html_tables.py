@@ -137,25 +137,37 @@ EXPAND = '<button type="button" class="expand" aria-expanded="false" title="deta
 
 def _td(cell: Cell, classes: str, prefix: str) -> str:
     sort = "" if cell.sort is None else f' data-v="{html.escape(str(cell.sort))}"'
-    return (f'<td class="{classes}"{sort}{_title(cell.title)}>{prefix}'
-            f'{cell.text if cell.safe else html.escape(cell.text)}</td>')
+    return (
+        f'<td class="{classes}"{sort}{_title(cell.title)}>{prefix}'
+        f"{cell.text if cell.safe else html.escape(cell.text)}</td>"
+    )
 
 
 def _row(values: dict, cells: list[Cell], kinds: list[str]) -> str:
     """One <tr> (filter attributes, row class) and, when the row has details, its hidden detail row."""
-    attrs = "".join(f' data-{k}="{html.escape(_attr(values["_" + k]))}"'
-                    for k in FILTERS if "_" + k in values)
+    attrs = "".join(
+        f' data-{k}="{html.escape(_attr(values["_" + k]))}"' for k in FILTERS if "_" + k in values
+    )
     if isinstance(values.get("_row"), str) and values["_row"]:
         attrs += f' class="{html.escape(values["_row"])}"'
     detail = None if _missing(values.get("_detail")) else values.get("_detail")
-    tds = "".join(_td(cell, _classes(kind, cell.cls), EXPAND if detail and j == 0 else "")
-                  for j, (kind, cell) in enumerate(zip(kinds, cells)))
+    tds = "".join(
+        _td(cell, _classes(kind, cell.cls), EXPAND if detail and j == 0 else "")
+        for j, (kind, cell) in enumerate(zip(kinds, cells))
+    )
     extra = f'<tr class="detail" hidden><td colspan="{len(cells)}">{detail}</td></tr>' if detail else ""
     return f"<tr{attrs}>{tds}</tr>{extra}"
 
 
-def html_table(df: pd.DataFrame, *, table_id: str, caption: str = "", csv: str | None = None,
-               wrap: tuple[str, ...] = (), titles: dict[str, str] | None = None) -> str:
+def html_table(
+    df: pd.DataFrame,
+    *,
+    table_id: str,
+    caption: str = "",
+    csv: str | None = None,
+    wrap: tuple[str, ...] = (),
+    titles: dict[str, str] | None = None,
+) -> str:
     """The sortable, filterable table; `wrap` columns hold prose and wrap, the others stay on one line;
     `titles` explain column headers on hover."""
     if df is None or df.empty:
@@ -164,15 +176,22 @@ def html_table(df: pd.DataFrame, *, table_id: str, caption: str = "", csv: str |
     cells = {c: [_cell(v) for v in df[c]] for c in shown}
     numeric = {c: _is_numeric(cells[c]) for c in shown}
     kinds = {c: _classes("num" if numeric[c] else "txt", "wrap" if c in wrap else "") for c in shown}
-    head = "".join(f'<th scope="col" class="{kinds[c]}"{_title((titles or {}).get(c))}>'
-                   f'<button type="button">{html.escape(str(c))}</button></th>' for c in shown)
-    body = "".join(_row(dict(zip(df.columns, row)), [cells[c][i] for c in shown], [kinds[c] for c in shown])
-                   for i, row in enumerate(df.itertuples(index=False)))
+    head = "".join(
+        f'<th scope="col" class="{kinds[c]}"{_title((titles or {}).get(c))}>'
+        f'<button type="button">{html.escape(str(c))}</button></th>'
+        for c in shown
+    )
+    body = "".join(
+        _row(dict(zip(df.columns, row)), [cells[c][i] for c in shown], [kinds[c] for c in shown])
+        for i, row in enumerate(df.itertuples(index=False))
+    )
     links = f' · <a href="{html.escape(csv)}" download>CSV</a>' if csv else ""
     cap = f'<p class="cap">{html.escape(caption)}{links} <span class="count"></span></p>' if caption else ""
-    return (f'<div class="tbl" id="{html.escape(table_id)}">{cap}<div class="scroll"><table class="sortable">'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-            '<p class="empty" hidden>No row matches the filters.</p></div>')
+    return (
+        f'<div class="tbl" id="{html.escape(table_id)}">{cap}<div class="scroll"><table class="sortable">'
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        '<p class="empty" hidden>No row matches the filters.</p></div>'
+    )
 
 
 def _title(text: str | None) -> str:

@@ -29,8 +29,9 @@ def plotly_js() -> str:
 
 # ---- plotly ---------------------------------------------------------------------------------------------
 
+
 def _rgba(color: str, alpha: float) -> str:
-    r, g, b = (int(color[i:i + 2], 16) for i in (1, 3, 5))
+    r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
 
 
@@ -40,13 +41,27 @@ def _plotly_traces(t: Trace, axes: dict, legend: bool) -> list[dict]:
     if t.hover:
         base |= {"hovertext": t.hover, "hovertemplate": "%{hovertext}<extra></extra>"}
     if t.kind == "band":  # two edges; the upper one fills down to the lower
-        edge = {**base, "type": "scatter", "mode": "lines", "line": {"width": 0, "color": color},
-                "hoverinfo": "skip", "showlegend": False}
-        return [{**edge, "x": t.x, "y": t.y}, {**edge, "x": t.x, "y": t.high, "fill": "tonexty",
-                                                "fillcolor": _rgba(color, 0.15)}]
+        edge = {
+            **base,
+            "type": "scatter",
+            "mode": "lines",
+            "line": {"width": 0, "color": color},
+            "hoverinfo": "skip",
+            "showlegend": False,
+        }
+        return [
+            {**edge, "x": t.x, "y": t.y},
+            {**edge, "x": t.x, "y": t.high, "fill": "tonexty", "fillcolor": _rgba(color, 0.15)},
+        ]
     if t.kind in ("bar", "hbar"):
-        out = {**base, "type": "bar", "x": t.x, "y": t.y, "marker": {"color": color},
-               **({"orientation": "h"} if t.kind == "hbar" else {})}
+        out = {
+            **base,
+            "type": "bar",
+            "x": t.x,
+            "y": t.y,
+            "marker": {"color": color},
+            **({"orientation": "h"} if t.kind == "hbar" else {}),
+        }
     else:
         mode = "lines" if t.kind in ("line", "step") else t.kind
         out = {**base, "type": "scatter", "mode": mode, "x": t.x, "y": t.y}
@@ -59,8 +74,14 @@ def _plotly_traces(t: Trace, axes: dict, legend: bool) -> list[dict]:
             out["marker"] = {"color": _rgba(color, 0.45) if t.faint else color, "size": 6 if t.faint else 9}
     if t.err is not None:
         axis = "error_x" if t.kind == "hbar" or t.err_axis == "x" else "error_y"
-        out[axis] = {"type": "data", "array": t.err, "visible": True, "thickness": 1.2, "width": 3,
-                     "color": color}
+        out[axis] = {
+            "type": "data",
+            "array": t.err,
+            "visible": True,
+            "thickness": 1.2,
+            "width": 3,
+            "color": color,
+        }
     return [out]
 
 
@@ -83,15 +104,21 @@ def log_ticks(values, *, sweep: bool = False) -> dict:
         return {"tickvals": ticks, "ticktext": [_tick(t) for t in ticks]}
     lo, hi = np.floor(np.log10(vals.min())), np.ceil(np.log10(vals.max()))
     steps = (1, 2, 5) if hi - lo <= 2 else (1, 3) if hi - lo <= 4 else (1,)
-    ticks = [m * 10 ** e for e in range(int(lo), int(hi) + 1) for m in steps]
-    ticks = [float(f"{t:.6g}") for t in ticks if vals.min() / 1.5 <= t <= vals.max() * 1.5] or [10 ** lo]
+    ticks = [m * 10**e for e in range(int(lo), int(hi) + 1) for m in steps]
+    ticks = [float(f"{t:.6g}") for t in ticks if vals.min() / 1.5 <= t <= vals.max() * 1.5] or [10**lo]
     return {"tickvals": ticks, "ticktext": [_tick(t) for t in ticks]}
 
 
 def _axis(title: str, log: bool, values=(), sweep: bool = False, **extra) -> dict:
-    return {"title": {"text": title, "font": {"size": 12}}, "type": "log" if log else "-", "zeroline": False,
-            "gridcolor": "#eeeeee", "automargin": True, **(log_ticks(values, sweep=sweep) if log else {}),
-            **extra}
+    return {
+        "title": {"text": title, "font": {"size": 12}},
+        "type": "log" if log else "-",
+        "zeroline": False,
+        "gridcolor": "#eeeeee",
+        "automargin": True,
+        **(log_ticks(values, sweep=sweep) if log else {}),
+        **extra,
+    }
 
 
 def _extent(traces: list[Trace], axis: str) -> list[float]:
@@ -121,17 +148,33 @@ def to_plotly(fig: Figure) -> dict:
         layout[f"xaxis{k}"] = _axis(panel.xlabel, panel.xlog, xs, sweep=True, domain=domain, anchor=f"y{k}")
         layout[f"yaxis{k}"] = _axis(panel.ylabel, panel.ylog, ys, anchor=f"x{k}")
         if panel.title and n > 1:
-            titles.append({"text": f"<b>{panel.title}</b>", "x": sum(domain) / 2, "y": 1.0, "xref": "paper",
-                           "yref": "paper", "yanchor": "bottom", "showarrow": False, "font": {"size": 12}})
+            titles.append(
+                {
+                    "text": f"<b>{panel.title}</b>",
+                    "x": sum(domain) / 2,
+                    "y": 1.0,
+                    "xref": "paper",
+                    "yref": "paper",
+                    "yanchor": "bottom",
+                    "showarrow": False,
+                    "font": {"size": 12},
+                }
+            )
         for t in panel.traces:
             first = t.legend and (t.group or t.name) not in seen
             seen |= {t.group or t.name} if first else set()
             data += _plotly_traces(t, {"xaxis": f"x{k}", "yaxis": f"y{k}"}, first)
-    layout |= {"height": 380, "margin": {"l": 60, "r": 10, "t": 30, "b": 50}, "annotations": titles,
-               "font": {"family": FONT, "size": 12, "color": "#222222"}, "barmode": "group",
-               "hovermode": "closest",
-               "plot_bgcolor": "#ffffff", "paper_bgcolor": "#ffffff",
-               "legend": {"font": {"size": 11}, "groupclick": "togglegroup"}}
+    layout |= {
+        "height": 380,
+        "margin": {"l": 60, "r": 10, "t": 30, "b": 50},
+        "annotations": titles,
+        "font": {"family": FONT, "size": 12, "color": "#222222"},
+        "barmode": "group",
+        "hovermode": "closest",
+        "plot_bgcolor": "#ffffff",
+        "paper_bgcolor": "#ffffff",
+        "legend": {"font": {"size": 11}, "groupclick": "togglegroup"},
+    }
     return {"data": data, "layout": layout}
 
 
@@ -147,6 +190,7 @@ def _plain(x):
 
 
 # ---- matplotlib -------------------------------------------------------------------------------------------
+
 
 def _bars(ax, bars: list[Trace]) -> None:
     """Grouped bars on a categorical axis (vertical, or horizontal for hbar)."""
@@ -177,10 +221,19 @@ def _draw(ax, panel: Panel) -> None:
             ax.step(t.x, t.y, where="post", **style)
         elif t.kind not in ("bar", "hbar"):
             xerr, yerr = (t.err, None) if t.err_axis == "x" else (None, t.err)
-            ax.errorbar(t.x, t.y, xerr=xerr, yerr=yerr, marker="o" if "markers" in t.kind else None,
-                        ls="--" if t.dash else "-" if "line" in t.kind else "none",
-                        lw=0.8 if t.faint else 1.6, ms=3 if t.faint else 5, alpha=0.4 if t.faint else 1.0,
-                        capsize=2 if t.err else 0, **style)
+            ax.errorbar(
+                t.x,
+                t.y,
+                xerr=xerr,
+                yerr=yerr,
+                marker="o" if "markers" in t.kind else None,
+                ls="--" if t.dash else "-" if "line" in t.kind else "none",
+                lw=0.8 if t.faint else 1.6,
+                ms=3 if t.faint else 5,
+                alpha=0.4 if t.faint else 1.0,
+                capsize=2 if t.err else 0,
+                **style,
+            )
     ax.set_xlabel(panel.xlabel, fontsize=8)
     ax.set_ylabel(panel.ylabel, fontsize=8)
     ax.set_title(panel.title, fontsize=9)
@@ -203,14 +256,25 @@ def to_png(fig: Figure, dpi: int = 100) -> bytes:
     cats_x = any(t.kind == "bar" for p in fig.panels for t in p.traces)
     cats_y = any(t.kind == "hbar" or (t.y and isinstance(t.y[0], str)) for p in fig.panels for t in p.traces)
     top = 1 - 0.5 / height
-    mpl.subplots_adjust(left=(1.0 if cats_y else 0.65) / width, right=1 - legend / width, top=top,
-                        bottom=(1.15 if cats_x else 0.55) / height, wspace=0.45 if cats_y else 0.3)
+    mpl.subplots_adjust(
+        left=(1.0 if cats_y else 0.65) / width,
+        right=1 - legend / width,
+        top=top,
+        bottom=(1.15 if cats_x else 0.55) / height,
+        wspace=0.45 if cats_y else 0.3,
+    )
     for ax, panel in zip(axes[0], fig.panels):
         _draw(ax, panel)
     handles, labels = axes[0][0].get_legend_handles_labels()
     if handles:
-        mpl.legend(handles, labels, loc="upper left", bbox_to_anchor=(1 - (legend - 0.1) / width, top),
-                   fontsize=7, frameon=False)
+        mpl.legend(
+            handles,
+            labels,
+            loc="upper left",
+            bbox_to_anchor=(1 - (legend - 0.1) / width, top),
+            fontsize=7,
+            frameon=False,
+        )
     mpl.suptitle(fig.title, fontsize=9)
     buf = io.BytesIO()
     mpl.savefig(buf, format="png")

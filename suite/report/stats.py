@@ -40,7 +40,11 @@ def welch(a, b, *, log: bool, min_n: int = MIN_N) -> dict:
             return {**out, "testable": False, "why": "values not positive: no log scale"}
         a, b = np.log(a), np.log(b)
     if min(len(a), len(b)) < min_n:
-        return {**out, "testable": False, "why": f"underpowered, n = {len(a)} vs {len(b)} (needs {min_n} per side)"}
+        return {
+            **out,
+            "testable": False,
+            "why": f"underpowered, n = {len(a)} vs {len(b)} (needs {min_n} per side)",
+        }
     if np.ptp(a) == 0 and np.ptp(b) == 0:  # identical values (std can be 1e-17 from rounding)
         return {**out, "testable": False, "why": f"no spread across seeds, n = {len(a)} vs {len(b)}"}
     res = stats.ttest_ind(a, b, equal_var=False)
@@ -48,9 +52,17 @@ def welch(a, b, *, log: bool, min_n: int = MIN_N) -> dict:
     diff, low, high = float(a.mean() - b.mean()), float(ci.low), float(ci.high)
     if log:
         diff, low, high = math.exp(diff), math.exp(low), math.exp(high)
-    return {**out, "testable": True, "df": float(res.df), "t": float(res.statistic), "p": float(res.pvalue),
-            "difference": diff, "ci_low": low, "ci_high": high,
-            "difference_is": "ratio a/b" if log else "a − b"}
+    return {
+        **out,
+        "testable": True,
+        "df": float(res.df),
+        "t": float(res.statistic),
+        "p": float(res.pvalue),
+        "difference": diff,
+        "ci_low": low,
+        "ci_high": high,
+        "difference_is": "ratio a/b" if log else "a − b",
+    }
 
 
 def holm(results: list[dict]) -> list[dict]:
@@ -81,9 +93,11 @@ def describe(result: dict) -> str:
     p = result.get("p_holm", result["p"])
     what = "ratio" if result["scale"] == "log" else "difference"
     adj = "Holm-adjusted " if "p_holm" in result else ""
-    return (f"{what} {result['difference']:.3g} (95% CI {result['ci_low']:.3g} to {result['ci_high']:.3g}); "
-            f"{result['test']} on the {result['scale']} scale, n = {result['n_a']} vs {result['n_b']}, "
-            f"df = {result['df']:.1f}, {adj}p = {p:.2g}")
+    return (
+        f"{what} {result['difference']:.3g} (95% CI {result['ci_low']:.3g} to {result['ci_high']:.3g}); "
+        f"{result['test']} on the {result['scale']} scale, n = {result['n_a']} vs {result['n_b']}, "
+        f"df = {result['df']:.1f}, {adj}p = {p:.2g}"
+    )
 
 
 def fisher_rates(events_a: int, runs_a: int, events_b: int, runs_b: int) -> dict:
@@ -91,5 +105,10 @@ def fisher_rates(events_a: int, runs_a: int, events_b: int, runs_b: int) -> dict
     if min(runs_a, runs_b) < MIN_N:
         return {"testable": False, "why": f"underpowered, {runs_a} vs {runs_b} runs"}
     res = stats.fisher_exact([[events_a, runs_a - events_a], [events_b, runs_b - events_b]])
-    return {"testable": True, "test": "Fisher's exact", "p": float(res.pvalue),
-            "rate_a": events_a / runs_a, "rate_b": events_b / runs_b}
+    return {
+        "testable": True,
+        "test": "Fisher's exact",
+        "p": float(res.pvalue),
+        "rate_a": events_a / runs_a,
+        "rate_b": events_b / runs_b,
+    }

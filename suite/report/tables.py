@@ -29,7 +29,9 @@ def load(store) -> dict[str, pd.DataFrame]:
         if column not in df:
             df[column] = default
     df["role"] = [r if isinstance(r, str) else _legacy_role(e) for r, e in zip(df["role"], df["experiment"])]
-    df["architecture"] = [a if isinstance(a, str) and a else m for a, m in zip(df["architecture"], df["model"])]
+    df["architecture"] = [
+        a if isinstance(a, str) and a else m for a, m in zip(df["architecture"], df["model"])
+    ]
     df["config"] = df.apply(config_label, axis=1)
     kinds = {kind: part.reset_index(drop=True) for kind, part in df.groupby("kind")}
     if "train" in kinds:
@@ -39,7 +41,9 @@ def load(store) -> dict[str, pd.DataFrame]:
 
 def _legacy_role(experiment) -> str:
     """Records written before roles existed: the experiments of the built-in profiles."""
-    return {"lr-sweep": "lr-sweep", "ablation": "ablation", "equal-time": "equal-time"}.get(experiment, "main")
+    return {"lr-sweep": "lr-sweep", "ablation": "ablation", "equal-time": "equal-time"}.get(
+        experiment, "main"
+    )
 
 
 def _split_tuning(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -121,34 +125,59 @@ def task_table(train: pd.DataFrame, tuning_records: pd.DataFrame | None = None) 
         s = seed_summary(values)
         ttt_tokens = _col(g, "time_to_threshold_tokens")
         train_flops = first.get("train_flops_per_token")
-        rows.append({
-            "experiment": exp, "role": first["role"], "task": first["task"], "config": config, "model": model,
-            "family": first.get("model_family"), "architecture": first["architecture"],
-            "metric": first["primary_metric"], "higher_is_better": bool(first["higher_is_better"]),
-            "mean": s["mean"], "std": s["std"], "min": s["min"], "max": s["max"], "seeds": len(g), "finished": s["n"],
-            "values": [v for v in values if v is not None],
-            "baseline": _mean([_baseline(r) for _, r in g.iterrows()]), "baseline_name": first.get("baseline_name"),
-            "success_rate": float(g["success"].fillna(False).astype(bool).mean()),
-            "successes": int(g["success"].fillna(False).astype(bool).sum()),
-            "diverged": int((g["status"] == "diverged").sum()), "failed": int((g["status"] == "failed").sum()),
-            "grad_norm_median": _grad(g, "median"), "grad_norm_p99": _grad(g, "p99"),
-            "clip_events": _grad(g, "clip_events"), "loss_spikes": _col(g, "loss_spikes"),
-            "time_to_threshold_s": _col(g, "time_to_threshold_seconds"),
-            "time_to_threshold_tokens": ttt_tokens,
-            "flops_to_threshold": train_flops * ttt_tokens if ttt_tokens and _finite(train_flops) else None,
-            "params": _int(first.get("params")), "backbone_params": _int(first.get("backbone_params")),
-            "lookup_params": _int(first.get("lookup_params")),
-            "flops_per_token": first.get("flops_per_token"), "train_flops_per_token": train_flops,
-            "seq_len": first.get("seq_len"), "lr": (first.get("recipe") or {}).get("lr"),
-            "lr_tuned": bool(first.get("lr_tuned", False)),
-            "tuning_seconds": cost.get((exp, config, model)),
-            "budget": _budget(first.get("recipe") or {}), "task_family": first.get("task_family"),
-        })
+        rows.append(
+            {
+                "experiment": exp,
+                "role": first["role"],
+                "task": first["task"],
+                "config": config,
+                "model": model,
+                "family": first.get("model_family"),
+                "architecture": first["architecture"],
+                "metric": first["primary_metric"],
+                "higher_is_better": bool(first["higher_is_better"]),
+                "mean": s["mean"],
+                "std": s["std"],
+                "min": s["min"],
+                "max": s["max"],
+                "seeds": len(g),
+                "finished": s["n"],
+                "values": [v for v in values if v is not None],
+                "baseline": _mean([_baseline(r) for _, r in g.iterrows()]),
+                "baseline_name": first.get("baseline_name"),
+                "success_rate": float(g["success"].fillna(False).astype(bool).mean()),
+                "successes": int(g["success"].fillna(False).astype(bool).sum()),
+                "diverged": int((g["status"] == "diverged").sum()),
+                "failed": int((g["status"] == "failed").sum()),
+                "grad_norm_median": _grad(g, "median"),
+                "grad_norm_p99": _grad(g, "p99"),
+                "clip_events": _grad(g, "clip_events"),
+                "loss_spikes": _col(g, "loss_spikes"),
+                "time_to_threshold_s": _col(g, "time_to_threshold_seconds"),
+                "time_to_threshold_tokens": ttt_tokens,
+                "flops_to_threshold": train_flops * ttt_tokens
+                if ttt_tokens and _finite(train_flops)
+                else None,
+                "params": _int(first.get("params")),
+                "backbone_params": _int(first.get("backbone_params")),
+                "lookup_params": _int(first.get("lookup_params")),
+                "flops_per_token": first.get("flops_per_token"),
+                "train_flops_per_token": train_flops,
+                "seq_len": first.get("seq_len"),
+                "lr": (first.get("recipe") or {}).get("lr"),
+                "lr_tuned": bool(first.get("lr_tuned", False)),
+                "tuning_seconds": cost.get((exp, config, model)),
+                "budget": _budget(first.get("recipe") or {}),
+                "task_family": first.get("task_family"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _finite(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+    return (
+        isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and math.isfinite(x)
+    )
 
 
 def _int(x):
@@ -172,10 +201,21 @@ def tuning_table(tuning_records: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (exp, config, model), g in tuning_records.groupby(["experiment", "config", "model"], sort=False):
         choice = tuning.choose(g.to_dict("records"))
-        scores = ", ".join(f"{lr:g}: {'diverged' if s is None else f'{s:.4g}'}" for lr, s in sorted(choice["scores"].items()))
-        rows.append({"experiment": exp, "config": config, "model": model, "chosen lr": choice["lr"],
-                     "validation score per lr": scores, "metric": g["primary_metric"].iloc[0],
-                     "tuning runs": choice["points"], "tuning seconds": choice["seconds"]})
+        scores = ", ".join(
+            f"{lr:g}: {'diverged' if s is None else f'{s:.4g}'}" for lr, s in sorted(choice["scores"].items())
+        )
+        rows.append(
+            {
+                "experiment": exp,
+                "config": config,
+                "model": model,
+                "chosen lr": choice["lr"],
+                "validation score per lr": scores,
+                "metric": g["primary_metric"].iloc[0],
+                "tuning runs": choice["points"],
+                "tuning seconds": choice["seconds"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -188,14 +228,20 @@ def lr_protocol(table: pd.DataFrame) -> str:
         return ""
     tuned = compared[compared["lr_tuned"]]
     if len(tuned) == len(compared):
-        return "Learning rate tuned per (task config, model) on the validation split, the same grid for every model."
+        return (
+            "Learning rate tuned per (task config, model) on the validation split, "
+            "the same grid for every model."
+        )
     fixed = sorted({f"{lr:g}" for lr in compared[~compared["lr_tuned"]]["lr"].dropna()})
     where = "every model" if tuned.empty else "the untuned experiments"
-    return (f"Learning rate FIXED at {', '.join(fixed)} for {where} (not tuned per model): "
-            "a single learning rate can pick the winner.")
+    return (
+        f"Learning rate FIXED at {', '.join(fixed)} for {where} (not tuned per model): "
+        "a single learning rate can pick the winner."
+    )
 
 
 # ---- comparisons --------------------------------------------------------------------------------
+
 
 def _representatives(g: pd.DataFrame) -> pd.DataFrame:
     """One row per architecture (twins count once): the best-scoring implementation of each."""
@@ -207,7 +253,9 @@ def _representatives(g: pd.DataFrame) -> pd.DataFrame:
 
 
 def _test(a: pd.Series, b: pd.Series) -> dict:
-    return stats.welch(a["values"], b["values"], log=stats.log_scale(a["metric"], bool(a["higher_is_better"])))
+    return stats.welch(
+        a["values"], b["values"], log=stats.log_scale(a["metric"], bool(a["higher_is_better"]))
+    )
 
 
 def _verdict(result: dict, higher: bool, a_name: str, b_name: str) -> str:
@@ -236,15 +284,30 @@ def family_table(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for exp, config, a, b, result in rows:
         higher = bool(a["higher_is_better"])
-        out.append({"task": a["task"], "config": config, "experiment": exp, "metric": a["metric"],
-                    "best LSTM": a["model"], "LSTM mean": a["mean"], "best Transformer": b["model"],
-                    "Transformer mean": b["mean"], "difference": result.get("difference"),
-                    "CI low": result.get("ci_low"), "CI high": result.get("ci_high"),
-                    "difference is": "ratio LSTM/Transformer" if result["scale"] == "log" else "LSTM − Transformer",
-                    "test": f"{result['test']}, {result['scale']} scale, Holm over {len(results)} configs",
-                    "n": f"{result['n_a']} vs {result['n_b']}", "p (Holm)": result.get("p_holm"),
-                    "verdict": _verdict(result, higher, "LSTM", "Transformer"),
-                    "baseline": a["baseline"], "beats baseline": _beats(a, b)})
+        out.append(
+            {
+                "task": a["task"],
+                "config": config,
+                "experiment": exp,
+                "metric": a["metric"],
+                "best LSTM": a["model"],
+                "LSTM mean": a["mean"],
+                "best Transformer": b["model"],
+                "Transformer mean": b["mean"],
+                "difference": result.get("difference"),
+                "CI low": result.get("ci_low"),
+                "CI high": result.get("ci_high"),
+                "difference is": "ratio LSTM/Transformer"
+                if result["scale"] == "log"
+                else "LSTM − Transformer",
+                "test": f"{result['test']}, {result['scale']} scale, Holm over {len(results)} configs",
+                "n": f"{result['n_a']} vs {result['n_b']}",
+                "p (Holm)": result.get("p_holm"),
+                "verdict": _verdict(result, higher, "LSTM", "Transformer"),
+                "baseline": a["baseline"],
+                "beats baseline": _beats(a, b),
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -280,14 +343,31 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
         elif not result.get("testable"):
             sure = f"inconclusive ({result['why']})"
         else:
-            sure = ("significant" if stats.significant(result) else "not significant") + f": {stats.describe(result)}"
-        out.append({"experiment": exp, "role": best["role"], "config": config, "metric": best["metric"],
-                    "best model": best["model"], "mean": best["mean"], "std": best["std"],
-                    "runner-up": None if second is None else second["model"],
-                    "runner-up mean": None if second is None else second["mean"], "how sure": sure,
-                    "baseline": best["baseline"], "baseline name": best["baseline_name"],
-                    "beats baseline": _beats(best), "seeds": int(best["seeds"]), "params": best["params"],
-                    "backbone params": best["backbone_params"], "lr": best["lr"], "budget": best["budget"]})
+            sure = (
+                "significant" if stats.significant(result) else "not significant"
+            ) + f": {stats.describe(result)}"
+        out.append(
+            {
+                "experiment": exp,
+                "role": best["role"],
+                "config": config,
+                "metric": best["metric"],
+                "best model": best["model"],
+                "mean": best["mean"],
+                "std": best["std"],
+                "runner-up": None if second is None else second["model"],
+                "runner-up mean": None if second is None else second["mean"],
+                "how sure": sure,
+                "baseline": best["baseline"],
+                "baseline name": best["baseline_name"],
+                "beats baseline": _beats(best),
+                "seeds": int(best["seeds"]),
+                "params": best["params"],
+                "backbone params": best["backbone_params"],
+                "lr": best["lr"],
+                "budget": best["budget"],
+            }
+        )
     return pd.DataFrame(out)
 
 
@@ -302,13 +382,28 @@ def lr_windows(table: pd.DataFrame) -> pd.DataFrame:
         w = lr_window(points)
         means = g["mean"].dropna()
         log = stats.log_scale(g["metric"].iloc[0], bool(g["higher_is_better"].iloc[0])) and (means > 0).all()
-        spread = float(np.log10(means).std()) if log and len(means) > 1 else (float(means.std()) if len(means) > 1 else None)
-        rows.append({"task": task, "model": model, "family": g["family"].iloc[0], "architecture": g["architecture"].iloc[0],
-                     "window_decades": w["decades"] if enough else None, "lowest_ok_lr": w["low"], "highest_ok_lr": w["high"],
-                     "grid_points_ok": f"{w['points_ok']}/{w['points']}", "seeds_per_point": int(g["seeds"].min()),
-                     "metric_spread_over_grid": spread,
-                     "spread_scale": "std of log10(mean)" if log else "std of mean",
-                     "diverged_runs": int(g["diverged"].sum()), "runs": int(g["seeds"].sum())})
+        spread = (
+            float(np.log10(means).std())
+            if log and len(means) > 1
+            else (float(means.std()) if len(means) > 1 else None)
+        )
+        rows.append(
+            {
+                "task": task,
+                "model": model,
+                "family": g["family"].iloc[0],
+                "architecture": g["architecture"].iloc[0],
+                "window_decades": w["decades"] if enough else None,
+                "lowest_ok_lr": w["low"],
+                "highest_ok_lr": w["high"],
+                "grid_points_ok": f"{w['points_ok']}/{w['points']}",
+                "seeds_per_point": int(g["seeds"].min()),
+                "metric_spread_over_grid": spread,
+                "spread_scale": "std of log10(mean)" if log else "std of mean",
+                "diverged_runs": int(g["diverged"].sum()),
+                "runs": int(g["seeds"].sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -316,10 +411,27 @@ def throughput_table(records: pd.DataFrame) -> pd.DataFrame:
     if records is None or records.empty:
         return pd.DataFrame()
     ok = records[records["status"] == "ok"]
-    cols = ["config", "model", "backend", "timing_threads", "seq_len", "batch_size", "params", "backbone_params",
-            "flops_per_token", "train_flops_per_token", "train_tokens_per_s", "train_spread_tokens_per_s",
-            "inference_tokens_per_s", "inference_spread_tokens_per_s", "train_peak_bytes", "train_step_seconds",
-            "train_iqr_seconds", "train_repeat_step_seconds", "compile_seconds"]
+    cols = [
+        "config",
+        "model",
+        "backend",
+        "timing_threads",
+        "seq_len",
+        "batch_size",
+        "params",
+        "backbone_params",
+        "flops_per_token",
+        "train_flops_per_token",
+        "train_tokens_per_s",
+        "train_spread_tokens_per_s",
+        "inference_tokens_per_s",
+        "inference_spread_tokens_per_s",
+        "train_peak_bytes",
+        "train_step_seconds",
+        "train_iqr_seconds",
+        "train_repeat_step_seconds",
+        "compile_seconds",
+    ]
     return ok[[c for c in cols if c in ok.columns]].reset_index(drop=True)
 
 
@@ -333,25 +445,51 @@ def microbench_table(path) -> pd.DataFrame:
     rows = []
     for b in data.get("benchmarks", []):
         info = b.get("extra_info", {})
-        rows.append({"impl": info.get("impl", b["name"]), "mode": info.get("mode"), "B": info.get("B"), "T": info.get("T"),
-                     "I": info.get("I"), "H": info.get("H"), "threads": info.get("threads"),
-                     "median_ms": b["stats"]["median"] * 1e3, "iqr_ms": b["stats"]["iqr"] * 1e3,
-                     "gflops": info.get("gflops"), "pct_of_gemm": info.get("pct_of_gemm")})
+        rows.append(
+            {
+                "impl": info.get("impl", b["name"]),
+                "mode": info.get("mode"),
+                "B": info.get("B"),
+                "T": info.get("T"),
+                "I": info.get("I"),
+                "H": info.get("H"),
+                "threads": info.get("threads"),
+                "median_ms": b["stats"]["median"] * 1e3,
+                "iqr_ms": b["stats"]["iqr"] * 1e3,
+                "gflops": info.get("gflops"),
+                "pct_of_gemm": info.get("pct_of_gemm"),
+            }
+        )
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     ref = df[df["impl"] == "nn-lstm"].set_index(["mode", "B", "T", "I", "H"])["median_ms"]
     ref = ref[~ref.index.duplicated()]
-    df["x_vs_nn_lstm"] = [row.median_ms / ref.get((row.mode, row.B, row.T, row.I, row.H), float("nan"))
-                          for row in df.itertuples()]
+    df["x_vs_nn_lstm"] = [
+        row.median_ms / ref.get((row.mode, row.B, row.T, row.I, row.H), float("nan"))
+        for row in df.itertuples()
+    ]
     return df.dropna(axis=1, how="all")
 
 
 def seed_scores(train: pd.DataFrame) -> pd.DataFrame:
     """One row per finished training run: its test score (the primary metric), for plotting every seed."""
     if train is None or train.empty:
-        return pd.DataFrame(columns=["experiment", "role", "task", "config", "model", "seed", "seq_len", "lr", "value"])
-    rows = [{"experiment": r["experiment"], "role": r["role"], "task": r["task"], "config": r["config"],
-             "model": r["model"], "seed": r["seed"], "seq_len": r.get("seq_len"),
-             "lr": (r.get("recipe") or {}).get("lr"), "value": _metric(r)} for r in train.to_dict("records")]
+        return pd.DataFrame(
+            columns=["experiment", "role", "task", "config", "model", "seed", "seq_len", "lr", "value"]
+        )
+    rows = [
+        {
+            "experiment": r["experiment"],
+            "role": r["role"],
+            "task": r["task"],
+            "config": r["config"],
+            "model": r["model"],
+            "seed": r["seed"],
+            "seq_len": r.get("seq_len"),
+            "lr": (r.get("recipe") or {}).get("lr"),
+            "value": _metric(r),
+        }
+        for r in train.to_dict("records")
+    ]
     return pd.DataFrame(rows).dropna(subset=["value"])
