@@ -1,9 +1,9 @@
 """How long a run will take, before it starts (`python -m suite run ... --dry-run`).
 
 Costs are measured on this machine, at the thread count each job would run with:
-  * from earlier records on this host (the results directory and its siblings): a training job's
-    seconds per step (train_seconds / steps_done) and its overhead per evaluation (the rest of its wall
-    time, set-up included, over its evaluations); a measurement job's wall time;
+  * from earlier records of this commit on this host (the results directory and its siblings): a
+    training job's seconds per step (train_seconds / steps_done) and its overhead per evaluation (the
+    rest of its wall time, set-up included, over its evaluations); a measurement job's wall time;
   * else from a short calibration: the task and model built, a few timed optimizer steps (the batch
     included), one evaluation; a measurement job runs once at its two smallest points per model and
     larger points are extrapolated linearly (an upper bound: a timer's minimum run time does not grow).
@@ -82,7 +82,9 @@ class Costs:
         self._learn(records)
 
     def _learn(self, records: list[dict]) -> None:
-        host = self.run.env.get("host")
+        host, commit = self.run.env.get("host"), self.run.env.get("commit")
+        # records of other code are no hint (a faster kernel halves a job): only this commit's count
+        other_code = lambda env: bool(commit and env.get("commit") and env["commit"] != commit)
         steps: dict[str, list] = {}
         walls: dict[str, list] = {}
         for r in records:
@@ -93,6 +95,7 @@ class Costs:
                 or env.get("threads") != self.threads
                 or env.get("dtype") != self.run.dtype
                 or env.get("device") != self.run.device.type
+                or other_code(env)
             ):
                 continue
             try:

@@ -332,3 +332,31 @@ def test_dry_run_lists_new_and_finished_jobs_and_writes_nothing(tmp_path):
     total = next(line for line in proc.stdout.splitlines() if line.startswith("total")).split()
     assert total[1:4] == ["12", "12", "0"] and "calibrating" not in proc.stderr
     assert not fresh.exists()
+
+
+def test_the_estimate_learns_costs_from_this_commits_records_only(registry):
+    """Records of other code are no hint: a kernel made 3x faster must not be costed at the old speed."""
+    from dataclasses import asdict
+
+    import torch
+
+    from suite.estimate import Costs, _signature
+    from suite.executor import RunContext
+
+    job = Job("train", "e", "adding", "gru", 0, {"seq_len": 25}, {}, 2000, None, {"steps": 100})
+    env = {"host": "h", "threads": 2, "dtype": "float32", "device": "cpu"}
+
+    def record(commit, train_seconds):
+        return {
+            **asdict(job),
+            "status": "ok",
+            "env": {**env, "commit": commit},
+            "wall_seconds": train_seconds,
+            "train_seconds": train_seconds,
+            "steps_done": 100,
+            "curve": [],
+        }
+
+    run = RunContext(registry, torch.device("cpu"), "float32", {**env, "commit": "new"})
+    costs = Costs(run, [record("old", 30.0), record("new", 10.0)], threads=2)
+    assert costs.train_costs[_signature(job)].step == pytest.approx(0.1)  # the old commit's 0.3 s ignored
