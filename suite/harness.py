@@ -8,6 +8,13 @@ once, with the parameters of the best validation evaluation ("best-validation ch
 Divergence: a non-finite loss or gradient norm, or a running loss above divergence_factor times
 its initial value, stops the run; it is recorded as status "diverged" with the step, and the
 bench goes on.
+
+Early stopping (`Stopper`, off unless the recipe asks): a run stops at the first evaluation whose
+validation metric reaches the task's threshold ("solved", `until_solved`), or once `patience`
+evaluations in a row have not improved on the best one by `min_improvement` of it ("plateau"). The
+step (or seconds) budget stays the cap ("budget"). Records keep why (`stop_reason`) and where
+(`steps_done`); the learning-rate schedule is always laid out over the cap, so a run that stops early
+trained exactly as the first steps of the full-length run.
 """
 
 from __future__ import annotations
@@ -60,6 +67,36 @@ def reached(value: float, threshold: float | None, higher: bool) -> bool:
     )
 
 
+class Stopper:
+    """The early-stopping rule, fed one validation score per evaluation. `reason` is "solved" or
+    "plateau" once the run should stop, None while it goes on. Patience counts the evaluations since the
+    score last improved by min_improvement of the reference (the score at that last improvement), so a
+    slow but steady learner whose gains add up is not cut off by a run of small steps."""
+
+    def __init__(self, cfg: Recipe, threshold: float | None, higher: bool):
+        self.cfg, self.threshold, self.higher = cfg, threshold, higher
+        self.reference: float | None = None
+        self.stale = 0
+        self.reason: str | None = None
+
+    def add(self, value: float) -> str | None:
+        if math.isfinite(value) and (self.reference is None or better(value, self._bar(), self.higher)):
+            self.reference, self.stale = value, 0
+        else:
+            self.stale += 1
+        if self.cfg.until_solved and math.isfinite(value) and reached(value, self.threshold, self.higher):
+            self.reason = "solved"
+        elif self.cfg.patience and self.stale >= self.cfg.patience:
+            self.reason = "plateau"
+        return self.reason
+
+    def _bar(self) -> float:
+        """What an evaluation must beat to count as an improvement."""
+        assert self.reference is not None
+        margin = self.cfg.min_improvement * abs(self.reference)
+        return self.reference + margin if self.higher else self.reference - margin
+
+
 @torch.no_grad()
 def forecast_example(task: Task, model, device, dtype) -> dict:
     """The first test window, last predicted channel: lookback, truth, prediction (the report's plot)."""
@@ -98,6 +135,7 @@ def fit(
     metric = task.primary_metric
     grads, watch = GradientStats(cfg.clip), LossWatch(cfg.divergence_factor, cfg.spike_factor)
     curve, best, best_state = [], None, None
+    stopper = Stopper(cfg, thresholds.get("val"), higher)
     status, reason, diverged_step = "ok", None, None
     ttt_steps = ttt_seconds = ttt_tokens = None
     train_seconds, step, tokens = 0.0, 0, 0
@@ -119,9 +157,12 @@ def fit(
             best, best_state = val[metric], copy.deepcopy(model.state_dict())
         if ttt_steps is None and reached(val[metric], thresholds.get("val"), higher):
             ttt_steps, ttt_seconds, ttt_tokens = at_step, train_seconds, tokens
+        stopper.add(val[metric])
 
     model.train()
-    while step < cfg.steps and (cfg.seconds is None or train_seconds < cfg.seconds):
+    while (
+        step < cfg.steps and (cfg.seconds is None or train_seconds < cfg.seconds) and stopper.reason is None
+    ):
         batch = to_device(task.train_batch(cfg.batch_size, gen), device, dtype)
         start = time.perf_counter()  # the step only: making the batch is the task's cost, not the model's
         done = train_seconds / cfg.seconds if cfg.seconds else step / cfg.steps
@@ -149,6 +190,12 @@ def fit(
             evaluate(step)
     if status == "ok" and (not curve or curve[-1]["step"] != step):
         evaluate(step)
+    if status == "diverged":
+        stop_reason = "diverged"
+    elif stopper.reason is not None:
+        stop_reason = stopper.reason
+    else:
+        stop_reason = "budget"
 
     test, example = None, None
     if best_state is not None:
@@ -175,6 +222,7 @@ def fit(
         time_to_threshold_seconds=ttt_seconds,
         time_to_threshold_tokens=ttt_tokens,
         steps_done=step,
+        stop_reason=stop_reason,
         train_seconds=train_seconds,
         train_tokens_per_s_in_loop=tokens / train_seconds if train_seconds else None,
     )

@@ -46,6 +46,10 @@ class Recipe:
     eval_batch_size: int = 256
     divergence_factor: float = 20.0  # loss above this multiple of its initial value = diverged
     spike_factor: float = 3.0  # a step loss above this multiple of its running median = a spike
+    # Early stopping (suite.harness.Stopper); `steps` (or `seconds`) stays the cap. Off by default.
+    until_solved: bool = False  # stop at the first evaluation whose validation metric reaches the threshold
+    patience: int = 0  # stop after this many evaluations without improvement (a plateau); 0 = never
+    min_improvement: float = 0.01  # an evaluation improves when it beats the best by this fraction of it
 
     @classmethod
     def from_dict(cls, values: dict) -> Recipe:
@@ -68,6 +72,16 @@ class Recipe:
                 raise ConfigError(f"training setting {name} must be a positive number, got {value!r}")
         if self.seconds is not None and (not isinstance(self.seconds, (int, float)) or self.seconds <= 0):
             raise ConfigError(f"training setting seconds must be a positive number, got {self.seconds!r}")
+        if not isinstance(self.until_solved, bool):
+            raise ConfigError(
+                f"training setting until_solved must be true or false, got {self.until_solved!r}"
+            )
+        if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 0:
+            raise ConfigError(f"training setting patience must be an integer >= 0, got {self.patience!r}")
+        if not isinstance(self.min_improvement, (int, float)) or not 0 <= self.min_improvement < 1:
+            raise ConfigError(
+                f"training setting min_improvement must be a fraction in [0, 1), got {self.min_improvement!r}"
+            )
         if not self.warmup >= 0 or not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0:
             raise ConfigError(
                 "training settings warmup >= 0, 0 <= min_lr_ratio <= 1 and weight_decay >= 0 are required"
@@ -75,7 +89,11 @@ class Recipe:
 
     @property
     def budget(self) -> str:
-        return f"{self.seconds:g}s wall-clock" if self.seconds else f"{self.steps} steps"
+        cap = f"{self.seconds:g}s wall-clock" if self.seconds else f"{self.steps} steps"
+        rules = (["until solved"] if self.until_solved else []) + (
+            [f"plateau after {self.patience} evaluations"] if self.patience else []
+        )
+        return f"{cap} ({', '.join(rules)})" if rules else cap
 
 
 @dataclass(frozen=True)

@@ -123,7 +123,8 @@ class FitResult(Result):
     time_to_threshold_steps: int | None
     time_to_threshold_seconds: float | None
     time_to_threshold_tokens: int | None
-    steps_done: int
+    steps_done: int  # the step training stopped at
+    stop_reason: str  # "budget" (the step or seconds cap), "solved", "plateau" (harness.Stopper), "diverged"
     train_seconds: float
     train_tokens_per_s_in_loop: float | None
 
