@@ -225,15 +225,18 @@ def cmd_run(args, registry) -> int:
                 + [p for p in os.environ.get("LSTM_BENCH_PLUGINS", "").split(os.pathsep) if p],
             }
         )
+        grow = sum(2 * g.extend for g in plan.tuned)
         print(
-            f"profile {profile.name}: {total} jobs ({len(plan.tuned)} tuned groups) on {env['device']} "
+            f"profile {profile.name}: {total} jobs ({len(plan.tuned)} tuned groups"
+            + (f", whose grids may grow by up to {grow} points in all" if grow else "")
+            + f") on {env['device']} "
             f"({env['device_name']}), {dtype}, {how} -> {out}",
             file=sys.stderr,
         )
         start = time.perf_counter()
         # tuning points and fixed jobs first; each tuned group's seeds as soon as its own points are in
         counts = execute(
-            plan.first_phase(), store, pool, plan.seeds_ready, args.retry_failed, not args.no_progress
+            plan.first_phase(), store, pool, plan.follow_ups, args.retry_failed, not args.no_progress
         )
     finally:
         pool.close()

@@ -265,7 +265,7 @@ def simulate(
 ) -> SimulatedPool:
     placement = Placement([Node(str(i), "", cpus) for i in range(nodes)], threads, workers)
     pool = SimulatedPool(placement, cost)
-    execute(plan.first_phase(), _Memory(records), pool, plan.seeds_ready, retry_failed, show_progress=False)
+    execute(plan.first_phase(), _Memory(records), pool, plan.follow_ups, retry_failed, show_progress=False)
     return pool
 
 
@@ -381,7 +381,7 @@ def _listing(plan: Plan, done: dict[str, dict]) -> list[tuple[Job, str]]:
     """Every job the command would run, 'new' or 'done'. A tuned group's seeds are at the learning rate
     its tuning chose when its points are in, else at a stand-in (the cost does not depend on it)."""
     out: list[tuple[Job, str]] = []
-    chosen = plan.seeds_ready(done)
+    chosen = plan.follow_ups(done)
     later = [
         job
         for group in plan.tuned

@@ -86,22 +86,34 @@ class Plan:
     def first_phase(self) -> list[Job]:
         return self.tuning_jobs() + self.jobs
 
-    def seeds_ready(self, settled: dict[str, dict]) -> list[Job]:
-        """The seeds of every tuned group whose tuning points all have a record (settled: key ->
-        record), at the learning rate its validation score chose. The tuning seed's run at that rate
-        is one of its tuning points: same job, same key, not run twice."""
+    def follow_ups(self, settled: dict[str, dict]) -> list[Job]:
+        """What can run now that these records are in (settled: key -> record): for every tuned group
+        whose tuning points all have a record, either one more point beyond an end of its grid (its best
+        point is at that end and the grid may still grow: TunedGroup.next_point) or its seeds, at the
+        learning rate its validation scores chose. The tuning seed's run at that rate is one of its
+        tuning points: same job, same key, not run twice."""
         jobs = []
-        for i, (group, keys) in enumerate(self._points):
-            if all(key in settled for key in keys):
-                lr = choose([settled[key] for key in keys])["lr"]
-                if (i, lr) not in self._seeds:  # the same Job objects each call: their keys are hashed once
-                    self._seeds[i, lr] = group.jobs(lr)
-                jobs += self._seeds[i, lr]
+        for i, (group, grid) in enumerate(self._points):
+            points = dict(grid)
+            while all(key in settled for key in points.values()):
+                lr = choose([settled[key] for key in points.values()])["lr"]
+                more = group.next_point(list(points), lr)
+                if more is None:
+                    if (i, lr) not in self._seeds:  # the same Job objects each call: keys hashed once
+                        self._seeds[i, lr] = group.jobs(lr)
+                    jobs += self._seeds[i, lr]
+                    break
+                points[more] = group.point(more).key
+                if points[more] not in settled:
+                    jobs.append(group.point(more))
         return jobs
 
     @cached_property
-    def _points(self) -> list[tuple[TunedGroup, list[str]]]:
-        return [(group, [job.key for job in group.tuning_jobs()]) for group in self.tuned]
+    def _points(self) -> list[tuple[TunedGroup, dict[float, str]]]:
+        """Each group's grid points: learning rate -> job key (hashed once)."""
+        return [
+            (group, {float(job.recipe["lr"]): job.key for job in group.tuning_jobs()}) for group in self.tuned
+        ]
 
     @cached_property
     def _seeds(self) -> dict:
@@ -115,6 +127,7 @@ def expand(
     data = profile.data
     base_recipe = data.get("train", {})  # the TOML key stays `train`
     base_tune = _grid(data.get("tune"), "[tune]")
+    extend = _extend(data.get("tune"))
     seed_list = resolve_seeds(seeds if seeds is not None else data.get("seeds", 1))
     wanted_tasks = _names(tasks, registry.task)
     wanted_models = _names(models, registry.model)
@@ -162,7 +175,7 @@ def expand(
                             role=role,
                         )
                         if grid and not lr_is_axis:
-                            tuned.append(TunedGroup.of(job, grid, exp_seeds))
+                            tuned.append(TunedGroup.of(job, grid, exp_seeds, extend))
                         else:
                             jobs += [replace(job, seed=seed) for seed in exp_seeds]
                     if task_entry.get("measure_throughput", exp.get("measure_throughput", False)):
@@ -209,6 +222,14 @@ def _grid(value, where: str) -> tuple[float, ...] | None:
     ):
         raise ConfigError(f"{where}: tune takes lr = [a list of positive learning rates], got {value!r}")
     return tuple(sorted(float(v) for v in lrs))
+
+
+def _extend(value) -> int:
+    """[tune] extend = N: points a grid may grow by in each direction while its best point is at an end."""
+    n = value.get("extend", 0) if isinstance(value, dict) else 0
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= 5:
+        raise ConfigError(f"[tune]: extend takes a whole number of grid points from 0 to 5, got {n!r}")
+    return n
 
 
 def _experiment_grid(exp: dict, role: str, base: tuple[float, ...] | None) -> tuple[float, ...] | None:

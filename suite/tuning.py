@@ -6,6 +6,11 @@ chosen; then every seed runs at that learning rate and is scored on the test spl
 seed's run at the chosen point is one of those seeds (same job, same key: it is not run twice).
 Diverged or failed points count as worst. Every model gets the same grid, so the same tuning budget.
 
+A grid whose best point is at one of its ends may have the optimum beyond it: the grid is then
+extended by one point in that direction (the grid's outer ratio again), up to `extend` points per
+direction, before the seeds run (`TunedGroup.next_point`). Extension points are tuning points of the
+same group, so `choose` sees them like the others.
+
 Jobs of a tuned group carry the grid and the tuning seed in `extra`, so the choice can be made again
 from the records alone (`choices`): the run and the report use this one function.
 """
@@ -32,14 +37,16 @@ class TunedGroup:
     template: Job  # seed and lr are filled in per job
     grid: tuple[float, ...]
     seeds: tuple[int, ...]
+    extend: int = 0  # points the grid may grow by in each direction while its best point is at an end
 
     @classmethod
-    def of(cls, job: Job, grid: tuple[float, ...], seeds: list[int]) -> TunedGroup:
+    def of(cls, job: Job, grid: tuple[float, ...], seeds: list[int], extend: int = 0) -> TunedGroup:
         extra = {**job.extra, "lr_grid": list(grid), "tune_seed": seeds[0]}
         return cls(
             replace(job, extra=extra, recipe={k: v for k, v in job.recipe.items() if k != "lr"}),
             grid,
             tuple(seeds),
+            extend,
         )
 
     @property
@@ -52,14 +59,41 @@ class TunedGroup:
     def tuning_jobs(self) -> list[Job]:
         return [self._at(self.seeds[0], lr) for lr in self.grid]
 
+    def point(self, lr: float) -> Job:
+        """The tuning seed's run at `lr` (a grid or extension point)."""
+        return self._at(self.seeds[0], lr)
+
     def jobs(self, lr: float) -> list[Job]:
         return [self._at(seed, lr) for seed in self.seeds]
+
+    def next_point(self, tried: list[float], chosen: float) -> float | None:
+        """The learning rate to try next when `chosen` is at an end of the points tried so far and that
+        direction has room left; None when the choice stands."""
+        points = sorted(tried)
+        if len(points) < 2 or chosen not in (points[0], points[-1]):
+            return None
+        up = chosen == points[-1]
+        grown = sum(lr > self.grid[-1] for lr in points) if up else sum(lr < self.grid[0] for lr in points)
+        if grown >= self.extend:
+            return None
+        ratio = points[-1] / points[-2] if up else points[0] / points[1]
+        return float(f"{chosen * ratio:.3g}")  # 3 digits: a readable rate, and a stable job key
 
 
 def _score(record: dict) -> float | None:
     value = record.get("best_val")
     ok = record.get("status") == "ok" and isinstance(value, (int, float)) and math.isfinite(value)
     return float(value) if ok and value is not None else None
+
+
+def edge(choice: dict, grid: list[float]) -> str:
+    """Where a group's choice sits: "inside" its grid, "extended" (beyond the grid, at a point an
+    extension added and bettered), or "at the edge" (an end of every point tried: the optimum may lie
+    beyond what was tried)."""
+    tried = sorted(choice["scores"])
+    if len(tried) > 1 and choice["lr"] in (tried[0], tried[-1]):
+        return "at the edge"
+    return "extended" if not grid or not grid[0] <= choice["lr"] <= grid[-1] else "inside"
 
 
 def choose(records: list[dict]) -> dict:

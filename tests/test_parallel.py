@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from conftest import FIXTURES, ROOT, suite
 
+from suite import tuning
 from suite.errors import SuiteError
 from suite.jobs import Job
 from suite.placement import Node, Placement
@@ -100,10 +101,49 @@ def test_a_tuned_groups_seeds_wait_for_its_own_points_only():
     points = group.tuning_jobs()
     rec = {"status": "ok", "higher_is_better": False}
     first = {points[0].key: {**rec, "recipe": points[0].recipe, "best_val": 0.5}}
-    assert plan.seeds_ready(first) == []
+    assert plan.follow_ups(first) == []
     both = {**first, points[1].key: {**rec, "recipe": points[1].recipe, "best_val": 0.1}}
-    seeds = plan.seeds_ready(both)
+    seeds = plan.follow_ups(both)
     assert [j.seed for j in seeds] == [0, 1, 2] and {j.recipe["lr"] for j in seeds} == {1e-2}
+
+
+def _scored(job, best_val):
+    return {"status": "ok", "higher_is_better": False, "recipe": job.recipe, "best_val": best_val}
+
+
+def test_a_best_point_at_the_grids_end_extends_the_grid_before_the_seeds_run():
+    group = TunedGroup.of(_job(), (1e-3, 3e-3, 1e-2), [0, 1, 2], extend=2)
+    plan = Plan([], [group])
+    settled = {j.key: _scored(j, v) for j, v in zip(group.tuning_jobs(), (0.5, 0.3, 0.1))}
+    (more,) = plan.follow_ups(settled)  # 1e-2 is best and the top end: try 1e-2 * (1e-2 / 3e-3)
+    assert more.seed == 0 and more.recipe["lr"] == pytest.approx(0.0333) and more.extra["lr_grid"]
+    settled[more.key] = _scored(more, 0.05)  # better again: one more step up, the last one allowed
+    (last,) = plan.follow_ups(settled)
+    assert last.recipe["lr"] == pytest.approx(0.111)
+    settled[last.key] = _scored(last, 0.01)  # still the best, still at the end: the limit is reached
+    seeds = plan.follow_ups(settled)
+    assert [j.seed for j in seeds] == [0, 1, 2] and {j.recipe["lr"] for j in seeds} == {0.111}
+    choice = tuning.choose([settled[k] for k in settled])
+    assert tuning.edge(choice, list(group.grid)) == "at the edge"
+
+
+def test_an_extension_that_does_worse_leaves_the_choice_inside_the_tried_points():
+    group = TunedGroup.of(_job(), (1e-3, 1e-2), [0, 1, 2], extend=3)
+    plan = Plan([], [group])
+    settled = {j.key: _scored(j, v) for j, v in zip(group.tuning_jobs(), (0.1, 0.3))}
+    (low,) = plan.follow_ups(settled)  # the bottom end is best: one step down
+    assert low.recipe["lr"] == pytest.approx(1e-4)
+    settled[low.key] = _scored(low, 0.2)
+    seeds = plan.follow_ups(settled)
+    assert {j.recipe["lr"] for j in seeds} == {1e-3} and len(seeds) == 3
+    assert tuning.edge(tuning.choose(list(settled.values())), [1e-3, 1e-2]) == "inside"
+
+
+def test_without_extend_a_choice_at_the_edge_is_kept_and_named():
+    group = TunedGroup.of(_job(), (1e-3, 1e-2), [0, 1, 2])
+    settled = {j.key: _scored(j, v) for j, v in zip(group.tuning_jobs(), (0.3, 0.1))}
+    assert {j.recipe["lr"] for j in Plan([], [group]).follow_ups(settled)} == {1e-2}
+    assert tuning.edge(tuning.choose(list(settled.values())), [1e-3, 1e-2]) == "at the edge"
 
 
 def test_the_estimate_simulates_the_schedule_on_a_constructed_case():

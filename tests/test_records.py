@@ -137,7 +137,7 @@ READERS = {  # the functions that read record columns (the others read the repor
     ),
     "report/claims.py": ("_scaling_evidence",),
 }
-MADE_BY_THE_REPORT = {"config", "lr_tuned", "value"}  # columns the report adds (load, seed_scores)
+MADE_BY_THE_REPORT = {"config", "sweep", "lr_tuned", "value"}  # columns the report adds (load, seed_scores)
 NOT_COLUMNS = (
     {f.name for f in fields(Recipe)}  # keys of the recipe,
     | {"lr_grid", "tune_seed", "scores", "points"}  # of a tuned job's extra and tuning.choose,

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from suite.report import claims, stats, tables
+from suite.report import claims, stats, tables, verdicts
 
 FAMILY = {
     "lstm-fast": "lstm",
@@ -99,19 +99,117 @@ def test_holm_matches_the_textbook_adjustment():
 # ---- the family verdict --------------------------------------------------------------------------
 
 
+NEAR = [0.0200, 0.0201, 0.0199, 0.02005]  # tight around 0.02: TOST within ±10% holds
+NEAR2 = [0.0202, 0.0200, 0.0201, 0.0199]
+NOISY, NOISY2 = [0.02, 0.03, 0.025], [0.021, 0.035, 0.019]  # neither different nor shown the same
+AT_CHANCE, AT_CHANCE2 = [0.166, 0.168, 0.165], [0.167, 0.166, 0.169]  # the baseline is 1/6
+
+
 @pytest.mark.parametrize(
     "lstm,transformer,verdict",
     [
         (LOW, HIGH, "LSTM better"),
         (HIGH, LOW, "Transformer better"),
-        ([0.02, 0.03, 0.025, 0.028], [0.021, 0.029, 0.026, 0.027], "no detectable difference"),
-        (LOW[:2], HIGH[:2], "inconclusive (underpowered"),
-        ([0.02] * 3, [0.03] * 3, "inconclusive (no spread"),
+        (NEAR, NEAR2, "equivalent"),
+        (AT_CHANCE, AT_CHANCE2, "neither learned"),
+        (NOISY, NOISY2, "inconclusive"),
+        (LOW[:2], HIGH[:2], "inconclusive"),
+        ([0.02] * 3, [0.03] * 3, "inconclusive"),
     ],
 )
 def test_family_verdict_gives_each_outcome(lstm, transformer, verdict):
-    got = tables.family_table(table(row("nn-lstm", lstm), row("transformer", transformer)))
-    assert got["verdict"].iloc[0].startswith(verdict), got["verdict"].iloc[0]
+    got = tables.family_table(table(row("nn-lstm", lstm), row("transformer", transformer))).iloc[0]
+    assert got["verdict"] == verdict, got["why"]
+    assert got["verdict"] in verdicts.KINDS and got["why"]
+
+
+def test_an_inconclusive_verdict_names_the_seeds_that_would_decide():
+    got = tables.family_table(table(row("nn-lstm", NOISY), row("transformer", NOISY2))).iloc[0]
+    assert got["n to decide"] >= 3 and f"{got['n to decide']} seeds a side would decide" in got["why"]
+    small = tables.family_table(table(row("nn-lstm", LOW[:2]), row("transformer", HIGH[:2]))).iloc[0]
+    assert "underpowered" in small["why"]
+
+
+def test_equivalence_needs_the_margin_not_just_a_missing_difference():
+    """The same two samples: equivalent within ±10%, not within a margin they cannot show."""
+    got = tables.family_table(table(row("nn-lstm", NEAR), row("transformer", NEAR2))).iloc[0]
+    assert got["verdict"] == "equivalent" and got["margin"] == "±10%"
+    old = stats.MARGINS["mse"]
+    stats.MARGINS["mse"] = stats.Margin(1.001, log=True)
+    try:
+        tight = tables.family_table(table(row("nn-lstm", NEAR), row("transformer", NEAR2))).iloc[0]
+    finally:
+        stats.MARGINS["mse"] = old
+    assert tight["verdict"] == "inconclusive"
+
+
+def _solved(model, steps, seeds=3):
+    return row(model, [0.005] * (seeds - 1) + [0.006], successes=seeds, solve_steps=steps)
+
+
+@pytest.mark.parametrize(
+    "lstm_steps,transformer_steps,faster",
+    [
+        ([700, 750, 800], [250, 200, 300], "Transformer"),
+        ([250, 200, 300], [700, 750, 800], "LSTM"),
+        ([500, 510, 505], [505, 500, 507], "equivalent"),
+        ([200, 800, 500], [300, 700, 400], "inconclusive"),
+    ],
+)
+def test_both_solved_compares_the_steps_to_solve(lstm_steps, transformer_steps, faster):
+    got = tables.family_table(
+        table(_solved("nn-lstm", lstm_steps), _solved("transformer", transformer_steps))
+    ).iloc[0]
+    assert (got["verdict"], got["faster"], got["compared on"]) == ("both solved", faster, "steps to solve")
+
+
+def test_one_side_solved_is_judged_on_the_metric():
+    got = tables.family_table(
+        table(_solved("nn-lstm", [700, 750, 800]), row("transformer", HIGH, successes=0))
+    ).iloc[0]
+    assert (got["verdict"], got["compared on"]) == ("LSTM better", "test metric")
+
+
+def test_a_forged_success_flag_changes_no_verdict():
+    """Records whose `success` says true while their metric sits at the baseline: the table re-derives
+    success from metric and threshold, and the report lists the disagreement."""
+
+    def record(model, seed, mse, success):
+        return {
+            "experiment": "main",
+            "role": "main",
+            "kind": "train",
+            "task": "adding",
+            "config": "adding(seq_len=120)",
+            "model": model,
+            "model_family": FAMILY[model],
+            "architecture": ARCH[model],
+            "seed": seed,
+            "status": "ok",
+            "primary_metric": "mse",
+            "higher_is_better": False,
+            "test": {"mse": mse},
+            "success": success,
+            "success_threshold": 0.01,
+            "baseline": {"mse": 1 / 6},
+            "baseline_name": "b",
+            "seq_len": 120,
+            "task_family": "long-dependency",
+            "recipe": {"lr": 1e-3, "steps": 10},
+            "time_to_threshold_steps": None,
+            "stop_reason": "budget",
+            "steps_done": 10,
+        }
+
+    forged = pd.DataFrame(
+        [record("nn-lstm", s, 1 / 6 + 0.001 * s, True) for s in range(3)]
+        + [record("transformer", s, 1 / 6 - 0.001 * s, False) for s in range(3)]
+    )
+    t = tables.task_table(forged)
+    assert t.set_index("model").loc["nn-lstm", "successes"] == 0
+    assert claims.claim_long_memory(t)["verdict"] == "not supported"
+    assert tables.family_table(t).iloc[0]["verdict"] == "neither learned"
+    assert len(tables.flag_disagreements(forged)) == 3
 
 
 def test_family_verdict_counts_twins_once_and_takes_each_familys_best():
@@ -194,6 +292,7 @@ def _sweep(model, lr, successes, seeds=3):
         model,
         [0.01] * seeds,
         config=f"adding(seq_len=25, lr={lr:g})",
+        sweep="adding(seq_len=25)",
         role="lr-sweep",
         lr=lr,
         successes=successes,
@@ -254,3 +353,33 @@ def test_compute_claim_is_inconclusive_when_measures_disagree():
         ]
     )
     assert claims.claim_compute(_compute(1e5, 3e5), thr, None)["verdict"] == "inconclusive"
+
+
+def test_lr_windows_keep_configs_of_one_task_apart():
+    """Two lengths of one task are two sweeps: one LSTM window each, not one merged window."""
+    rows = []
+    for T, ok in ((25, [1, 1, 1, 0]), (50, [0, 0, 1, 0])):
+        for lr, good in zip([1e-4, 1e-3, 1e-2, 1e-1], ok):
+            r = _sweep("nn-lstm", lr, 3 if good else 0)
+            rows.append({**r, "config": f"adding(seq_len={T}, lr={lr:g})", "sweep": f"adding(seq_len={T})"})
+    got = tables.lr_windows(table(*rows)).set_index("config")["window_decades"]
+    assert got.to_dict() == {"adding(seq_len=25)": pytest.approx(2.0), "adding(seq_len=50)": 0.0}
+
+
+def test_the_compute_claim_reads_each_experiment_of_a_config_apart():
+    """The same config in two main experiments (say two budgets) is two pieces of evidence, not one."""
+    t = table(
+        row("nn-lstm", LOW, train_flops_per_token=1e5),
+        row("transformer", HIGH, train_flops_per_token=3e5),
+        {**row("nn-lstm", LOW, train_flops_per_token=1e5), "experiment": "main-long"},
+        {**row("transformer", HIGH, train_flops_per_token=3e5), "experiment": "main-long"},
+    )
+    evidence = claims.claim_compute(t, None, None)["evidence"]
+    assert sum("training FLOPs per token" in e for e in evidence) == 2
+
+
+def test_variant_claim_is_inconclusive_with_the_seeds_that_would_decide():
+    got = claims.claim_variants(
+        table(_abl("lstm-peephole", [0.02, 0.03, 0.025]), _abl("lstm-cifg", [0.016, 0.03, 0.02]))
+    )
+    assert got["verdict"] == "inconclusive" and "seeds a side would decide" in got["why"], got["why"]

@@ -61,7 +61,11 @@ CAPTIONS = {  # table name -> its caption in the page
     "throughput": "Throughput at each task's size (median ± spread from the IQR); memory: peak tensor bytes "
     "of a train step. Click ▸ for the backend.",
     "microbench": "pytest-benchmark micro suite: median (IQR) and time relative to nn.LSTM in the same run",
-    "tuning": "Learning-rate tuning: validation score per grid point and the chosen learning rate",
+    "tuning": "Learning-rate tuning: validation score per grid point and the chosen learning rate; 'where': "
+    "inside the grid, beyond it (the grid was extended toward a better end), or at the edge of every point "
+    "tried (the best rate may lie further out)",
+    "flag_disagreements": "Records whose stored success flag disagrees with their test metric and threshold "
+    "(not believed: verdicts use the metric)",
 }
 
 
@@ -310,6 +314,12 @@ def build_context(store, assets: Assets) -> dict:
     sections.append(speed_section(kinds, store.root, colors, assets, missing))
     tune = tables.tuning_table(kinds.get("tuning"))
     failed = [r for r in records if r.get("status") == "failed"]
+    forged = tables.flag_disagreements(train)
+    if not forged.empty:
+        missing.append(
+            f"{len(forged)} training records store a `success` flag that their test metric and threshold "
+            "contradict; every verdict re-derives success from the metric (listed in the appendix)"
+        )
     return {
         "title": f"lstm-bench report: {store.root.name}",
         "run": info,
@@ -317,7 +327,8 @@ def build_context(store, assets: Assets) -> dict:
         "missing": missing,
         "answer": answer(table, family, claim_rows, assets),
         "sections": sections,
-        "appendix": assets.table(tune, views.tuning, "tuning", wrap=("validation score per lr",)),
+        "appendix": assets.table(tune, views.tuning, "tuning", wrap=("validation score per lr",))
+        + assets.table(forged, lambda f: f, "flag_disagreements"),
         "counts": pd.Series([r.get("status") for r in records]).value_counts().to_dict(),
         "failed": [
             (r.get("kind"), r.get("task"), r.get("model"), r.get("seed"), r.get("error")) for r in failed[:20]

@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from suite.report import stats
+from suite.report import stats, tables, verdicts
 from suite.report.tables import ATTN, RNN, _representatives
 
 LONG = 100  # the shortest sequence that counts as "long" for the long-dependency claim
@@ -47,7 +47,7 @@ def claim_compute(table: pd.DataFrame, thr: pd.DataFrame | None, scaling: pd.Dat
     to the validation threshold), where both families reached it."""
     evidence, per_token, timed, to_target = [], [], [], []
     main = table[table["role"] == "main"]
-    for config, g in main.groupby("config"):
+    for (_, config), g in main.groupby(["experiment", "config"]):
         pair = _family_best(g, "train_flops_per_token", np.min)
         if pair:
             per_token.append(pair[1] / pair[0] > 1.1)
@@ -130,7 +130,7 @@ def claim_stability(table: pd.DataFrame, lr: pd.DataFrame) -> dict:
     evidence = []
     score = []
     if lr is not None and not lr.empty:
-        for task, g in lr.groupby("task"):
+        for task, g in lr.groupby("config"):
             reps = g.drop_duplicates("architecture")
             wr, wa = (reps[reps["family"].isin(fam)]["window_decades"].dropna().max() for fam in (RNN, ATTN))
             sr, sa = (
@@ -210,14 +210,18 @@ def claim_long_memory(table: pd.DataFrame) -> dict:
         if best["seeds"] < stats.MIN_N:
             underpowered.append(task)
         wins.append(best["successes"] * 2 > best["seeds"])
+        learned = tables.side(best).learned()
         evidence.append(
-            f"{task} at T={int(best['seq_len'])}: best LSTM {best['model']} succeeded on "
-            f"{best['successes']}/{best['seeds']} seeds ({best['metric']} {_fmt(best['mean'])}, "
-            f"headline baseline {_fmt(best['baseline'])})"
+            f"{task} at T={int(best['seq_len'])}: best LSTM {best['model']} solved "
+            f"{best['successes']}/{best['seeds']} seeds (test {best['metric']} {_fmt(best['mean'])}, "
+            f"threshold {_fmt(best.get('threshold'))}, headline baseline {_fmt(best['baseline'])}; "
+            f"{verdicts.learned_words(learned)}; stopped: {best.get('stops') or '?'})"
         )
     if underpowered:
         return _verdict(
-            "inconclusive", f"fewer than {stats.MIN_N} seeds on {', '.join(underpowered)}", evidence
+            "inconclusive",
+            f"fewer than {stats.MIN_N} seeds on {', '.join(underpowered)} ({stats.MIN_N} seeds would decide)",
+            evidence,
         )
     why = f"an LSTM succeeded on a majority of seeds at T >= {LONG} on {sum(wins)}/{len(wins)} tasks"
     verdict = (
@@ -231,48 +235,64 @@ def claim_long_memory(table: pd.DataFrame) -> dict:
 REFERENCES = ("lstm-peephole", "lstm-reference", "lstm-np")  # the variants' base, in order of preference
 
 
+# "By much": the margin a variant must beat the reference by to count as better, per what is compared.
+BY_MUCH = {
+    "accuracy": stats.Margin(0.05, log=False),
+    "steps": stats.Margin(1.5, log=True),
+}
+BY_MUCH_DEFAULT = stats.Margin(1.5, log=True)  # losses, MSE, bits: a factor of 1.5
+
+
 def claim_variants(table: pd.DataFrame) -> dict:
-    """Each variant against the reference LSTM (two-sided Welch, log scale for losses, Holm over every
-    comparison), only where the reference learned (its mean beats the headline baseline)."""
+    """Does any variant beat the reference LSTM *by much* (BY_MUCH)? Per variant, two one-sided Welch
+    tests against a shifted null (stats.beyond), each family Holm-corrected: "better by more than the
+    margin" (any such: not supported) and "not better by as much as the margin" (all such: supported).
+    Where both the variant and the reference solved the task on a majority of seeds, they are compared on
+    steps to solve (stopping at the threshold makes their final metrics alike); else on the test metric.
+    Only where the reference learned (beats its baseline)."""
     abl = table[table["role"] == "ablation"]
     if abl.empty:
         return _verdict("inconclusive", "no experiment with role 'ablation' in this run", [])
-    evidence, results, pairs, not_learned = [], [], [], []
+    evidence, pairs, not_learned = [], [], []
     for config, g in abl.groupby("config"):
         ref = next((g[g["model"] == m].iloc[0] for m in REFERENCES if (g["model"] == m).any()), None)
         if ref is None:
             continue
-        higher = bool(ref["higher_is_better"])
-        if (
-            ref["baseline"] is None
-            or ref["mean"] is None
-            or not (ref["mean"] > ref["baseline"] if higher else ref["mean"] < ref["baseline"])
-        ):
+        reference = tables.side(ref)
+        learned = reference.learned()
+        if not learned.get("learned"):
             not_learned.append(
-                f"{config}: the reference {ref['model']} did not beat the baseline "
-                f"({_fmt(ref['mean'])} vs {_fmt(ref['baseline'])})"
+                f"{config}: the reference {ref['model']} did not learn ({verdicts.learned_words(learned)})"
             )
             continue
         for _, var in g[
             (g["family"] == "lstm-variant") & (g["architecture"] != ref["architecture"])
         ].iterrows():
-            result = stats.welch(var["values"], ref["values"], log=stats.log_scale(var["metric"], higher))
-            results.append(result)
-            pairs.append((config, var, ref, result))
-    stats.holm(results)
-    better = [
-        var["model"]
-        for _, var, ref, r in pairs
-        if stats.significant(r) and stats.a_is_better(r, bool(ref["higher_is_better"]))
-    ]
-    for config, var, ref, r in pairs:
-        evidence.append(f"{config}: {var['model']} vs {ref['model']}: {stats.describe(r)}")
+            pairs.append((config, tables.side(var), reference))
+    tests = [_by_much(v, r) for _, v, r in pairs]
+    stats.holm([t["much"] for t in tests])
+    stats.holm([t["not"] for t in tests])
+    much, fine, open_n = [], [], []
+    for (config, var, ref), t in zip(pairs, tests):
+        if stats.significant(t["much"]):
+            much.append(var.model)
+            said = f"better by more than {t['margin']}"
+        elif stats.significant(t["not"]):
+            fine.append(var.model)
+            said = f"not better by {t['margin']} or more"
+        else:
+            open_n.append(t["n"])
+            said = "undecided" + (f" ({t['n']} seeds a side would decide)" if t["n"] else "")
+        evidence.append(
+            f"{config}: {var.model} vs {ref.model} on {t['on']}: {said}; "
+            f"{t['describe']} (Holm-adjusted p: better by much {_p(t['much'])}, not by much {_p(t['not'])})"
+        )
     evidence += not_learned
-    if better:
+    if much:
         return _verdict(
             "not supported",
-            f"{', '.join(sorted(set(better)))} significantly better than the reference "
-            f"(two-sided Welch, Holm over {len(results)} comparisons)",
+            f"{', '.join(sorted(set(much)))} beat the reference by more than the margin "
+            f"(one-sided Welch against the margin, Holm over {len(tests)})",
             evidence,
         )
     if not pairs:
@@ -283,20 +303,48 @@ def claim_variants(table: pd.DataFrame) -> dict:
             else "no variant beside a reference LSTM",
             evidence,
         )
-    untested = [var["model"] for _, var, _, r in pairs if not r.get("testable")]
-    if untested:
+    if len(fine) == len(pairs):
         return _verdict(
-            "inconclusive",
-            f"not testable for {', '.join(sorted(set(untested)))} "
-            f"({next(r['why'] for *_, r in pairs if not r.get('testable'))})",
+            "supported",
+            f"every variant shown not better than the reference by the margin ({_margins(tests)}; "
+            f"one-sided Welch against the margin, Holm over {len(tests)})",
             evidence,
         )
+    n = max((x for x in open_n if x), default=None)
     return _verdict(
-        "supported",
-        f"no variant significantly better than the reference (two-sided Welch, "
-        f"Holm over {len(results)} comparisons)",
+        "inconclusive",
+        f"{len(pairs) - len(fine)} of {len(pairs)} variants neither shown better by much nor shown "
+        f"not better by much ({_margins(tests)})" + (f"; {n} seeds a side would decide" if n else ""),
         evidence,
     )
+
+
+def _p(result: dict) -> str:
+    return f"{result['p_holm']:.2g}" if "p_holm" in result else f"not tested ({result.get('why')})"
+
+
+def _margins(tests: list[dict]) -> str:
+    return "margin " + ", ".join(sorted({f"{t['on']} {t['margin']}" for t in tests}))
+
+
+def _by_much(var: verdicts.Side, ref: verdicts.Side) -> dict:
+    """The two one-sided tests of one variant against the reference, and the seeds that would decide."""
+    if var.solved_majority and ref.solved_majority:
+        on, a, b, higher, margin = "steps to solve", var.solve_steps, ref.solve_steps, False, BY_MUCH["steps"]
+    else:
+        on, a, b, higher = f"test {var.metric}", var.values, ref.values, var.higher_is_better
+        margin = BY_MUCH.get(var.metric, BY_MUCH_DEFAULT)
+        if margin.log and not var.log:
+            margin = BY_MUCH["accuracy"] if var.metric == "accuracy" else stats.Margin(0.05, log=False)
+    welch = stats.welch(a, b, log=margin.log)
+    return {
+        "on": on,
+        "margin": str(margin),
+        "much": stats.beyond(a, b, margin, a_better_if_higher=higher, by_much=True),
+        "not": stats.beyond(a, b, margin, a_better_if_higher=higher, by_much=False),
+        "n": stats.n_to_decide(a, b, margin),
+        "describe": stats.describe(welch),
+    }
 
 
 def all_claims(table, lr, thr, scaling) -> list[dict]:

@@ -6,15 +6,26 @@ level) and on the raw scale for accuracies. The 95% confidence interval is Welch
 difference of means on that scale; on the log scale it is reported as a ratio. Several comparisons
 at once are Holm-corrected. Fewer than MIN_N runs on either side, or no spread at all, is never a
 finding: it is "inconclusive (underpowered)" or "not testable (no spread)".
+
+A non-significant difference is not sameness. Sameness is claimed only by an equivalence test
+(`equivalence`: two one-sided Welch tests, TOST, against a margin stated per metric in MARGINS), and
+"not better by much" only by a one-sided test against a shifted null (`beyond`). Where neither test
+decides, `n_to_decide` says how many seeds per side would (a power calculation at the observed spread).
+Whether a model learned at all is a one-sided test of its seeds against the task's baseline
+(`versus_baseline`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
+from statsmodels.stats.power import TTestIndPower
+from statsmodels.stats.weightstats import ttest_ind as shifted_welch
+from statsmodels.stats.weightstats import ttost_ind
 
 MIN_N = 3  # runs per side below which nothing is tested
 ALPHA = 0.05
@@ -23,6 +34,47 @@ LOG_METRICS = ("loss", "mse", "mae", "bpc", "ppl", "perplexity")
 
 def log_scale(metric: str, higher_is_better: bool) -> bool:
     return not higher_is_better and metric in LOG_METRICS
+
+
+@dataclass(frozen=True)
+class Margin:
+    """How close two results must be to count as the same: on the log scale a ratio (1.1: within 10%
+    either way), on the raw scale a difference (0.02: two points of accuracy)."""
+
+    value: float
+    log: bool
+
+    @property
+    def delta(self) -> float:
+        """The margin on the test's scale."""
+        return math.log(self.value) if self.log else self.value
+
+    def __str__(self) -> str:
+        return f"±{(self.value - 1) * 100:.3g}%" if self.log else f"±{self.value:g}"
+
+
+# Sameness margins per metric, on the test's scale (see log_scale); anything unlisted: DEFAULT_MARGIN.
+MARGINS = {
+    "accuracy": Margin(0.02, log=False),
+    "bpc": Margin(1.02, log=True),
+    "bpw": Margin(1.02, log=True),
+    "ppl": Margin(1.02, log=True),
+    "perplexity": Margin(1.02, log=True),
+    "mse": Margin(1.10, log=True),
+    "mae": Margin(1.10, log=True),
+    "loss": Margin(1.10, log=True),
+    "steps": Margin(1.25, log=True),  # steps (or FLOPs) to solve: learning speed
+}
+DEFAULT_MARGIN = Margin(1.10, log=True)
+POWER = 0.8  # the power an "n that would decide it" is computed for
+MAX_N = 1000
+
+
+def margin_for(metric: str, higher_is_better: bool) -> Margin:
+    margin = MARGINS.get(metric, DEFAULT_MARGIN)
+    if margin.log and not log_scale(metric, higher_is_better) and metric != "steps":
+        return Margin(0.02, log=False)  # a raw-scale metric with no margin of its own
+    return margin
 
 
 def _finite(values) -> np.ndarray:
@@ -112,3 +164,98 @@ def fisher_rates(events_a: int, runs_a: int, events_b: int, runs_b: int) -> dict
         "rate_a": events_a / runs_a,
         "rate_b": events_b / runs_b,
     }
+
+
+def _scaled(a, b, log: bool):
+    a, b = _finite(a), _finite(b)
+    if log:
+        if (a <= 0).any() or (b <= 0).any():
+            return None, None, "values not positive: no log scale"
+        a, b = np.log(a), np.log(b)
+    if min(len(a), len(b)) < MIN_N:
+        return None, None, f"underpowered, n = {len(a)} vs {len(b)} (needs {MIN_N} per side)"
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return None, None, f"no spread across seeds, n = {len(a)} vs {len(b)}"
+    return a, b, None
+
+
+def equivalence(a, b, margin: Margin) -> dict:
+    """TOST (two one-sided Welch tests, statsmodels' ttost_ind): is |mean(a) − mean(b)| < margin on the
+    margin's scale? p < ALPHA claims equivalence."""
+    x, y, why = _scaled(a, b, margin.log)
+    out = {"test": f"TOST (two one-sided Welch tests), margin {margin}", "margin": str(margin)}
+    if why:
+        return {**out, "testable": False, "why": why}
+    p, _, _ = ttost_ind(x, y, -margin.delta, margin.delta, usevar="unequal")
+    return {**out, "testable": True, "p": float(p), "n_a": len(x), "n_b": len(y)}
+
+
+def beyond(a, b, margin: Margin, *, a_better_if_higher: bool, by_much: bool) -> dict:
+    """One-sided Welch test against a shifted null. by_much=True: is a better than b by MORE than the
+    margin? by_much=False: is a NOT better than b by the margin or more (non-superiority)? "Better"
+    is higher or lower as a_better_if_higher says (on the log scale: a ratio beyond the margin)."""
+    x, y, why = _scaled(a, b, margin.log)
+    sign = 1.0 if a_better_if_higher else -1.0  # gain = sign * (mean(a) − mean(b))
+    name = "better by more than" if by_much else "not better by as much as"
+    out = {"test": f"one-sided Welch: {name} {margin}", "margin": str(margin)}
+    if why:
+        return {**out, "testable": False, "why": why}
+    # H1 (by_much): gain > delta, i.e. sign·d > delta; H1 (not): gain < delta
+    larger = (sign > 0) == by_much
+    _, p, _ = shifted_welch(
+        x, y, alternative="larger" if larger else "smaller", usevar="unequal", value=sign * margin.delta
+    )
+    return {**out, "testable": True, "p": float(p), "n_a": len(x), "n_b": len(y)}
+
+
+def versus_baseline(values, baseline: float | None, *, log: bool, higher_is_better: bool) -> dict:
+    """Did the runs learn? One-sided one-sample t-test of the seeds against the task's baseline score,
+    better = higher or lower as the metric says. With no spread at all, every seed on the better side
+    of the baseline counts as learned (there is no noise to be within)."""
+    x = _finite(values)
+    out = {"test": "one-sided one-sample t-test against the baseline", "n": len(x)}
+    if baseline is None or not math.isfinite(baseline) or len(x) == 0:
+        return {**out, "testable": False, "learned": None, "why": "no baseline or no finished run"}
+    if log:
+        if (x <= 0).any() or baseline <= 0:
+            return {**out, "testable": False, "learned": None, "why": "values not positive: no log scale"}
+        x, base = np.log(x), math.log(baseline)
+    else:
+        base = baseline
+    beats = (x > base) if higher_is_better else (x < base)
+    if len(x) < MIN_N:
+        return {**out, "testable": False, "learned": None, "why": f"underpowered, n = {len(x)}"}
+    if np.ptp(x) == 0:
+        return {**out, "testable": True, "p": 0.0 if beats.all() else 1.0, "learned": bool(beats.all())}
+    res = stats.ttest_1samp(x, base, alternative="greater" if higher_is_better else "less")
+    p = float(res.pvalue)
+    return {**out, "testable": True, "p": p, "learned": p < ALPHA}
+
+
+def n_to_decide(a, b, margin: Margin) -> int | None:
+    """Seeds per side that would decide at POWER, at the observed spread (pooled sd) and difference:
+    a Welch test of the observed difference where it exceeds the margin, else an equivalence test
+    (TOST, approximated by its one-sided test at the margin less the observed difference). None when
+    there is no spread to plan with."""
+    x, y = _finite(a), _finite(b)
+    if margin.log:
+        if (x <= 0).any() or (y <= 0).any():
+            return None
+        x, y = np.log(x), np.log(y)
+    if len(x) < 2 or len(y) < 2:
+        return None
+    sd = math.sqrt((np.var(x, ddof=1) + np.var(y, ddof=1)) / 2)
+    if (np.ptp(x) == 0 and np.ptp(y) == 0) or not sd > 0:
+        return None
+    d = abs(float(x.mean() - y.mean()))
+    if d >= margin.delta:
+        effect, alternative = d / sd, "two-sided"
+    else:
+        effect, alternative = (margin.delta - d) / sd, "larger"
+    solver = TTestIndPower()
+    if solver.power(effect, nobs1=MIN_N, alpha=ALPHA, alternative=alternative) >= POWER:
+        return MIN_N
+    if solver.power(effect, nobs1=MAX_N, alpha=ALPHA, alternative=alternative) < POWER:
+        return MAX_N
+    n = float(np.squeeze(solver.solve_power(effect, alpha=ALPHA, power=POWER, alternative=alternative)))
+    return min(MAX_N, max(MIN_N, math.ceil(n))) if math.isfinite(n) else None

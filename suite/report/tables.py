@@ -12,7 +12,7 @@ import pandas as pd
 
 from suite import tuning
 from suite.measure.stability import lr_window, seed_summary
-from suite.report import stats
+from suite.report import stats, verdicts
 
 RNN = ("lstm", "lstm-variant", "gru", "minlstm")
 ATTN = ("transformer", "transformer-hf")
@@ -33,6 +33,7 @@ def load(store) -> dict[str, pd.DataFrame]:
         a if isinstance(a, str) and a else m for a, m in zip(df["architecture"], df["model"])
     ]
     df["config"] = df.apply(config_label, axis=1)
+    df["sweep"] = df.apply(lambda row: config_label(row, lr=False), axis=1)  # an lr-sweep's config, all lrs
     kinds = {kind: part.reset_index(drop=True) for kind, part in df.groupby("kind")}
     if "train" in kinds:
         kinds["train"], kinds["tuning"] = _split_tuning(kinds["train"])
@@ -58,11 +59,13 @@ def _split_tuning(train: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return train[keep].reset_index(drop=True), train[is_tuning].reset_index(drop=True)
 
 
-def config_label(row) -> str:
+def config_label(row, lr: bool = True) -> str:
+    """The task and its parameters (and, in an lr-sweep, the learning rate unless lr=False; a wall-clock
+    budget): the unit a verdict is about."""
     params = row.get("task_params") or {}
     text = ", ".join(f"{k}={v}" for k, v in sorted(params.items()))
     recipe = row.get("recipe") or {}
-    if row.get("role") == "lr-sweep" and "lr" in recipe:
+    if lr and row.get("role") == "lr-sweep" and "lr" in recipe:
         text = (text + ", " if text else "") + f"lr={recipe['lr']:g}"
     if recipe.get("seconds"):
         text = (text + ", " if text else "") + f"budget={recipe['seconds']:g}s"
@@ -101,6 +104,35 @@ def _baseline(row) -> float | None:
     return value if _finite(value) else None
 
 
+def _solved(row) -> bool:
+    """Re-derived, never read from the record's `success` flag: a finished run whose test metric reaches
+    the success threshold the record names."""
+    value, threshold = _metric(row), row.get("success_threshold")
+    if row.get("status") != "ok" or value is None or not _finite(threshold):
+        return False
+    return value >= threshold if row.get("higher_is_better") else value <= threshold
+
+
+def flag_disagreements(train: pd.DataFrame) -> pd.DataFrame:
+    """Training records whose stored `success` flag disagrees with their metric and threshold: reported,
+    not believed."""
+    if train is None or train.empty or "success" not in train:
+        return pd.DataFrame()
+    rows = [
+        {
+            "config": r["config"],
+            "model": r["model"],
+            "seed": r["seed"],
+            "stored success": bool(r.get("success")),
+            "metric": _metric(r),
+            "threshold": r.get("success_threshold"),
+        }
+        for r in train.to_dict("records")
+        if r.get("success") is not None and bool(r.get("success")) != _solved(r)
+    ]
+    return pd.DataFrame(rows)
+
+
 def _mean(values):
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     return sum(vals) / len(vals) if vals else None
@@ -121,7 +153,9 @@ def task_table(train: pd.DataFrame, tuning_records: pd.DataFrame | None = None) 
     rows = []
     for (exp, config, model), g in train.groupby(["experiment", "config", "model"], sort=False):
         first = g.iloc[0]
-        values = [_metric(r) for _, r in g.iterrows()]
+        runs = g.to_dict("records")
+        values = [_metric(r) for r in runs]
+        solved = [_solved(r) for r in runs]
         s = seed_summary(values)
         ttt_tokens = _col(g, "time_to_threshold_tokens")
         train_flops = first.get("train_flops_per_token")
@@ -131,6 +165,7 @@ def task_table(train: pd.DataFrame, tuning_records: pd.DataFrame | None = None) 
                 "role": first["role"],
                 "task": first["task"],
                 "config": config,
+                "sweep": first.get("sweep", config),
                 "model": model,
                 "family": first.get("model_family"),
                 "architecture": first["architecture"],
@@ -144,9 +179,18 @@ def task_table(train: pd.DataFrame, tuning_records: pd.DataFrame | None = None) 
                 "finished": s["n"],
                 "values": [v for v in values if v is not None],
                 "baseline": _mean([_baseline(r) for _, r in g.iterrows()]),
+                "threshold": _mean(
+                    [r.get("success_threshold") for r in runs if _finite(r.get("success_threshold"))]
+                ),
                 "baseline_name": first.get("baseline_name"),
-                "success_rate": float(g["success"].fillna(False).astype(bool).mean()),
-                "successes": int(g["success"].fillna(False).astype(bool).sum()),
+                "success_rate": sum(solved) / len(runs),
+                "successes": sum(solved),
+                "solve_steps": [
+                    r["time_to_threshold_steps"] for r in runs if _finite(r.get("time_to_threshold_steps"))
+                ],
+                "stops": _stops(runs),
+                "plateau_steps": [r.get("steps_done") for r in runs if r.get("stop_reason") == "plateau"],
+                "steps_done": _mean([r.get("steps_done") for r in runs]),
                 "diverged": int((g["status"] == "diverged").sum()),
                 "failed": int((g["status"] == "failed").sum()),
                 "grad_norm_median": _grad(g, "median"),
@@ -172,6 +216,12 @@ def task_table(train: pd.DataFrame, tuning_records: pd.DataFrame | None = None) 
             }
         )
     return pd.DataFrame(rows)
+
+
+def _stops(runs: list[dict]) -> str:
+    """Why the runs stopped, counted: "solved 2, plateau 1"."""
+    reasons = [r.get("stop_reason") for r in runs if isinstance(r.get("stop_reason"), str)]
+    return ", ".join(f"{k} {reasons.count(k)}" for k in dict.fromkeys(reasons))
 
 
 def _finite(x) -> bool:
@@ -204,12 +254,17 @@ def tuning_table(tuning_records: pd.DataFrame) -> pd.DataFrame:
         scores = ", ".join(
             f"{lr:g}: {'diverged' if s is None else f'{s:.4g}'}" for lr, s in sorted(choice["scores"].items())
         )
+        grid: list[float] = next(
+            (e["lr_grid"] for e in g["extra"] if isinstance(e, dict) and "lr_grid" in e), []
+        )
         rows.append(
             {
                 "experiment": exp,
                 "config": config,
                 "model": model,
                 "chosen lr": choice["lr"],
+                "where": tuning.edge(choice, grid),
+                "grid": ", ".join(f"{lr:g}" for lr in grid),
                 "validation score per lr": scores,
                 "metric": g["primary_metric"].iloc[0],
                 "tuning runs": choice["points"],
@@ -258,32 +313,55 @@ def _test(a: pd.Series, b: pd.Series) -> dict:
     )
 
 
-def _verdict(result: dict, higher: bool, a_name: str, b_name: str) -> str:
-    if not result.get("testable"):
-        return f"inconclusive ({result['why']})"
-    if stats.significant(result):
-        return f"{a_name} better" if stats.a_is_better(result, higher) else f"{b_name} better"
-    return f"no detectable difference (n = {result['n_a']} vs {result['n_b']})"
+def side(row: pd.Series) -> verdicts.Side:
+    """A task_table row as one side of a comparison."""
+    return verdicts.Side(
+        model=row["model"],
+        metric=row["metric"],
+        higher_is_better=bool(row["higher_is_better"]),
+        values=list(row["values"]),
+        seeds=int(row["seeds"]),
+        solved=int(row["successes"]),
+        baseline=row["baseline"] if _finite(row["baseline"]) else None,
+        solve_steps=_list(row.get("solve_steps")),
+    )
+
+
+def _list(value) -> list:
+    return list(value) if isinstance(value, (list, tuple, np.ndarray)) else []
+
+
+def _family_pick(reps: pd.DataFrame) -> pd.Series:
+    """A family's representative: the architecture that solved in the fewest steps if any solved (what
+    differs between solvers is speed), else the one with the best mean."""
+    solvers = [r for _, r in reps.iterrows() if side(r).solved_majority and _list(r.get("solve_steps"))]
+    if solvers:
+        return min(solvers, key=lambda r: float(np.median(r["solve_steps"])))
+    return reps.iloc[0]
+
+
+def _learned(result: dict) -> str:
+    if result.get("learned") is None:
+        return "not testable"
+    p = result.get("p")
+    return ("yes" if result["learned"] else "no") + (f" (p = {p:.2g})" if p is not None and 0 < p < 1 else "")
 
 
 def family_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per main-role task config: the best of the LSTM family against the best Transformer, Welch's
-    test on the right scale, Holm-corrected over the configs, and a verdict in words."""
-    rows, results = [], []
+    """Per main-role task config: the best of the LSTM family against the best Transformer, and the
+    verdict in suite/report/verdicts.py's vocabulary (`verdict`) with its reason (`why`)."""
+    pairs = []
     main = table[table["role"] == "main"] if not table.empty else table
     for (exp, config), g in main.groupby(["experiment", "config"], sort=False):
         reps = _representatives(g)
         rnn, att = reps[reps["family"].isin(RNN)], reps[reps["family"].isin(ATTN)]
         if rnn.empty or att.empty:
             continue
-        a, b = rnn.iloc[0], att.iloc[0]
-        result = _test(a, b)
-        results.append(result)
-        rows.append((exp, config, a, b, result))
-    stats.holm(results)
+        pairs.append((exp, config, _family_pick(rnn), _family_pick(att)))
+    judged = verdicts.judge([(side(a), side(b)) for *_, a, b in pairs])
     out = []
-    for exp, config, a, b, result in rows:
-        higher = bool(a["higher_is_better"])
+    for (exp, config, a, b), v in zip(pairs, judged):
+        test = v.welch
         out.append(
             {
                 "task": a["task"],
@@ -294,31 +372,39 @@ def family_table(table: pd.DataFrame) -> pd.DataFrame:
                 "LSTM mean": a["mean"],
                 "best Transformer": b["model"],
                 "Transformer mean": b["mean"],
-                "difference": result.get("difference"),
-                "CI low": result.get("ci_low"),
-                "CI high": result.get("ci_high"),
-                "difference is": "ratio LSTM/Transformer"
-                if result["scale"] == "log"
-                else "LSTM − Transformer",
-                "test": f"{result['test']}, {result['scale']} scale, Holm over {len(results)} configs",
-                "n": f"{result['n_a']} vs {result['n_b']}",
-                "p (Holm)": result.get("p_holm"),
-                "verdict": _verdict(result, higher, "LSTM", "Transformer"),
+                "verdict": v.kind,
+                "why": v.why,
+                "compared on": v.compared_on,
+                "faster": v.faster,
+                "difference": test.get("difference"),
+                "CI low": test.get("ci_low"),
+                "CI high": test.get("ci_high"),
+                "difference is": "ratio LSTM/Transformer" if test["scale"] == "log" else "LSTM − Transformer",
+                "test": f"{test['test']}, {test['scale']} scale, Holm over {len(judged)} configs",
+                "n": f"{test['n_a']} vs {test['n_b']}",
+                "p (Holm)": test.get("p_holm"),
+                "margin": v.margin,
+                "equivalence p (Holm)": v.equivalence.get("p_holm"),
+                "n to decide": v.n_to_decide,
                 "baseline": a["baseline"],
-                "beats baseline": _beats(a, b),
+                "LSTM learned": _learned(v.learned[0]),
+                "Transformer learned": _learned(v.learned[1]),
+                "LSTM solved": f"{a['successes']}/{a['seeds']}",
+                "Transformer solved": f"{b['successes']}/{b['seeds']}",
+                "LSTM steps": a.get("steps_done"),
+                "Transformer steps": b.get("steps_done"),
             }
         )
     return pd.DataFrame(out)
 
 
 def _beats(*rows) -> bool | None:
-    """Does the better of the rows beat the headline baseline (on the mean)?"""
+    """Does the best of the rows beat the headline baseline? A one-sided test of its seeds against it
+    (stats.versus_baseline), not a comparison of means."""
     first = rows[0]
     if first["baseline"] is None or pd.isna(first["baseline"]):
         return None
-    higher = bool(first["higher_is_better"])
-    best = max(r["mean"] for r in rows) if higher else min(r["mean"] for r in rows)
-    return best > first["baseline"] if higher else best < first["baseline"]
+    return side(first).learned().get("learned")
 
 
 def winners(table: pd.DataFrame) -> pd.DataFrame:
@@ -373,10 +459,11 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
 
 def lr_windows(table: pd.DataFrame) -> pd.DataFrame:
     """Per (task config, model) of the lr-sweep role: the width of the LR window where a MAJORITY of
-    at least MIN_N seeds succeed, and the spread of the mean final metric over the grid."""
+    at least MIN_N seeds succeed, and the spread of the mean final metric over the grid. Configs of one
+    task (two lengths, say) are separate sweeps."""
     sweep = table[table["role"] == "lr-sweep"] if not table.empty else table
     rows = []
-    for (task, model), g in sweep.groupby(["task", "model"]):
+    for (config, model), g in sweep.groupby(["sweep", "model"]):
         enough = bool((g["seeds"] >= stats.MIN_N).all())
         points = [(r["lr"], enough and r["successes"] * 2 > r["seeds"]) for _, r in g.iterrows() if r["lr"]]
         w = lr_window(points)
@@ -389,7 +476,8 @@ def lr_windows(table: pd.DataFrame) -> pd.DataFrame:
         )
         rows.append(
             {
-                "task": task,
+                "task": g["task"].iloc[0],
+                "config": config,
                 "model": model,
                 "family": g["family"].iloc[0],
                 "architecture": g["architecture"].iloc[0],

@@ -73,10 +73,19 @@ def _lr(lr) -> Cell:
 # ---- verdict words -------------------------------------------------------------------------------
 
 
-def family_chip(verdict: str) -> Cell:
-    head = verdict.split(" (")[0]
-    kind = {"LSTM better": "lstm", "Transformer better": "transformer", "no detectable difference": "none"}
-    return _with_title(chip(head, kind.get(head, "inconclusive")), verdict)
+CHIP = {  # verdict kind -> its colour (report.css .v-<kind>)
+    "LSTM better": "lstm",
+    "Transformer better": "transformer",
+    "equivalent": "none",
+    "both solved": "yes",
+    "neither learned": "no",
+    "inconclusive": "inconclusive",
+}
+
+
+def family_chip(kind: str, why: str = "") -> Cell:
+    cell = chip(kind, CHIP.get(kind, "inconclusive"))
+    return _with_title(cell, why) if why else cell
 
 
 def claim_kind(verdict: str) -> str:
@@ -98,77 +107,132 @@ def compare_chip(verdict: str) -> Cell:
 # ---- the answer ----------------------------------------------------------------------------------
 
 
+LEAD = {  # verdict kind -> how the lead sentence says it
+    "LSTM better": "the LSTM family is better",
+    "Transformer better": "the Transformer family is better",
+    "equivalent": "the two are equivalent within the stated margin",
+    "both solved": "both solve the task",
+    "neither learned": "neither learns the task",
+    "inconclusive": "the data does not decide",
+}
+
+
 def lead(family: pd.DataFrame) -> str:
-    """One sentence: how many task configs each family wins, and why the others are undecided."""
+    """One sentence: how many task configs end in each verdict, and what the solved ones differ in."""
     if family.empty:
         return ""
-    heads = [v.split(" (")[0] for v in family["verdict"]]
-    said = [
-        f"{what} on {heads.count(head)}"
-        for head, what in (
-            ("LSTM better", "the LSTM family is better"),
-            ("Transformer better", "the Transformer family is better"),
-            ("no detectable difference", "no detectable difference"),
+    kinds = list(family["verdict"])
+    said = [f"{LEAD[k]} on {kinds.count(k)}" for k in LEAD if kinds.count(k)]
+    solved = family[family["verdict"] == "both solved"]
+    faster = [f for f in solved["faster"] if f in ("LSTM", "Transformer")] if not solved.empty else []
+    speed = (
+        " Where both solve it, the faster learner: "
+        + ", ".join(
+            f"{name} on {faster.count(name)}" for name in ("LSTM", "Transformer") if faster.count(name)
         )
-        if heads.count(head)
-    ]
-    undecided = [v for v in family["verdict"] if v.startswith("inconclusive")]
-    if undecided:
-        why = sorted({v.split("(", 1)[1].split(",")[0].rstrip(")") for v in undecided if "(" in v})
-        said.append(f"inconclusive on {len(undecided)}" + (f" ({'; '.join(why)})" if why else ""))
-    return f"Across {len(family)} task configs of the main comparison: {', '.join(said)}."
+        + "."
+        if faster
+        else ""
+    )
+    return f"Across {len(family)} task configs of the main comparison: {', '.join(said)}.{speed}"
 
 
 SUMMARY_TITLES = {
     "difference (95% CI)": "LSTM − Transformer on the raw scale (accuracy), or the ratio LSTM / Transformer "
-    "(×) for losses, MSE and bits; Welch's 95% confidence interval in brackets",
+    "(×) for losses, MSE and bits, or for steps to solve where both solved; Welch's 95% confidence "
+    "interval in brackets",
     "seeds": "finished seeds, LSTM vs Transformer",
-    "beats baseline": "does the better of the two beat the task's headline baseline?",
+    "learned (beats baseline)": "does each family's best beat the task's headline baseline? A one-sided test "
+    "of its seeds against the baseline",
+    "stopped": "why each side's runs stopped: solved (reached the threshold), plateau, or the step budget",
 }
+
+
+def _side(model: str, mean, std, solved: str) -> Cell:
+    """A family's best: its name, mean ± std, and how many seeds solved the task."""
+    value = pm(mean, std)
+    text = (
+        f'<span class="model">{html.escape(model)}</span><br>{html.escape(value.text)}'
+        f'<br><span class="muted">solved {html.escape(solved)}</span>'
+    )
+    return Cell(text, value.sort, safe=True)
 
 
 def summary(family: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
     """The first screen: per main task config, the best LSTM against the best Transformer, in words."""
     if family.empty:
         return family
-    std = table.set_index(["experiment", "config", "model"])["std"].to_dict()
+    by_model = table.set_index(["experiment", "config", "model"])
     keys = ["experiment", "config"]
     higher = table.drop_duplicates(keys).set_index(keys)["higher_is_better"]
     short, rows = short_configs(list(family["config"])), []
     for r in family.to_dict("records"):
         key = (r["experiment"], r["config"])
+        a, b = by_model.loc[(*key, r["best LSTM"])], by_model.loc[(*key, r["best Transformer"])]
         metric = f'<span class="muted">test {html.escape(r["metric"])} {ARROW[bool(higher[key])]}</span>'
+        steps = r["compared on"] == "steps to solve"
         rows.append(
             {
                 "task config": Cell(
                     f"{_config_link(r['config'], short[r['config']])}<br>{metric}", r["config"], safe=True
                 ),
-                "verdict": family_chip(r["verdict"]),
-                "best LSTM": _model_mean(r["best LSTM"], r["LSTM mean"], std.get((*key, r["best LSTM"]))),
-                "best Transformer": _model_mean(
-                    r["best Transformer"], r["Transformer mean"], std.get((*key, r["best Transformer"]))
+                "verdict": _verdict_cell(r),
+                "best LSTM": _side(r["best LSTM"], r["LSTM mean"], a["std"], r["LSTM solved"]),
+                "best Transformer": _side(
+                    r["best Transformer"], r["Transformer mean"], b["std"], r["Transformer solved"]
                 ),
-                "difference (95% CI)": interval(
-                    r["difference"], r["CI low"], r["CI high"], ratio=r["difference is"].startswith("ratio")
+                "difference (95% CI)": _with_title(
+                    interval(
+                        r["difference"],
+                        r["CI low"],
+                        r["CI high"],
+                        ratio=r["difference is"].startswith("ratio"),
+                    ),
+                    "steps to solve, LSTM / Transformer" if steps else r["difference is"],
                 ),
+                "learned (beats baseline)": (
+                    f"LSTM {r['LSTM learned']} · Transformer {r['Transformer learned']}"
+                ),
+                "stopped": f"LSTM: {a['stops'] or '?'} · Transformer: {b['stops'] or '?'}",
                 "seeds": r["n"],
-                "beats baseline": r["beats baseline"],
                 "_task": r["task"],
                 "_experiment": r["experiment"],
                 "_model": [r["best LSTM"], r["best Transformer"]],
                 "_detail": _details(
                     [
-                        ("verdict", r["verdict"]),
-                        ("difference is", r["difference is"]),
+                        ("verdict", f"{r['verdict']}: {r['why']}"),
+                        ("compared on", r["compared on"]),
+                        (
+                            "difference is",
+                            "steps to solve, ratio LSTM/Transformer" if steps else r["difference is"],
+                        ),
                         ("test", r["test"]),
                         ("p (Holm-adjusted)", p_value(r["p (Holm)"]).text),
+                        ("equivalence margin", r["margin"]),
+                        ("equivalence p (TOST, Holm-adjusted)", p_value(r["equivalence p (Holm)"]).text),
+                        ("seeds a side that would decide", r["n to decide"]),
                         ("headline baseline", number(r["baseline"], 4)),
+                        (
+                            "mean steps trained, LSTM vs Transformer",
+                            f"{number(r['LSTM steps'])} vs {number(r['Transformer steps'])}",
+                        ),
                         ("experiment", r["experiment"]),
                     ]
                 ),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _verdict_cell(r: dict) -> Cell:
+    """The verdict word; for "both solved", which learned faster below it."""
+    cell = family_chip(r["verdict"], r["why"])
+    if r["verdict"] != "both solved" or not r.get("faster"):
+        return cell
+    faster = {"LSTM": "LSTM faster", "Transformer": "Transformer faster", "equivalent": "as fast"}.get(
+        r["faster"], "speed undecided"
+    )
+    return Cell(f'{cell.text}<br><span class="muted">{html.escape(faster)}</span>', cell.sort, safe=True)
 
 
 def claims(claim_rows: list[dict]) -> pd.DataFrame:
@@ -256,7 +320,8 @@ def task_rows(g: pd.DataFrame) -> pd.DataFrame:
                 "min": _like(r["min"], r["std"]),
                 "max": _like(r["max"], r["std"]),
                 "seeds": f"{r['finished']}/{r['seeds']}",
-                "success": f"{r['successes']}/{r['seeds']}",
+                "solved": f"{r['successes']}/{r['seeds']}",
+                "stopped": r.get("stops") or MISSING,
                 "diverged": r["diverged"],
                 "baseline": number(r["baseline"], 4),
                 "lr": _lr(r["lr"]),
@@ -279,6 +344,8 @@ def task_rows(g: pd.DataFrame) -> pd.DataFrame:
                         ("learning rate", lr),
                         ("tuning seconds", number(r["tuning_seconds"])),
                         ("budget", r["budget"]),
+                        ("mean steps trained", number(r.get("steps_done"))),
+                        ("plateau stops at step", ", ".join(map(str, r.get("plateau_steps") or [])) or None),
                         ("failed runs", r["failed"]),
                         ("headline baseline", r["baseline_name"]),
                     ]
@@ -298,7 +365,7 @@ def stability(table: pd.DataFrame) -> pd.DataFrame:
                 "model": r["model"],
                 "family": r["family"],
                 "diverged": f"{r['diverged']}/{r['seeds']}",
-                "success": f"{r['successes']}/{r['seeds']}",
+                "solved": f"{r['successes']}/{r['seeds']}",
                 "grad norm median": r["grad_norm_median"],
                 "grad norm p99": r["grad_norm_p99"],
                 "clip events": r["clip_events"],
@@ -313,10 +380,11 @@ def stability(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def lr_windows(lr: pd.DataFrame) -> pd.DataFrame:
+    configs = _configs(lr)
     return pd.DataFrame(
         [
             {
-                "task": r["task"],
+                "config": configs[r["config"]],
                 "model": r["model"],
                 "family": r["family"],
                 "LR window (decades)": r["window_decades"],
@@ -350,6 +418,9 @@ def tuning(tune: pd.DataFrame) -> pd.DataFrame:
                 "config": configs[r["config"]],
                 "model": r["model"],
                 "chosen lr": _lr(r["chosen lr"]),
+                "where": chip(
+                    r["where"], {"inside": "yes", "extended": "sure"}.get(r["where"], "inconclusive")
+                ),
                 "validation score per lr": r["validation score per lr"],
                 "metric": r["metric"],
                 "tuning runs": r["tuning runs"],
