@@ -137,7 +137,7 @@ def run_train(job: Job, run: RunContext) -> TrainResult:
         model,
         run.device,
         DTYPES[run.dtype],
-        facts["thresholds"],
+        {**facts["thresholds"], "floor": facts["baseline"].get(task.primary_metric)},
         run.progress,
     )
     return TrainResult(

@@ -28,12 +28,13 @@ class ScriptedAdding(AddingProblem):
         return {"loss": value, "mse": value, "mae": value}
 
 
-def _fit(script, **recipe):
+def _fit(script, floor=None, **recipe):
     task = ScriptedAdding(script)
     torch.manual_seed(0)
     model = SequenceModel(task.spec, LibraryLSTM(8, 8, 1), 8)
     cfg = Recipe.from_dict({"steps": 100, "batch_size": 4, "eval_every": 5, "warmup": 0, **recipe})
-    return harness.fit(cfg, 0, task, model, torch.device("cpu"), torch.float32, {"val": 0.01, "test": 0.01})
+    thresholds = {"val": 0.01, "test": 0.01, "floor": floor}
+    return harness.fit(cfg, 0, task, model, torch.device("cpu"), torch.float32, thresholds)
 
 
 # evaluations at steps 5, 10, 15, ...: the script's i-th value is the evaluation at step 5 (i + 1)
@@ -56,6 +57,16 @@ def test_stops_on_a_plateau_after_patience_evaluations_without_a_relative_gain()
 def test_a_longer_patience_outlasts_the_plateau_and_then_solves():
     fit = _fit(PLATEAU + [0.005], patience=5, until_solved=True)
     assert (fit.stop_reason, fit.steps_done) == ("solved", 40)
+
+
+def test_a_long_wait_at_the_baseline_is_not_a_plateau():
+    """At the baseline (1/6) for 8 evaluations, then learning, then a real plateau of 3 evaluations."""
+    at_chance = [0.166, 0.167, 0.165, 0.166, 0.1668, 0.166, 0.1665, 0.166]
+    learned = [0.1, 0.05, 0.0499, 0.0498, 0.0497]
+    fit = _fit(at_chance + learned, floor=1 / 6, patience=3)
+    assert (fit.stop_reason, fit.steps_done) == ("plateau", 5 * (len(at_chance) + len(learned)))
+    blind = _fit(at_chance + learned, patience=3)  # without the floor the wait would end the run
+    assert (blind.stop_reason, blind.steps_done) == ("plateau", 20)
 
 
 def test_small_gains_that_add_up_reset_the_patience():
