@@ -2,7 +2,9 @@
 
 Each tuned group trains the tuning seed (the experiment's first seed) once per grid point on the
 training split; the learning rate whose run scored best on the *validation* split (best_val) is
-chosen; then every seed runs at that learning rate and is scored on the test split. The tuning
+chosen; then every seed runs at that learning rate and is scored on the test split. Where the recipe
+stops runs once they are solved (`until_solved`), solved runs all end near the threshold and their
+scores say little: the point that reached the threshold in the fewest steps is chosen instead. The tuning
 seed's run at the chosen point is one of those seeds (same job, same key: it is not run twice).
 Diverged or failed points count as worst. Every model gets the same grid, so the same tuning budget.
 
@@ -96,17 +98,29 @@ def edge(choice: dict, grid: list[float]) -> str:
     return "extended" if not grid or not grid[0] <= choice["lr"] <= grid[-1] else "inside"
 
 
+def _steps_to_solve(record: dict) -> int | None:
+    """Steps to the validation threshold of a finished run whose recipe stops once solved, else None."""
+    steps = record.get("time_to_threshold_steps")
+    stops = bool((record.get("recipe") or {}).get("until_solved"))
+    return int(steps) if stops and record.get("status") == "ok" and isinstance(steps, (int, float)) else None
+
+
 def choose(records: list[dict]) -> dict:
-    """The tuning seed's records of one group -> {"lr", "scores" {lr: best_val or None}, "seconds"}."""
+    """The tuning seed's records of one group -> {"lr", "scores" {lr: best_val or None}, "seconds"}:
+    the fewest steps to solve where runs stop once solved and any did, else the best validation score."""
     scores = {float(r["recipe"]["lr"]): _score(r) for r in records}
     higher = bool(records[0].get("higher_is_better"))
     finished = {lr: s for lr, s in scores.items() if s is not None}
-    if finished:
+    solved = {float(r["recipe"]["lr"]): s for r in records if (s := _steps_to_solve(r)) is not None}
+    if solved:
+        rank = {k: -v if higher else v for k, v in finished.items()}
+        lr = min(solved, key=lambda k: (solved[k], rank.get(k, math.inf), k))
+    elif finished:
         lr = (max if higher else min)(finished, key=lambda k: (finished[k], -k if higher else k))
     else:  # nothing trained: the smallest learning rate is the least likely to blow up
         lr = min(scores)
     seconds = sum(r.get("train_seconds") or 0.0 for r in records)
-    return {"lr": lr, "scores": scores, "seconds": seconds, "points": len(records)}
+    return {"lr": lr, "scores": scores, "solved_steps": solved, "seconds": seconds, "points": len(records)}
 
 
 def choices(records: list[dict]) -> dict[str, dict]:

@@ -400,3 +400,15 @@ def test_the_estimate_learns_costs_from_this_commits_records_only(registry):
     run = RunContext(registry, torch.device("cpu"), "float32", {**env, "commit": "new"})
     costs = Costs(run, [record("old", 30.0), record("new", 10.0)], threads=2)
     assert costs.train_costs[_signature(job)].step == pytest.approx(0.1)  # the old commit's 0.3 s ignored
+
+
+def test_runs_that_stop_once_solved_are_tuned_on_their_steps_to_solve():
+    """Solved runs all end near the threshold: the one that got there first wins, whatever its score."""
+    group = TunedGroup.of(_job(), (1e-3, 3e-3, 1e-2), [0, 1, 2])
+    recs = []
+    for job, best, steps in zip(group.tuning_jobs(), (0.2, 0.008, 0.009), (None, 900, 400)):
+        recipe = {**job.recipe, "until_solved": True}
+        recs.append({**_scored(job, best), "recipe": recipe, "time_to_threshold_steps": steps})
+    assert tuning.choose(recs)["lr"] == 1e-2
+    plain = [{**r, "recipe": {**r["recipe"], "until_solved": False}} for r in recs]
+    assert tuning.choose(plain)["lr"] == 3e-3  # without the stopping rule the best score wins

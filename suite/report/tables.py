@@ -251,8 +251,11 @@ def tuning_table(tuning_records: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for (exp, config, model), g in tuning_records.groupby(["experiment", "config", "model"], sort=False):
         choice = tuning.choose(g.to_dict("records"))
+        solved = choice.get("solved_steps", {})
         scores = ", ".join(
-            f"{lr:g}: {'diverged' if s is None else f'{s:.4g}'}" for lr, s in sorted(choice["scores"].items())
+            f"{lr:g}: {'diverged' if s is None else f'{s:.4g}'}"
+            + (f" (solved at step {solved[lr]})" if lr in solved else "")
+            for lr, s in sorted(choice["scores"].items())
         )
         grid: list[float] = next(
             (e["lr_grid"] for e in g["extra"] if isinstance(e, dict) and "lr_grid" in e), []
