@@ -3,10 +3,13 @@
 Costs are measured on this machine, at the thread count each job would run with:
   * from earlier records of this commit on this host (the results directory and its siblings): a
     training job's seconds per step (train_seconds / steps_done) and its overhead per evaluation (the
-    rest of its wall time, set-up included, over its evaluations); a measurement job's wall time;
+    rest of its wall time, set-up included, over its evaluations), and, for a recipe that stops early
+    (until_solved, patience), the median share of its step cap at which such runs stopped; a
+    measurement job's wall time;
   * else from a short calibration: the task and model built, a few timed optimizer steps (the batch
     included), one evaluation; a measurement job runs once at its two smallest points per model and
     larger points are extrapolated linearly (an upper bound: a timer's minimum run time does not grow).
+A job that may stop early and has no such record is costed at its cap: an upper bound.
 The schedule is simulated by the executors' own driver loop and placement policy (suite/executor.py,
 suite/placement.py) with a simulated clock: alone jobs one at a time, tuned groups' seeds once their
 points are in. Jobs running side by side are costed as if each had its cores to itself.
@@ -38,6 +41,10 @@ CALIBRATION_STEPS = 6
 # ---- what a job costs -----------------------------------------------------------------------------------
 
 
+def _stops_early(cfg: Recipe) -> bool:
+    return cfg.until_solved or cfg.patience > 0
+
+
 def _signature(job: Job) -> str:
     """Everything a job's cost per step depends on (not its seed, learning rate or step count)."""
     sizes = {k: job.recipe.get(k) for k in ("batch_size", "eval_batch_size")}
@@ -61,10 +68,13 @@ class TrainCost:
     step: float  # seconds per optimizer step, the batch included
     per_eval: float  # seconds per evaluation (from records: the set-up spread over them)
     setup: float = 0.0  # task and model built (calibration)
+    stop_share: float | None = None  # runs that may stop early: median steps_done / cap of earlier ones
 
     def seconds(self, job: Job) -> float:
         cfg = Recipe.from_dict(job.recipe)
         steps = cfg.steps if cfg.seconds is None else min(cfg.steps, int(cfg.seconds / max(self.step, 1e-9)))
+        if _stops_early(cfg) and self.stop_share is not None:
+            steps = max(1, math.ceil(steps * self.stop_share))
         evals = math.ceil(steps / cfg.eval_every) + 1  # the last one and the test split
         busy = cfg.seconds if cfg.seconds is not None else steps * self.step  # a time budget: steps only
         return self.setup + busy + evals * self.per_eval
@@ -87,6 +97,7 @@ class Costs:
         other_code = lambda env: bool(commit and env.get("commit") and env["commit"] != commit)
         steps: dict[str, list] = {}
         walls: dict[str, list] = {}
+        shares: dict[str, list] = {}
         for r in records:
             env = r.get("env") or {}
             if (
@@ -109,11 +120,16 @@ class Costs:
                 steps.setdefault(sig, []).append(
                     (r["train_seconds"] / r["steps_done"], max(0.0, wall - r["train_seconds"]) / evals)
                 )
+                cfg = Recipe.from_dict(job.recipe)
+                if _stops_early(cfg) and cfg.seconds is None:
+                    shares.setdefault(sig, []).append(min(1.0, r["steps_done"] / cfg.steps))
             elif job.kind != "train":
                 walls.setdefault(sig, []).append(wall)
         for sig, pairs in steps.items():
             self.train_costs[sig] = TrainCost(
-                statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+                statistics.median(p[0] for p in pairs),
+                statistics.median(p[1] for p in pairs),
+                stop_share=statistics.median(shares[sig]) if sig in shares else None,
             )
         self.measured.update({sig: statistics.median(w) for sig, w in walls.items()})
         self.learned = set(self.train_costs) | set(self.measured)

@@ -412,3 +412,27 @@ def test_runs_that_stop_once_solved_are_tuned_on_their_steps_to_solve():
     assert tuning.choose(recs)["lr"] == 1e-2
     plain = [{**r, "recipe": {**r["recipe"], "until_solved": False}} for r in recs]
     assert tuning.choose(plain)["lr"] == 3e-3  # without the stopping rule the best score wins
+
+
+def test_the_estimate_costs_runs_that_stop_early_at_the_share_of_the_cap_earlier_ones_used(registry):
+    from dataclasses import asdict
+
+    import torch
+
+    from suite.estimate import Costs, _signature
+    from suite.executor import RunContext
+
+    recipe = {"steps": 1000, "until_solved": True, "eval_every": 1000}
+    job = Job("train", "e", "adding", "gru", 0, {"seq_len": 25}, {}, 2000, None, recipe)
+    env = {"host": "h", "threads": 2, "dtype": "float32", "device": "cpu", "commit": "c"}
+    stopped = [
+        {**asdict(job), "status": "ok", "env": env, "wall_seconds": s * 0.01, "train_seconds": s * 0.01,
+         "steps_done": s, "curve": []}
+        for s in (200, 250, 300)
+    ]  # fmt: skip
+    run = RunContext(registry, torch.device("cpu"), "float32", env)
+    cost = Costs(run, stopped, threads=2).train_costs[_signature(job)]
+    assert cost.stop_share == pytest.approx(0.25)
+    assert cost.seconds(job) == pytest.approx(250 * 0.01, rel=0.05)  # not the cap's 1000 steps
+    capped = replace(job, recipe={**recipe, "until_solved": False})
+    assert cost.seconds(capped) == pytest.approx(1000 * 0.01, rel=0.05)  # no rule: the whole cap
