@@ -51,6 +51,18 @@ def test_report_sections_self_contained_and_plotly_once(report):
     assert list(report.parent.glob("*.csv")) and (report.parent.parent / "index.html").exists()
 
 
+def test_the_answers_are_csv_files_that_scripts_can_read(report):
+    """family.csv and claims.csv: the verdict word in `verdict` (a fixed vocabulary), its reason in `why`."""
+    import pandas as pd
+
+    from suite.report import verdicts
+
+    family, claims = (pd.read_csv(report.parent / f"{name}.csv") for name in ("family", "claims"))
+    assert set(family["verdict"]) <= set(verdicts.KINDS) and family["why"].str.len().min() > 10
+    assert set(claims["verdict"]) <= {"supported", "not supported", "inconclusive"}
+    assert claims["why"].notna().all() and len(claims) >= 4
+
+
 def test_every_figure_is_valid_plotly_with_data_and_its_png_decodes(report):
     import plotly.graph_objects as go
     from PIL import Image
