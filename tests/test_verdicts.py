@@ -383,3 +383,12 @@ def test_variant_claim_is_inconclusive_with_the_seeds_that_would_decide():
         table(_abl("lstm-peephole", [0.02, 0.03, 0.025]), _abl("lstm-cifg", [0.016, 0.03, 0.02]))
     )
     assert got["verdict"] == "inconclusive" and "seeds a side would decide" in got["why"], got["why"]
+
+
+def test_every_verdict_kind_has_its_words_and_colour_on_the_page():
+    """Verdicts travel as data (a kind and a reason); the page maps kinds to words and colours, so a
+    kind without either would show up here, not as a silently mis-parsed sentence."""
+    from suite.report import views
+
+    assert set(views.CHIP) == set(verdicts.KINDS) == set(views.LEAD)
+    assert {"REGRESSED", "improved", "no significant change", "not testable"} <= set(views.COMPARE)

@@ -75,14 +75,16 @@ def _finish(row: dict) -> dict:
             "p (Holm)": None,
             "significant": None,
             "verdict": row.pop("note"),
+            "why": "the row is in one run only",
         }
     testable = result.get("testable")
     sig = stats.significant(result)
     verdict = (
         ("improved" if stats.a_is_better(result, higher) else "REGRESSED")
         if sig
-        else ("no significant change" if testable else f"not testable ({result['why']})")
+        else ("no significant change" if testable else "not testable")
     )
+    why = stats.describe(result)
     return {
         **row,
         "change": result.get("difference"),
@@ -93,6 +95,7 @@ def _finish(row: dict) -> dict:
         "p (Holm)": result.get("p_holm"),
         "significant": sig,
         "verdict": verdict,
+        "why": why,
     }
 
 
@@ -152,7 +155,7 @@ def write_compare_html(df: pd.DataFrame, a: str, b: str, out: Path, warnings: Se
             ("no", "regressed", verdicts.count("REGRESSED")),
             ("yes", "improved", verdicts.count("improved")),
             ("none", "unchanged", verdicts.count("no significant change")),
-            ("inconclusive", "not testable", sum(v.startswith("not testable") for v in verdicts)),
+            ("inconclusive", "not testable", verdicts.count("not testable")),
             ("none", "in one run only", sum(v.startswith("only in") for v in verdicts)),
         )
         if n

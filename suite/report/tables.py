@@ -428,13 +428,12 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
     out = []
     for exp, config, best, second, result in rows:
         if result is None:
-            sure = "only one architecture"
+            sure, why = "only one architecture", ""
         elif not result.get("testable"):
-            sure = f"inconclusive ({result['why']})"
+            sure, why = "inconclusive", result["why"]
         else:
-            sure = (
-                "significant" if stats.significant(result) else "not significant"
-            ) + f": {stats.describe(result)}"
+            sure = "significant" if stats.significant(result) else "not significant"
+            why = stats.describe(result)
         out.append(
             {
                 "experiment": exp,
@@ -447,6 +446,7 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
                 "runner-up": None if second is None else second["model"],
                 "runner-up mean": None if second is None else second["mean"],
                 "how sure": sure,
+                "how sure why": why,
                 "baseline": best["baseline"],
                 "baseline name": best["baseline_name"],
                 "beats baseline": _beats(best),

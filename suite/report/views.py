@@ -96,11 +96,18 @@ def claim_chip(verdict: str) -> Cell:
     return chip(verdict, claim_kind(verdict))
 
 
+COMPARE = {  # compare.py's verdict -> (its word on the page, its colour)
+    "REGRESSED": ("regressed", "no"),
+    "improved": ("improved", "yes"),
+    "no significant change": ("unchanged", "none"),
+    "not testable": ("not testable", "inconclusive"),
+    "only in A": ("only in A", "none"),
+    "only in B": ("only in B", "none"),
+}
+
+
 def compare_chip(verdict: str) -> Cell:
-    kind = {"improved": "yes", "REGRESSED": "no"}.get(verdict)
-    kind = kind or ("inconclusive" if verdict.startswith("not testable") else "none")
-    words = {"REGRESSED": "regressed", "no significant change": "unchanged"}
-    word = words.get(verdict, verdict.split(" (")[0])
+    word, kind = COMPARE.get(verdict, (verdict, "none"))
     return _with_title(chip(word, kind), verdict)
 
 
@@ -260,14 +267,10 @@ def _like(x, std) -> Cell:
     return Cell(fixed(x, decimals(std)) if finite(std) and std > 0 else number(x, 3), float(x))
 
 
-def _how_sure(text: str) -> Cell:
+def _how_sure(kind: str, why: str) -> Cell:
     """tables.winners' "how sure" as a verdict word, then the test in small print."""
-    if text.startswith("inconclusive ("):
-        head, rest = "inconclusive", text[len("inconclusive (") : -1]
-    else:
-        head, _, rest = text.partition(": ")
-    kind = {"significant": "sure", "inconclusive": "inconclusive"}.get(head, "none")
-    return Cell(f'{chip(head, kind).text} <span class="muted">{html.escape(rest)}</span>', text, safe=True)
+    colour = {"significant": "sure", "inconclusive": "inconclusive"}.get(kind, "none")
+    return Cell(f'{chip(kind, colour).text} <span class="muted">{html.escape(why)}</span>', kind, safe=True)
 
 
 def winners(win: pd.DataFrame) -> pd.DataFrame:
@@ -285,7 +288,7 @@ def winners(win: pd.DataFrame) -> pd.DataFrame:
                 else Cell(MISSING),
                 "beats baseline": r["beats baseline"],
                 "seeds": r["seeds"],
-                "how sure": _how_sure(r["how sure"]),
+                "how sure": _how_sure(r["how sure"], r["how sure why"]),
                 "_task": _task(r["config"]),
                 "_experiment": r["experiment"],
                 "_model": [m for m in (r["best model"], r["runner-up"]) if m],
@@ -534,7 +537,7 @@ def compare(df: pd.DataFrame) -> pd.DataFrame:
                 "_row": {"REGRESSED": "row-no", "improved": "row-yes"}.get(r["verdict"], ""),
                 "_detail": _details(
                     [
-                        ("verdict", r["verdict"]),
+                        ("verdict", f"{r['verdict']}: {r.get('why')}"),
                         ("change is", r.get("change is")),
                         ("degrees of freedom", number(r.get("df"))),
                         ("significant after Holm", r.get("significant")),
