@@ -65,7 +65,7 @@ class RunContext:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 _TASK_FACTS: dict[str, dict] = {}

@@ -8,11 +8,10 @@ table asks for throughput, latency and sequence-length scaling jobs.
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-
-import tomllib
 
 from suite.errors import ConfigError
 from suite.jobs import ROLES, Job, Recipe, sweep

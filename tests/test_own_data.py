@@ -3,11 +3,11 @@ ETT preset, parameters a user can discover, and bad input (one line naming the f
 written). Every file here is of our own writing, made in the test."""
 
 import re
+import tomllib
 
 import numpy as np
 import pandas as pd
 import pytest
-import tomllib
 import torch
 from conftest import ROOT, data_dir
 
