@@ -96,7 +96,7 @@ class Recipe:
         return f"{cap} ({', '.join(rules)})" if rules else cap
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # keywords only: a swapped argument would silently change the key
 class Job:
     kind: str
     experiment: str

@@ -160,16 +160,16 @@ def expand(
                     lr_is_axis = isinstance(recipe_values.get("lr"), list)
                     for model in models_here:
                         job = Job(
-                            "train",
-                            exp_name,
-                            cls.name,
-                            model,
-                            exp_seeds[0],
-                            params,
-                            exp.get("model_options", {}).get(model, {}),
-                            budget,
-                            exp.get("layers"),
-                            recipe,
+                            kind="train",
+                            experiment=exp_name,
+                            task=cls.name,
+                            model=model,
+                            seed=exp_seeds[0],
+                            task_params=params,
+                            model_options=exp.get("model_options", {}).get(model, {}),
+                            param_budget=budget,
+                            layers=exp.get("layers"),
+                            recipe=recipe,
                             width=exp.get("width"),
                             role=role,
                         )
@@ -180,16 +180,16 @@ def expand(
                     if task_entry.get("measure_throughput", exp.get("measure_throughput", False)):
                         jobs += [
                             Job(
-                                "throughput",
-                                exp_name,
-                                cls.name,
-                                model,
-                                0,
-                                params,
-                                exp.get("model_options", {}).get(model, {}),
-                                budget,
-                                exp.get("layers"),
-                                {"batch_size": cfg.batch_size},
+                                kind="throughput",
+                                experiment=exp_name,
+                                task=cls.name,
+                                model=model,
+                                seed=0,
+                                task_params=params,
+                                model_options=exp.get("model_options", {}).get(model, {}),
+                                param_budget=budget,
+                                layers=exp.get("layers"),
+                                recipe={"batch_size": cfg.batch_size},
                                 role="throughput",
                             )
                             for model in models_here
@@ -253,11 +253,11 @@ def _measure_jobs(measure: dict, registry: Registry, wanted_models, experiments)
                     raise ConfigError(f"[measure.{kind}] {axis} must be positive integers, got {point!r}")
                 jobs.append(
                     Job(
-                        kind,
-                        kind,
-                        "synthetic",
-                        model,
-                        0,
+                        kind=kind,
+                        experiment=kind,
+                        task="synthetic",
+                        model=model,
+                        seed=0,
                         param_budget=int(table.get("param_budget", 100_000)),
                         recipe={"batch_size": int(table.get("batch_size", 8))},
                         extra={axis[:-1]: point},

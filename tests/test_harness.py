@@ -14,16 +14,16 @@ def _run_context(registry):
 
 def _job(model="nn-lstm", lr=3e-3, seed=0, steps=20):
     return Job(
-        "train",
-        "t",
-        "adding",
-        model,
-        seed,
-        {"seq_len": 12},
-        {},
-        3000,
-        None,
-        {"steps": steps, "batch_size": 8, "eval_every": 10, "lr": lr, "warmup": 0},
+        kind="train",
+        experiment="t",
+        task="adding",
+        model=model,
+        seed=seed,
+        task_params={"seq_len": 12},
+        model_options={},
+        param_budget=3000,
+        layers=None,
+        recipe={"steps": steps, "batch_size": 8, "eval_every": 10, "lr": lr, "warmup": 0},
     )
 
 
@@ -76,7 +76,18 @@ def test_records_carry_stability_and_cost_fields(registry):
 
 def test_throughput_record_holds_both_measurements_and_their_labels(registry):
     """How well the two measurements agree is a benchmark's business (benchmarks/), not a test's."""
-    job = Job("throughput", "t", "adding", "nn-lstm", 0, {"seq_len": 32}, {}, 5000, None, {"batch_size": 16})
+    job = Job(
+        kind="throughput",
+        experiment="t",
+        task="adding",
+        model="nn-lstm",
+        seed=0,
+        task_params={"seq_len": 32},
+        model_options={},
+        param_budget=5000,
+        layers=None,
+        recipe={"batch_size": 16},
+    )
     rec = run_job(job, _run_context(registry))
     assert rec["status"] == "ok", rec.get("error")
     for kind in ("train", "inference"):
@@ -90,16 +101,16 @@ def test_throughput_record_holds_both_measurements_and_their_labels(registry):
 
 def test_wall_clock_budget(registry):
     job = Job(
-        "train",
-        "t",
-        "adding",
-        "nn-lstm",
-        0,
-        {"seq_len": 12},
-        {},
-        3000,
-        None,
-        {"steps": 10**6, "seconds": 0.5, "batch_size": 8, "eval_every": 1000},
+        kind="train",
+        experiment="t",
+        task="adding",
+        model="nn-lstm",
+        seed=0,
+        task_params={"seq_len": 12},
+        model_options={},
+        param_budget=3000,
+        layers=None,
+        recipe={"steps": 10**6, "seconds": 0.5, "batch_size": 8, "eval_every": 1000},
     )
     rec = run_job(job, _run_context(registry))
     assert rec["status"] == "ok" and 0 < rec["steps_done"] < 10**6

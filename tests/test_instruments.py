@@ -103,7 +103,16 @@ def test_throughput_record_states_the_threads_seen_inside_the_timer(registry):
         torch.set_num_threads(2)
         dev = torch.device("cpu")
         job = Job(
-            "throughput", "t", "adding", "nn-lstm", 0, {"seq_len": 16}, {}, 3000, None, {"batch_size": 8}
+            kind="throughput",
+            experiment="t",
+            task="adding",
+            model="nn-lstm",
+            seed=0,
+            task_params={"seq_len": 16},
+            model_options={},
+            param_budget=3000,
+            layers=None,
+            recipe={"batch_size": 8},
         )
         rec = run_job(job, RunContext(registry, dev, "float32", environment(dev, "float32")))
     finally:
@@ -137,16 +146,16 @@ def test_peak_memory_of_a_known_allocation_pattern():
 def test_time_to_threshold_uses_the_validation_threshold(registry):
     dev = torch.device("cpu")
     job = Job(
-        "train",
-        "t",
-        "sunspots",
-        "nn-lstm",
-        0,
-        {},
-        {},
-        2000,
-        None,
-        {"steps": 10, "batch_size": 8, "eval_every": 5, "warmup": 0},
+        kind="train",
+        experiment="t",
+        task="sunspots",
+        model="nn-lstm",
+        seed=0,
+        task_params={},
+        model_options={},
+        param_budget=2000,
+        layers=None,
+        recipe={"steps": 10, "batch_size": 8, "eval_every": 5, "warmup": 0},
     )
     rec = run_job(job, RunContext(registry, dev, "float32", environment(dev, "float32")))
     task = registry.make_task("sunspots", {})
@@ -179,16 +188,16 @@ def test_the_build_happens_before_the_training_clock_starts(registry, monkeypatc
     run = RunContext(registry, dev, "float32", environment(dev, "float32"))
     jobs = [
         Job(
-            "train",
-            "t",
-            "adding",
-            "lstm-fast",
-            seed,
-            {"seq_len": 8},
-            {},
-            2000,
-            None,
-            {"steps": 4, "batch_size": 4, "eval_every": 2},
+            kind="train",
+            experiment="t",
+            task="adding",
+            model="lstm-fast",
+            seed=seed,
+            task_params={"seq_len": 8},
+            model_options={},
+            param_budget=2000,
+            layers=None,
+            recipe={"steps": 4, "batch_size": 4, "eval_every": 2},
         )
         for seed in (0, 1)
     ]

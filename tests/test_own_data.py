@@ -44,7 +44,21 @@ def _train(registry, task, params, model="nn-lstm", steps=12):
         "warmup": 0,
         "eval_batch_size": 64,
     }
-    return run_job(Job("train", "t", task, model, 0, params, {}, 3000, None, recipe), run)
+    return run_job(
+        Job(
+            kind="train",
+            experiment="t",
+            task=task,
+            model=model,
+            seed=0,
+            task_params=params,
+            model_options={},
+            param_budget=3000,
+            layers=None,
+            recipe=recipe,
+        ),
+        run,
+    )
 
 
 def _scored_targets(task, split):

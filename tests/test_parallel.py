@@ -28,7 +28,14 @@ TRAIN = {"steps": 12, "batch_size": 8, "eval_every": 6, "eval_batch_size": 64}
 
 def _job(kind="train", model="nn-lstm", seed=0, **recipe) -> Job:
     return Job(
-        kind, "main", "adding", model, seed, {"seq_len": 10}, param_budget=3000, recipe={**TRAIN, **recipe}
+        kind=kind,
+        experiment="main",
+        task="adding",
+        model=model,
+        seed=seed,
+        task_params={"seq_len": 10},
+        param_budget=3000,
+        recipe={**TRAIN, **recipe},
     )
 
 
@@ -383,7 +390,18 @@ def test_the_estimate_learns_costs_from_this_commits_records_only(registry):
     from suite.estimate import Costs, _signature
     from suite.executor import RunContext
 
-    job = Job("train", "e", "adding", "gru", 0, {"seq_len": 25}, {}, 2000, None, {"steps": 100})
+    job = Job(
+        kind="train",
+        experiment="e",
+        task="adding",
+        model="gru",
+        seed=0,
+        task_params={"seq_len": 25},
+        model_options={},
+        param_budget=2000,
+        layers=None,
+        recipe={"steps": 100},
+    )
     env = {"host": "h", "threads": 2, "dtype": "float32", "device": "cpu"}
 
     def record(commit, train_seconds):

@@ -45,21 +45,27 @@ def test_version_1_records_read_as_today_and_keep_their_keys(smoke_run, tmp_path
 
 def test_a_key_made_before_the_rename_still_matches():
     job = Job(
-        "train",
-        "main",
-        "copy_memory",
-        "nn-lstm",
-        1,
-        {"delay": 10},
-        {},
-        5000,
-        None,
-        {"steps": 100, "lr": 0.01},
-        None,
-        {},
-        "main",
+        kind="train",
+        experiment="main",
+        task="copy_memory",
+        model="nn-lstm",
+        seed=1,
+        task_params={"delay": 10},
+        model_options={},
+        param_budget=5000,
+        layers=None,
+        recipe={"steps": 100, "lr": 0.01},
+        width=None,
+        extra={},
+        role="main",
     )
     assert job.key == "ab16d25a87106fc2a030"  # computed by lstm-bench before Job.train became Job.recipe
+
+
+def test_a_job_takes_keywords_only():
+    """Positional fields would let a swapped pair (seed and budget, two dicts) silently make another key."""
+    with pytest.raises(TypeError):
+        Job("train", "main", "copy_memory", "nn-lstm", 1, {}, {}, 5000)  # type: ignore[misc]
 
 
 def test_a_newer_record_version_is_one_line_and_exit_2(tmp_path, capsys):
@@ -102,11 +108,11 @@ def test_a_runner_that_returns_an_undeclared_result_is_a_failed_record(registry,
     from suite.environment import environment
 
     job = Job(
-        "latency",
-        "latency",
-        "synthetic",
-        "nn-lstm",
-        0,
+        kind="latency",
+        experiment="latency",
+        task="synthetic",
+        model="nn-lstm",
+        seed=0,
         param_budget=2000,
         recipe={"batch_size": 2},
         extra={"context": 8},
