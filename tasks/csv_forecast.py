@@ -70,24 +70,32 @@ def load_csv(path, time_column: str | None = None, columns=None, target=None) ->
         raise DataError(f"{path} has no column besides the time column {time!r}; add numeric columns")
     if len(frame) == 0:
         raise DataError(f"{path} has a header but no rows; {fix}")
-    values = np.stack([_numeric(frame[c], c, path) for c in inputs], 1)
+    values = _numeric(frame[inputs], path)
     targets = [inputs.index(c) for c in predicted] if predicted else list(range(len(inputs)))
     return Table(values, inputs, targets, time, (str(frame[time].iloc[0]), str(frame[time].iloc[-1])))
 
 
-def _numeric(column: pd.Series, name: str, path) -> np.ndarray:
-    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype="float64")
+def _numeric(frame: pd.DataFrame, path) -> np.ndarray:
+    """The columns as floats (rows, columns); every column is checked before the error, so its counts
+    are the whole file's: the first bad cell, then how many rows and cells are bad, per column."""
+    values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
     bad = ~np.isfinite(values)
-    if bad.any():
-        row = int(np.argmax(bad))
-        raw = column.iloc[row]
-        what = "a missing value" if pd.isna(raw) else f"the non-numeric value {str(raw)[:40]!r}"
-        raise DataError(
-            f"{path}: column {name!r} has {what} at data row {row + 1} "
-            f"({int(bad.sum())} bad row{'s' if bad.sum() > 1 else ''} in all); "
-            f"fill or drop those rows, or leave the column out with columns=<names>"
-        )
-    return values
+    if not bad.any():
+        return values
+    row, col = divmod(int(np.argmax(bad)), bad.shape[1])  # the first bad cell, in reading order
+    raw = frame.iloc[row, col]
+    what = "a missing value" if pd.isna(raw) else f"the non-numeric value {str(raw)[:40]!r}"
+    per_column = {name: int(n) for name, n in zip(frame.columns, bad.sum(0)) if n}
+    rows, cells = int(bad.any(1).sum()), int(bad.sum())
+    where = (
+        "" if len(per_column) == 1 else " (" + ", ".join(f"{k!r} {n}" for k, n in per_column.items()) + ")"
+    )
+    raise DataError(
+        f"{path}: column {frame.columns[col]!r} has {what} at data row {row + 1} "
+        f"({rows} bad row{'s' if rows > 1 else ''}, {cells} bad cell{'s' if cells > 1 else ''} "
+        f"in all{where}); "
+        f"fill or drop those rows, or leave the column out with columns=<names>"
+    )
 
 
 def ratio_split(value) -> tuple[float, float, float]:

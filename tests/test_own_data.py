@@ -18,7 +18,7 @@ from suite.executor import RunContext, run_job
 from suite.interfaces import Batch, Task, TaskSpec
 from suite.jobs import Job
 from tasks._lm import UNK
-from tasks.csv_forecast import ratio_borders
+from tasks.csv_forecast import load_csv, ratio_borders
 
 PROSE = (
     "A lamp burned in the window of the old mill, and the miller counted his sacks by its light. "
@@ -316,6 +316,18 @@ def test_bad_data_files_are_one_line_errors_naming_the_file_and_nothing_is_writt
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0] and params["path"] in err[0], (message, err)
         assert not out.exists()
+
+
+def test_missing_values_in_two_columns_are_counted_in_both(tmp_path):
+    """18 holes in b, 12 in c (6 rows with both): the count covers the file, not the first column's."""
+    frame = _sensor_csv(tmp_path / "ok.csv", rows=100)
+    frame.loc[20:37, "b"] = np.nan
+    frame.loc[32:43, "c"] = np.nan
+    frame.to_csv(tmp_path / "holes.csv", index=False)
+    with pytest.raises(DataError) as err:
+        load_csv(tmp_path / "holes.csv")
+    assert "column 'b' has a missing value at data row 21" in str(err.value)
+    assert "24 bad rows, 30 bad cells in all ('b' 18, 'c' 12)" in str(err.value)
 
 
 # ---- the README's example profiles -------------------------------------------------------------
