@@ -140,14 +140,29 @@ def timing_caption(records: pd.DataFrame) -> str:
     if records is None or records.empty:
         return ""
     env = _env(records)
-    threads = sorted({int(t) for t in records.get("timing_threads", pd.Series(dtype=float)).dropna()})
+    counts, mixed = _thread_counts(records.get("timing_threads", pd.Series(dtype=object)))
     recipes = [t for t in records.get("recipe", []) if isinstance(t, dict)]
     sizes = sorted({t["batch_size"] for t in recipes if "batch_size" in t})
     return (
         f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('dtype', '?')}, timed with "
-        f"{', '.join(map(str, threads)) or env.get('threads', '?')} thread(s)"
+        f"{', '.join(map(str, sorted(counts))) or env.get('threads', '?')} thread(s)"
+        + (" (the count changed inside a timed job)" if mixed else "")
         + (f", batch {', '.join(map(str, sizes))}" if sizes else "")
     )
+
+
+def _thread_counts(column: pd.Series) -> tuple[set[int], bool]:
+    """Every thread count the timed calls saw, and whether one job's calls saw several: timing_threads
+    is an int per record, or the list of counts where they differed (records.Throughput)."""
+    counts: set[int] = set()
+    mixed = False
+    for value in column:
+        if isinstance(value, (list, tuple, np.ndarray)):
+            counts |= {int(t) for t in value}
+            mixed = True
+        elif value is not None and not pd.isna(value):
+            counts.add(int(value))
+    return counts, mixed
 
 
 # ---- training ------------------------------------------------------------------------------------
@@ -446,7 +461,7 @@ def lr_sensitivity(
         "Learning-rate sensitivity",
         f"{run_caption(train[train['role'] == 'lr-sweep'])}. Mean ± std over seeds; dots: single "
         "seeds; dashed: headline baseline.",
-        panels[:3],
+        panels,
     )
 
 
