@@ -261,7 +261,7 @@ def _check_workers(args) -> int | None:
     if args.workers < 1:
         raise SuiteError(f"--workers must be >= 1, got {args.workers}")
     if not args.ray_address:
-        from suite.ray_executor import local_cores
+        from suite.environment import local_cores
 
         if args.workers > local_cores():
             raise SuiteError(

@@ -38,6 +38,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def local_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":  # a driver without a GPU may send CUDA jobs to a Ray cluster's GPU nodes
         return torch.cuda.get_device_name(device) if torch.cuda.is_available() else "GPUs of the Ray cluster"

@@ -28,8 +28,10 @@ from pathlib import Path
 
 import torch
 
+from suite import harness
+from suite.environment import DTYPES, environment, local_cores
 from suite.errors import SuiteError
-from suite.executor import RunContext, _build, _prepare, execute, run_job, task_facts
+from suite.executor import RunContext, build_job_model, execute, prepare_model, run_job, task_facts
 from suite.jobs import Job, Recipe
 from suite.placement import Node, Placement
 from suite.profiles import Plan
@@ -155,9 +157,6 @@ class Costs:
         return self.measured[sig]
 
     def _calibrate_train(self, job: Job) -> TrainCost:
-        from suite import harness
-        from suite.environment import DTYPES
-
         self._say(job)
         start = time.perf_counter()
         torch.set_num_threads(self.threads)
@@ -165,9 +164,9 @@ class Costs:
         task = run.registry.make_task(job.task, job.task_params, seed=job.seed)
         task_facts(job, task)  # a baseline is paid once per task config and process: not a per-job cost
         t0 = time.perf_counter()
-        model, _ = _build(job, task.spec, run)
+        model, _ = build_job_model(job, task.spec, run)
         setup = time.perf_counter() - t0
-        _prepare(model)  # a compile is paid once per machine (cached on disk)
+        prepare_model(model)  # a compile is paid once per machine (cached on disk)
         cfg = Recipe.from_dict(job.recipe)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
         gen = torch.Generator().manual_seed(0)
@@ -324,9 +323,6 @@ def dry_run(
     threads: int | None,
     retry_failed: bool,
 ) -> int:
-    from suite.environment import environment
-    from suite.ray_executor import local_cores
-
     cores = local_cores()
     n = workers if workers and workers > 1 else cores
     default_threads = torch.get_num_threads()

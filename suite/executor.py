@@ -11,7 +11,6 @@ worker dies, is recorded as status "failed" with its error, and the next job run
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
+from suite import harness
 from suite.environment import DTYPES
 from suite.errors import SuiteError, one_line
 from suite.interfaces import Task, TaskSpec
@@ -44,6 +44,7 @@ from suite.records import (
     ThroughputResult,
     TrainResult,
     flat,
+    now,
 )
 from suite.registry import Registry
 
@@ -64,10 +65,6 @@ class RunContext:
     progress: Callable[[int, int, float], None] | None = None
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
-
-
 _TASK_FACTS: dict[str, dict] = {}
 
 
@@ -83,7 +80,7 @@ def task_facts(job: Job, task: Task) -> dict:
     return _TASK_FACTS[key]
 
 
-def _build(job: Job, spec: TaskSpec, run: RunContext) -> tuple[torch.nn.Module, int]:
+def build_job_model(job: Job, spec: TaskSpec, run: RunContext) -> tuple[torch.nn.Module, int]:
     return build_model(
         run.registry.model(job.model),
         spec,
@@ -97,14 +94,14 @@ def _build(job: Job, spec: TaskSpec, run: RunContext) -> tuple[torch.nn.Module, 
     )
 
 
-def _prepare(model: torch.nn.Module) -> dict:
+def prepare_model(model: torch.nn.Module) -> dict:
     """Build anything the model compiles before a clock starts; the job that paid says so."""
     seconds = capabilities.prepare(model)
     return {"compile_seconds": seconds, "compile_reused": None if seconds is None else seconds == 0.0}
 
 
 def _model_facts(model: torch.nn.Module, width: int, run: RunContext) -> dict:
-    """records.ModelFacts but the compile fields (from _prepare, before any clock)."""
+    """records.ModelFacts but the compile fields (from prepare_model, before any clock)."""
     return {
         **capabilities.parameter_split(model),
         "model_width": width,
@@ -124,12 +121,10 @@ def _task_facts(task: Task) -> dict:
 
 
 def run_train(job: Job, run: RunContext) -> TrainResult:
-    from suite import harness
-
     task = run.registry.make_task(job.task, job.task_params, seed=job.seed)
     facts = task_facts(job, task)
-    model, width = _build(job, task.spec, run)
-    compiled = _prepare(model)
+    model, width = build_job_model(job, task.spec, run)
+    compiled = prepare_model(model)
     fit = harness.fit(
         Recipe.from_dict(job.recipe),
         job.seed,
@@ -156,11 +151,9 @@ def run_train(job: Job, run: RunContext) -> TrainResult:
 
 
 def run_throughput(job: Job, run: RunContext) -> ThroughputResult:
-    from suite import harness
-
     task = run.registry.make_task(job.task, job.task_params, seed=0)
-    model, width = _build(job, task.spec, run)
-    compiled = _prepare(model)
+    model, width = build_job_model(job, task.spec, run)
+    compiled = prepare_model(model)
     batch_size = job.recipe["batch_size"]
     batch = task.train_batch(batch_size, torch.Generator().manual_seed(0))
     batch = harness.to_device(batch, run.device, DTYPES[run.dtype])
@@ -179,8 +172,8 @@ def _synthetic(job: Job, run: RunContext, seq_len: int):
     """A model for the synthetic token task of the measurement jobs. The budget is matched on the
     backbone, so every length of a sweep gets the same width and the same backbone."""
     spec = TaskSpec(seq_len=seq_len, **SCALING_SPEC)
-    model, width = _build(job, spec, run)
-    return model, spec, width, _prepare(model)
+    model, width = build_job_model(job, spec, run)
+    return model, spec, width, prepare_model(model)
 
 
 def run_scaling(job: Job, run: RunContext) -> ScalingResult:
@@ -242,7 +235,7 @@ def _result_fields(job: Job, result) -> dict:
 def run_job(job: Job, run: RunContext) -> dict:
     """Job -> record: the job's own fields, then what the runner measured. Never raises for a failure
     inside the job: that becomes status "failed"."""
-    record, started, t0 = _header(job, run), _now(), time.perf_counter()
+    record, started, t0 = _header(job, run), now(), time.perf_counter()
     try:
         record.update(_result_fields(job, RUNNERS[job.kind](job, run)))
         error = trace = None
@@ -253,7 +246,7 @@ def run_job(job: Job, run: RunContext) -> dict:
         trace = traceback.format_exc(limit=6)
     outcome = Outcome(
         started=started,
-        finished=_now(),
+        finished=now(),
         wall_seconds=time.perf_counter() - t0,
         status=record["status"],
         error=error,
@@ -264,7 +257,7 @@ def run_job(job: Job, run: RunContext) -> dict:
 
 def failed_record(job: Job, run: RunContext, error: str, started: str, seconds: float) -> dict:
     """The record of a job whose worker never returned one (killed, out of memory, node lost)."""
-    outcome = Outcome(started=started, finished=_now(), wall_seconds=seconds, status="failed", error=error)
+    outcome = Outcome(started=started, finished=now(), wall_seconds=seconds, status="failed", error=error)
     return {**_header(job, run), **flat(outcome)}
 
 

@@ -21,19 +21,16 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from suite.environment import environment, git_commit
+from suite.environment import environment, git_commit, local_cores
 from suite.errors import SuiteError, one_line
-from suite.executor import RunContext, _now, failed_record, placement_facts, run_job
+from suite.executor import RunContext, failed_record, placement_facts, run_job
 from suite.jobs import Job
 from suite.placement import Node, Placement
+from suite.records import now
 
 # Workers of a local instance inherit the driver's environment; a cluster's get these from the driver.
 FORWARDED_ENV = ("LSTM_BENCH_", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 OBJECT_STORE_BYTES = 128 * 2**20  # records are small; Ray's default takes 30% of the memory
-
-
-def local_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def import_ray():
@@ -153,7 +150,7 @@ class RayPool:
             ref = self.task.options(
                 num_cpus=need.cpus, num_gpus=need.gpus, scheduling_strategy=self.affinity(node.id, soft=False)
             ).remote(job, self.setup, need.threads)
-            self.refs[ref] = (job, _now(), time.perf_counter())
+            self.refs[ref] = (job, now(), time.perf_counter())
 
     def running(self) -> list[Job]:
         return self.placement.running()

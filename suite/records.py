@@ -13,6 +13,7 @@ reader with one line saying which version it needs.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import asdict, dataclass, fields
 
 from suite.errors import SuiteError
@@ -46,6 +47,11 @@ class Outcome:
     status: str  # the runner's "ok" / "diverged" / "skipped", or "failed" (raised, or its worker died)
     error: str | None = None
     traceback: str | None = None
+
+
+def now() -> str:
+    """The time as Outcome.started and Outcome.finished hold it: UTC, ISO 8601, microseconds."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(kw_only=True)

@@ -9,30 +9,12 @@ memory only: not process RSS, not the allocator's caching.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-
 import torch
-from torch.profiler import ProfilerActivity, profile
+
+from suite.profiler import quiet_profiler
 
 CPU_METHOD = "cpu allocator timeline (torch.profiler raw allocation/free events, running maximum)"
 CUDA_METHOD = "cuda max_memory_allocated"
-
-
-@contextlib.contextmanager
-def quiet_profiler(**options):
-    """Profile with kineto's start/stop lines (written straight to fd 2) kept off the terminal."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        with profile(activities=[ProfilerActivity.CPU], **options) as prof:
-            yield prof
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def allocation_peak(prof) -> int:

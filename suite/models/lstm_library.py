@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from suite.models.lstm import ReferenceLSTM
+from suite.profiler import quiet_profiler
 
 # operator names (as the profiler shows them) -> backend label
 _KERNELS = (("cudnn_rnn", "cudnn"), ("mkldnn_rnn", "onednn (mkldnn)"), ("miopen_rnn", "miopen"))
@@ -17,8 +18,6 @@ _KERNELS = (("cudnn_rnn", "cudnn"), ("mkldnn_rnn", "onednn (mkldnn)"), ("miopen_
 @cache
 def detect_backend(device_type: str, dtype: torch.dtype, grad: bool = True) -> str:
     """Run a tiny nn.LSTM once under the profiler and read which RNN kernel was dispatched."""
-    from suite.measure.memory import quiet_profiler
-
     lstm = nn.LSTM(4, 8, batch_first=True).to(device_type, dtype)
     x = torch.randn(2, 3, 4, device=device_type, dtype=dtype, requires_grad=grad)
     with torch.set_grad_enabled(grad), quiet_profiler() as prof:
