@@ -192,12 +192,12 @@ def run_scaling(job: Job, run: RunContext) -> ScalingResult:
 
 def run_latency(job: Job, run: RunContext) -> LatencyResult | LatencySkipped:
     context = job.extra["context"]
-    model, _, width, compiled = _synthetic(job, run, context)
+    model, spec, width, compiled = _synthetic(job, run, context)
     if not capabilities.supports_step(model):
         return LatencySkipped(
             skip_reason=f"model {job.model} has no incremental decoding (step)", context=context
         )
-    measured = throughput.step_latency(model, context, run.device, DTYPES[run.dtype])
+    measured = throughput.step_latency(model, spec, context, run.device, DTYPES[run.dtype])
     return LatencyResult(**flat(measured), **_model_facts(model, width, run), **compiled, context=context)
 
 

@@ -231,11 +231,10 @@ class ModelSpec:
     forward(x) maps a task's inputs to its outputs (see TaskSpec). `width` is the model's
     main size knob (hidden size or d_model); the harness picks it to match a parameter budget.
 
-    Optional on the built module (the suite checks with hasattr):
-      init_state(batch_size) and step(x_t, state) -> (out_t, state): incremental decoding;
-      backend() -> str: the kernel that really runs (e.g. "cudnn", "onednn", "aten-native");
-      flop_twin() -> nn.Module: a plain-ops equivalent to count FLOPs on when the module's
-      kernels are opaque to torch.utils.flop_counter.
+    What else the suite uses of the built module when it has it (its kernel's name, a build step,
+    a FLOP-countable twin, incremental decoding, which parameters are lookups) is declared once, in
+    suite.models.capabilities.ModelCapabilities (and BackboneCapabilities for a backbone wrapped in
+    suite.models.sequence_model.SequenceModel).
     """
 
     name: str

@@ -95,7 +95,7 @@ def count_flops(model: torch.nn.Module, spec: TaskSpec) -> dict:
         return {
             "flops_per_token": None,
             "train_flops_per_token": None,
-            "flops_error": "FlopCounterMode saw no matrix product (opaque kernel without a flop_twin())",
+            "flops_error": "FlopCounterMode saw no matrix product (opaque kernel without a flop_module())",
         }
     return {
         "flops_per_token": forward / spec.seq_len,

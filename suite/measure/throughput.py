@@ -105,11 +105,13 @@ def token_batch(spec: TaskSpec, batch_size: int, device, seed: int = 0) -> Batch
     return Batch(x.to(device), y.to(device))
 
 
-def step_latency(model, context: int, device, dtype, batch_size: int = 1, steps: int = 16) -> Latency:
-    """Prefill `context - steps` positions one at a time, then time `steps` single-token steps.
-    perf_counter per step (not Timer): a decoding step changes the state it is timed on."""
+def step_latency(
+    model, spec: TaskSpec, context: int, device, dtype, batch_size: int = 1, steps: int = 16
+) -> Latency:
+    """Prefill `context - steps` positions one at a time, then time `steps` single-token steps of a model
+    built for `spec` (ModelCapabilities.init_state and step). perf_counter per step (not Timer): a
+    decoding step changes the state it is timed on."""
     model.eval()
-    spec = model.spec
     x = example_input(
         TaskSpec(
             seq_len=context,

@@ -30,7 +30,7 @@ def detect_backend(device_type: str, dtype: torch.dtype, grad: bool = True) -> s
 
 
 class LibraryLSTM(nn.LSTM):
-    """nn.LSTM, batch-first, with the suite's optional methods."""
+    """nn.LSTM, batch-first, with the optional members of a backbone (capabilities.BackboneCapabilities)."""
 
     def __init__(self, input_size, hidden_size, num_layers=1, dropout=0.0):
         super().__init__(

@@ -13,7 +13,7 @@ from suite.interfaces import TaskSpec
 
 
 class SequenceModel(nn.Module):
-    backbone: Any  # an nn.Module whose optional methods (step, backend, flop_twin) are looked up by name
+    backbone: Any  # an nn.Module; its optional members: suite.models.capabilities.BackboneCapabilities
 
     def __init__(
         self,
