@@ -6,9 +6,12 @@ ran), what the job kind's runner measured (`TrainResult`, `ThroughputResult`, `S
 build their result as one of these dataclasses and the executor flattens it with `flat()`, so a key
 that is not declared here fails when the record is made, never silently in the report.
 
-Versions: records carry `record_version`. Version 1 (no such field) named the training recipe
-`train`; `upgrade` reads it as version 2 (`recipe`). A record written by a newer version stops the
-reader with one line saying which version it needs.
+Versions: records carry `record_version`; `upgrade` reads every older one in today's shape (keeping the
+version it was written with). Version 1 (no such field) named the training recipe `train` (now
+`recipe`). Version 2 named a scaling point's median training step `train_seconds`, the name of a
+training run's total loop time (now `train_step_seconds`, as in a throughput record), and reported
+wikitext2's bits per *word* as `bpc` (now `bpw`). A record written by a newer version stops the reader
+with one line saying which version it needs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from suite.errors import SuiteError
 from suite.jobs import Job
 
-RECORD_VERSION = 2
+RECORD_VERSION = 3
 
 
 # ---- the common part: every record has it -------------------------------------------------------
@@ -179,7 +182,7 @@ class Scaling:
 
     forward_seconds: float
     forward_iqr_seconds: float
-    train_seconds: float
+    train_step_seconds: float  # one forward+backward step's median (Throughput's name for the same)
     train_iqr_seconds: float
     peak_bytes: int
     memory_method: str
@@ -250,4 +253,32 @@ def upgrade(record: dict, where: str) -> dict:
     if version == 1:
         record = {("recipe" if k == "train" else k): v for k, v in record.items()}
         record["record_version"] = 1
+    if version < 3:
+        record = _upgrade_from_2(record)
     return record
+
+
+def _upgrade_from_2(record: dict) -> dict:
+    if record.get("kind") == "scaling" and "train_seconds" in record:
+        record = {("train_step_seconds" if k == "train_seconds" else k): v for k, v in record.items()}
+    if record.get("task") == "wikitext2":  # its bits per word, once under the name of bits per char
+        record = _renamed_metric(record, "bpc", "bpw")
+    return record
+
+
+def _renamed_metric(record: dict, old: str, new: str) -> dict:
+    """A metric's name wherever a record holds it: the primary metric, the test split's and the
+    baseline's scores (n-gram orders as `<order>_<metric>`) and the curve's validation entries."""
+
+    def name(key: str) -> str:
+        return key[: -len(old)] + new if key == old or key.endswith("_" + old) else key
+
+    def rename(scores):
+        return {name(k): v for k, v in scores.items()} if isinstance(scores, dict) else scores
+
+    out = {k: rename(v) if k in ("test", "baseline") else v for k, v in record.items()}
+    if out.get("primary_metric") == old:
+        out["primary_metric"] = new
+    if isinstance(out.get("curve"), list):
+        out["curve"] = [rename(point) for point in out["curve"]]
+    return out

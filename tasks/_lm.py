@@ -33,7 +33,7 @@ class TokenLMTask(Task):
 
     source: str  # where the text came from, as errors and describe() name it
     family = "language-modeling"
-    primary_metric = "bpc"
+    primary_metric = "bpc"  # bits per token, named for the unit: bpc (char), bpw (word)
     higher_is_better = False
     unit = "char"
     param_help = {
@@ -86,7 +86,7 @@ class TokenLMTask(Task):
 
     def batch_metrics(self, out, batch):
         metrics = super().batch_metrics(out, batch)
-        metrics["bpc"] = metrics["loss"] / LN2
+        metrics[self.primary_metric] = metrics["loss"] / LN2
         return metrics
 
     # ---- baselines on the same evaluation windows ----------------------------------------
@@ -97,16 +97,20 @@ class TokenLMTask(Task):
         }
 
     def baseline(self):
-        """The strongest n-gram's scores under the metric keys, every order's bpc beside them."""
-        scores = self.baselines("test")
-        best = min(scores, key=lambda k: scores[k]["bpc"])
-        return {**scores[best], **{f"{name}_bpc": s["bpc"] for name, s in scores.items()}, "strongest": best}
+        """The strongest n-gram's scores under the metric keys, every order's bits beside them."""
+        scores, bits = self.baselines("test"), self.primary_metric
+        best = min(scores, key=lambda k: scores[k][bits])
+        return {
+            **scores[best],
+            **{f"{name}_{bits}": s[bits] for name, s in scores.items()},
+            "strongest": best,
+        }
 
     def baseline_name(self):
         return "strongest of unigram (add-one), bigram and trigram (add-k) on the same windows"
 
     def threshold(self, split):
-        return min(s["bpc"] for s in self.baselines(split).values())
+        return min(s[self.primary_metric] for s in self.baselines(split).values())
 
     def _ngram_bits(self, order: int, split: str = "test", k: float = 0.1) -> dict:
         """Add-k smoothed n-gram fitted on train, scored on the evaluation windows of `split`; a
@@ -130,7 +134,7 @@ class TokenLMTask(Task):
             nats -= np.log(p).sum()
             n += codes.size
         loss = float(nats / max(n, 1))
-        return {"loss": loss, "bpc": loss / LN2, "accuracy": float("nan")}
+        return {"loss": loss, self.primary_metric: loss / LN2, "accuracy": float("nan")}
 
     def describe(self):
         info = {

@@ -56,6 +56,7 @@ class WikiText2(TokenLMTask):
     name = "wikitext2"
     description = "word-level LM on WikiText-2's official splits via `datasets` (hub, local cache or path)"
     unit = "word"
+    primary_metric = "bpw"  # bits per word (perplexity = 2 ** bpw)
     param_help = {
         "config": "wikitext-2-v1 (tokenised, rare words already <unk>: pytorch/examples' data) or "
         "wikitext-2-raw-v1",

@@ -168,6 +168,16 @@ def test_wikitext2_keeps_the_official_splits_apart(tmp_path, registry, hf_cache)
     assert set(raw.vocab) == {UNK, "<eos>", "the", ".", "="}  # the training words seen twice or more
 
 
+def test_wikitext2_names_its_bits_per_word_bpw(tmp_path, registry, hf_cache):
+    """One name, one meaning: bpc is bits per character (char_lm), bpw bits per word (wikitext2)."""
+    _wikitext_folder(tmp_path / "wikitext-2-v1")
+    task = registry.make_task("wikitext2", {"path": str(tmp_path / "wikitext-2-v1"), "seq_len": 4})
+    scores = task.evaluate(lambda x: torch.zeros(*x.shape, len(task.vocab)), "test", 8, torch.device("cpu"))
+    assert task.primary_metric == "bpw" and "bpw" in scores and "bpc" not in scores
+    assert {"bpw", "unigram_bpw", "trigram_bpw"} <= set(task.baseline()) and "bpc" not in task.baseline()
+    assert registry.task("char_lm").primary_metric == "bpc"
+
+
 def test_wikitext2_offline_without_the_data_is_one_clear_error(registry, hf_cache):
     with pytest.raises(DataError, match=r"not in the local datasets cache.*LSTM_BENCH_ONLINE=1.*path="):
         registry.make_task("wikitext2", {})

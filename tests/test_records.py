@@ -43,6 +43,43 @@ def test_version_1_records_read_as_today_and_keep_their_keys(smoke_run, tmp_path
     pd.testing.assert_frame_equal(tables.task_table(v1["train"])[cols], tables.task_table(new["train"])[cols])
 
 
+def test_version_2_names_read_as_today(tmp_path):
+    """Version 2 called a scaling step's median `train_seconds` (a training run's total loop time) and
+    wikitext2's bits per word `bpc`: read today as `train_step_seconds` and `bpw`."""
+    from suite.report.claims import _scaling_evidence
+
+    scaling = [
+        {
+            "record_version": 2,
+            "kind": "scaling",
+            "model": "m",
+            "status": "ok",
+            "seq_len": T,
+            "train_seconds": s,
+        }
+        for T, s in ((64, 0.01), (128, 0.02))
+    ]
+    wiki = {
+        "record_version": 2,
+        "kind": "train",
+        "task": "wikitext2",
+        "train_seconds": 9.0,
+        "primary_metric": "bpc",
+        "test": {"loss": 3.0, "bpc": 4.3},
+        "baseline": {"bpc": 5.0, "unigram_bpc": 6.0, "strongest": "trigram"},
+        "curve": [{"step": 5, "val_bpc": 4.5, "val_loss": 3.1}],
+    }
+    char = {**wiki, "task": "char_lm"}
+    read = _write(tmp_path / "v2", [*scaling, wiki, char]).records()
+    assert [r["train_step_seconds"] for r in read[:2]] == [0.01, 0.02]
+    assert not any("train_seconds" in r for r in read[:2])
+    assert read[2]["train_seconds"] == 9.0 and read[2]["primary_metric"] == "bpw"  # a training run's own
+    assert read[2]["test"] == {"loss": 3.0, "bpw": 4.3} and read[2]["curve"][0]["val_bpw"] == 4.5
+    assert read[2]["baseline"] == {"bpw": 5.0, "unigram_bpw": 6.0, "strongest": "trigram"}
+    assert read[3] == char  # bits per character keep their name
+    assert "T^1.00" in _scaling_evidence(pd.DataFrame(read[:2]))[0]
+
+
 def test_a_key_made_before_the_rename_still_matches():
     job = Job(
         kind="train",

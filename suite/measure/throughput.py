@@ -163,7 +163,7 @@ def length_scaling(model, spec: TaskSpec, batch_size: int, device) -> Scaling:
     return Scaling(
         forward_seconds=f["median"],
         forward_iqr_seconds=f["iqr"],
-        train_seconds=fb["median"],
+        train_step_seconds=fb["median"],
         train_iqr_seconds=fb["iqr"],
         peak_bytes=mem["peak_bytes"],
         memory_method=mem["memory_method"],

@@ -104,7 +104,7 @@ def _scaling_evidence(scaling: pd.DataFrame | None) -> list[str]:
     lines = []
     for model, g in ok.groupby("model"):
         if g["seq_len"].nunique() >= 2:
-            slope = np.polyfit(np.log(g["seq_len"]), np.log(g["train_seconds"]), 1)[0]
+            slope = np.polyfit(np.log(g["seq_len"]), np.log(g["train_step_seconds"]), 1)[0]
             lines.append(
                 f"{model}: training time grows as T^{slope:.2f} over "
                 f"T={g['seq_len'].min()}..{g['seq_len'].max()}"

@@ -597,7 +597,7 @@ def scaling(sc: pd.DataFrame | None, colors: Colors) -> Figure | None:
     time_traces, mem_traces = [], []
     for model, g in colors.groups(ok):
         g = g.sort_values("seq_len")
-        ms, mib = g["train_seconds"] * 1e3, g["peak_bytes"] / 2**20
+        ms, mib = g["train_step_seconds"] * 1e3, g["peak_bytes"] / 2**20
         time_traces.append(
             Trace(
                 model,

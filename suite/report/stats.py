@@ -29,7 +29,7 @@ from statsmodels.stats.weightstats import ttost_ind
 
 MIN_N = 3  # runs per side below which nothing is tested
 ALPHA = 0.05
-LOG_METRICS = ("loss", "mse", "mae", "bpc", "ppl", "perplexity")
+LOG_METRICS = ("loss", "mse", "mae", "bpc", "bpw", "ppl", "perplexity")
 
 
 def log_scale(metric: str, higher_is_better: bool) -> bool:
