@@ -5,7 +5,11 @@
   RUN_DIR/run.json        the profile, the command and the environment of the (latest) run
   RUN_DIR/microbench.json pytest-benchmark output, when the micro suite ran
 
-pandas reads the records in one call: `pd.read_json(RUN_DIR / "records.jsonl", lines=True)`.
+The file is append-only: a job run again (`--retry-failed`) appends its new record after the failed
+one, and the last line of a key wins. Appending is what makes a kill at any moment safe (one write,
+one fsync, never a rewrite of earlier lines) and keeps the failed attempt on file as what happened.
+Read it with `read_records(RUN_DIR)`: a pandas DataFrame, one row per job (its latest record), every
+record in today's shape (suite.records.upgrade). `pd.read_json(..., lines=True)` returns every line.
 """
 
 from __future__ import annotations
@@ -92,16 +96,31 @@ class ResultsStore:
         path = self.root / RUN_INFO
         return json.loads(path.read_text()) if path.exists() else {}
 
+    def latest(self) -> list[dict]:
+        """One record per job: the last line of each key (see the module's docstring)."""
+        return latest(self.records())
+
     def frame(self, kind: str | None = None):
+        """The latest record of each job as a DataFrame, of one kind or all."""
         import pandas as pd
 
-        path = self.records_path
-        if not path.exists() or path.stat().st_size == 0:
-            return pd.DataFrame()
-        df = pd.DataFrame(self.records())
+        df = pd.DataFrame(self.latest())
         if kind is not None and not df.empty:
             df = df[df["kind"] == kind].reset_index(drop=True)
         return df
+
+
+def latest(records: list[dict]) -> list[dict]:
+    """The last record of each key, in the order those last records were written."""
+    last = {r.get("key"): i for i, r in enumerate(records)}
+    return [r for i, r in enumerate(records) if last[r.get("key")] == i]
+
+
+def read_records(path: str | Path, kind: str | None = None):
+    """A results directory (or its records.jsonl) -> a pandas DataFrame with one row per job, its latest
+    record (the last line of its key), in today's shape; `kind` keeps one job kind."""
+    path = Path(path)
+    return ResultsStore(path.parent if path.name == RECORDS else path).frame(kind)
 
 
 def open_existing(root: str | Path) -> ResultsStore:

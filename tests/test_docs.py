@@ -2,6 +2,7 @@
 command lines and statements (exit statuses, the FLOPs rule, reading records.jsonl)."""
 
 import ast
+import json
 import re
 import tomllib
 
@@ -37,3 +38,24 @@ def test_the_python_versions_agree_with_the_code():
     assert floor >= needed, f"requires-python allows {floor}, but the code imports a module of {needed}"
     assert _version(config["tool"]["ruff"]["target-version"]) == floor
     assert _version(config["tool"]["mypy"]["python_version"]) == floor
+
+
+def _python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def test_the_readme_reads_records_the_way_the_report_does(tmp_path):
+    """Its way to read records.jsonl keeps the last line of a key, as the report does: run as shown."""
+    text = (ROOT / "README.md").read_text()
+    assert "the last line of a key wins" in text
+    [block] = [b for b in _python_blocks(text) if "records.jsonl" not in b and "read_records(" in b]
+    out = tmp_path / "quick"
+    out.mkdir()
+    lines = [
+        {"key": "a", "kind": "train", "status": "failed"},
+        {"key": "a", "kind": "train", "status": "ok"},  # the same job, after --retry-failed
+    ]
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    names: dict = {}
+    exec(block.replace('"results/quick"', repr(str(out))), names)
+    assert list(names["df"]["status"]) == ["ok"] and list(names["train"]["status"]) == ["ok"]

@@ -80,6 +80,25 @@ def test_version_2_names_read_as_today(tmp_path):
     assert "T^1.00" in _scaling_evidence(pd.DataFrame(read[:2]))[0]
 
 
+def test_read_records_keeps_the_last_line_of_each_key(tmp_path):
+    """After --retry-failed the file holds the failed record and then the new one: the new one counts."""
+    from suite.store import read_records
+
+    lines = [
+        {"key": "a", "kind": "train", "status": "failed", "error": "killed"},
+        {"key": "b", "kind": "scaling", "status": "ok"},
+        {"key": "a", "kind": "train", "status": "ok"},
+    ]
+    _write(tmp_path / "r", lines)
+    assert len(pd.read_json(tmp_path / "r" / "records.jsonl", lines=True)) == 3  # every line
+    for where in (tmp_path / "r", tmp_path / "r" / "records.jsonl"):
+        df = read_records(where)
+        assert list(df["key"]) == ["b", "a"] and list(df["status"]) == ["ok", "ok"]
+        assert (df["record_version"] == 1).all()  # read in today's shape
+    assert list(read_records(tmp_path / "r", kind="train")["status"]) == ["ok"]
+    assert read_records(tmp_path / "none").empty
+
+
 def test_a_key_made_before_the_rename_still_matches():
     job = Job(
         kind="train",
