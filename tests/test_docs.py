@@ -59,3 +59,65 @@ def test_the_readme_reads_records_the_way_the_report_does(tmp_path):
     names: dict = {}
     exec(block.replace('"results/quick"', repr(str(out))), names)
     assert list(names["df"]["status"]) == ["ok"] and list(names["train"]["status"]) == ["ok"]
+
+
+# ---- the README's command lines, parsed by the real parser -----------------------------------------
+
+PLACEHOLDERS = {"N": "2", "T": "1"}  # what the synopsis's integer placeholders stand for
+
+
+def _readme_commands() -> list[str]:
+    """Every `python -m suite ...` command of the README: the lines of its sh blocks (a synopsis line's
+    indented continuations joined to it) and its inline code spans; comments and env settings dropped."""
+    text = (ROOT / "README.md").read_text()
+    lines: list[str] = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.splitlines():
+            if line.startswith(" ") and lines and lines[-1].startswith("python -m suite"):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(re.sub(r"^(\w+=\S+ )+", "", line.split("#")[0].strip()))
+    lines += [
+        re.sub(r"^(\w+=\S+ )+", "", span) for span in re.findall(r"`([^`\n]*python -m suite [^`\n]*)`", text)
+    ]
+    return [" ".join(line.split()) for line in lines if line.startswith("python -m suite")]
+
+
+def _concrete(command: str) -> list[list[str]]:
+    """A synopsis line -> argument lists: every [optional] part in, and for `a|b|c`, a list with each
+    alternative (the i-th list takes the i-th alternative of every choice)."""
+    tokens = command.replace("[", " ").replace("]", " ").split()[3:]  # after `python -m suite`
+    choices = [t.split("|") for t in tokens]
+    return [
+        [PLACEHOLDERS.get(c[min(i, len(c) - 1)], c[min(i, len(c) - 1)]) for c in choices]
+        for i in range(max(map(len, choices), default=1))
+    ]
+
+
+def test_every_readme_command_line_parses():
+    from suite.cli import _parser
+
+    commands = _readme_commands()
+    assert len(commands) >= 10 and any("[" in c for c in commands)  # the synopsis is among them
+    for command in commands:
+        for argv in _concrete(command):
+            try:
+                _parser().parse_args(argv)
+            except SystemExit:
+                raise AssertionError(f"README: `{command}` does not parse as {argv}") from None
+
+
+def test_the_readme_synopsis_shows_every_option():
+    from suite.cli import _parser
+
+    parser = _parser()
+    synopsis = {c.split()[3]: c for c in _readme_commands() if "[" in c and not c.split()[3].startswith("-")}
+    [commands] = [a for a in parser._actions if a.dest == "command"]
+    for name, sub in commands.choices.items():
+        options = {o for a in sub._actions for o in a.option_strings if o.startswith("--") and o != "--help"}
+        shown = synopsis.get(name, next((c for c in _readme_commands() if c.split()[3] == name), ""))
+        missing = {o for o in options if not re.search(rf"{o}\b", shown)}
+        assert not missing, f"README synopsis of `{name}` lacks {sorted(missing)}"
+    assert any(
+        c.split()[3] == "--plugin" for c in _readme_commands()
+    )  # a top-level option, before the command
