@@ -61,6 +61,48 @@ def test_the_readme_reads_records_the_way_the_report_does(tmp_path):
     assert list(names["df"]["status"]) == ["ok"] and list(names["train"]["status"]) == ["ok"]
 
 
+def _exit_statuses() -> set[int]:
+    """Every status suite/cli.py can return: the int constants of its return statements."""
+    tree = ast.parse((ROOT / "suite" / "cli.py").read_text())
+    return {
+        n.value
+        for r in ast.walk(tree)
+        if isinstance(r, ast.Return) and r.value is not None
+        for n in ast.walk(r.value)
+        if isinstance(n, ast.Constant) and type(n.value) is int
+    }
+
+
+def test_the_readme_documents_every_exit_status():
+    text = " ".join((ROOT / "README.md").read_text().split())
+    documented = text[text.index("**Exit status**") :][:900]
+    assert _exit_statuses() == {0, 1, 2, 130}
+    for status in _exit_statuses():
+        assert re.search(rf"\b{status} (when|for)\b", documented), status
+    assert "1 when a `run` had a job that failed" in documented
+    assert "`compare --fail-on-regression` finds" in documented
+
+
+def test_a_run_with_a_failed_job_exits_1(tmp_path, capsys):
+    from suite.cli import main
+
+    plugin = tmp_path / "broken_model.py"
+    plugin.write_text(
+        "from suite.interfaces import ModelSpec\n\n"
+        "def build(spec, width, layers):\n"
+        "    raise RuntimeError('this model cannot be built')\n\n"
+        "BROKEN = ModelSpec('broken', 'other', build)\n"
+    )
+    profile = tmp_path / "p.toml"
+    profile.write_text(
+        'seeds = 1\n[train]\nsteps = 2\n[[experiment]]\nmodels = ["broken"]\nwidth = 4\n'
+        '[[experiment.task]]\nname = "adding"\nparams = { seq_len = 4 }\n'
+    )
+    out = tmp_path / "out"
+    assert main(["--plugin", str(plugin), "run", "--profile", str(profile), "--out", str(out)]) == 1
+    assert "1 failed" in capsys.readouterr().err
+
+
 # ---- the README's command lines, parsed by the real parser -----------------------------------------
 
 PLACEHOLDERS = {"N": "2", "T": "1"}  # what the synopsis's integer placeholders stand for
