@@ -163,3 +163,15 @@ def test_the_readme_synopsis_shows_every_option():
     assert any(
         c.split()[3] == "--plugin" for c in _readme_commands()
     )  # a top-level option, before the command
+
+
+def test_every_duration_the_readme_states_names_its_load():
+    """A time measured on a shared machine is only true with its load: a paragraph or list item stating
+    hours or days (or minutes of a run) says the load it was measured at, or that it was quiet."""
+    text = (ROOT / "README.md").read_text()
+    text = re.sub(r"```.*?```", "", text, flags=re.S)  # command blocks: their comments are limits, not runs
+    parts = re.split(r"\n\s*\n|\n(?=\s*- )", text)
+    duration = re.compile(r"(?<!the PTB )\b(hours?|days)\b|\d+h\d+m|\d+ min \d+ s")  # not an era
+    for part in parts:
+        if duration.search(part):
+            assert re.search(r"\bload\b|\bquiet\b", part), " ".join(part.split())[:300]
