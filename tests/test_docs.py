@@ -175,3 +175,36 @@ def test_every_duration_the_readme_states_names_its_load():
     for part in parts:
         if duration.search(part):
             assert re.search(r"\bload\b|\bquiet\b", part), " ".join(part.split())[:300]
+
+
+def test_the_readme_states_the_training_flops_ratios_the_counter_gives():
+    """Forward+backward over forward: 3x for a matrix product, 3.5x for attention (the fused kernels'
+    backward recomputes q·kᵀ), as the README's FLOPs paragraph says; measured on the instrument."""
+    import torch
+    import torch.nn.functional as F
+
+    from suite.measure.flops import _count
+
+    class Attention(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            q = x * self.scale  # elementwise: not counted
+            return F.scaled_dot_product_attention(q, q, q, is_causal=True)
+
+    def ratio(module, x):
+        return _count(module, x, True) / _count(module, x, False)
+
+    measured = {"attention": ratio(Attention(), torch.randn(2, 4, 16, 8))}
+    measured["matrix product"] = ratio(
+        torch.nn.Linear(8, 8, bias=False), torch.randn(2, 16, 8, requires_grad=True)
+    )
+    text = " ".join((ROOT / "README.md").read_text().split())
+    flops = text[text.index("**FLOPs**") :][:1000]
+    matrix = re.search(r"A matrix product's forward\+backward counts ([\d.]+)× its forward", flops)
+    attention = re.search(r"attention's counts \*\*([\d.]+)×\*\* its forward", flops)
+    assert matrix and attention, flops
+    said = {"matrix product": float(matrix[1]), "attention": float(attention[1])}
+    assert measured == said == {"matrix product": 3.0, "attention": 3.5}

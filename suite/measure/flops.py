@@ -8,8 +8,10 @@ formulas for the CUDA SDPA kernels only; the CPU kernels get the same formulas r
 attention is counted wherever SDPA runs. Kernels FlopCounterMode cannot see into (nn.LSTM's fused
 RNN op, our C++ loop) are counted on a plain-ops twin with the same weights (flop_module()).
 
-`flops_per_token` is one forward pass; `train_flops_per_token` is forward + backward. A model whose
-count comes out zero or raises is recorded with the reason (`flops_error`), never as 0.
+`flops_per_token` is one forward pass; `train_flops_per_token` is forward + backward: 3x the forward
+for a matrix product (the backward's two products), 3.5x for attention, whose fused kernels' backward
+recomputes q·kᵀ (sdpa_backward_flop_count: 5 products against the forward's 2). A model whose count
+comes out zero or raises is recorded with the reason (`flops_error`), never as 0.
 """
 
 from __future__ import annotations
