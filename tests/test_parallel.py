@@ -441,7 +441,18 @@ def test_the_estimate_costs_runs_that_stop_early_at_the_share_of_the_cap_earlier
     from suite.executor import RunContext
 
     recipe = {"steps": 1000, "until_solved": True, "eval_every": 1000}
-    job = Job("train", "e", "adding", "gru", 0, {"seq_len": 25}, {}, 2000, None, recipe)
+    job = Job(
+        kind="train",
+        experiment="e",
+        task="adding",
+        model="gru",
+        seed=0,
+        task_params={"seq_len": 25},
+        model_options={},
+        param_budget=2000,
+        layers=None,
+        recipe=recipe,
+    )
     env = {"host": "h", "threads": 2, "dtype": "float32", "device": "cpu", "commit": "c"}
     stopped = [
         {**asdict(job), "status": "ok", "env": env, "wall_seconds": s * 0.01, "train_seconds": s * 0.01,
