@@ -202,7 +202,7 @@ READERS = {  # the functions that read record columns (the others read the repor
 MADE_BY_THE_REPORT = {"config", "sweep", "lr_tuned", "value"}  # columns the report adds (load, seed_scores)
 NOT_COLUMNS = (
     {f.name for f in fields(Recipe)}  # keys of the recipe,
-    | {"lr_grid", "tune_seed", "scores", "points"}  # of a tuned job's extra and tuning.choose,
+    | {"lr_grid", "tune_seed", "scores", "points", "solved_steps"}  # a tuned job's extra, tuning.choose
     | {"mean", "std", "min", "max", "n"}  # of stability.seed_summary,
     | set(JOB_KINDS)
     | {"tuning"}
