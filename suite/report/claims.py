@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from suite.report import stats, tables, verdicts
-from suite.report.tables import ATTN, RNN, _representatives
+from suite.report.tables import ATTN, RNN, representatives
 
 LONG = 100  # the shortest sequence that counts as "long" for the long-dependency claim
 LSTM_FAMILIES = ("lstm", "lstm-variant")
@@ -144,7 +144,7 @@ def claim_stability(table: pd.DataFrame, lr: pd.DataFrame) -> dict:
             if not (pd.isna(wr) or pd.isna(wa)):
                 score.append(1 if wr > wa + 0.25 else -1 if wa > wr + 0.25 else 0)
     for exp, g in table.groupby("experiment"):
-        rnn, att = (_representatives(g[g["family"].isin(fam)]) for fam in (RNN, ATTN))
+        rnn, att = (representatives(g[g["family"].isin(fam)]) for fam in (RNN, ATTN))
         if (
             rnn.empty
             or att.empty

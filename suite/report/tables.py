@@ -301,7 +301,7 @@ def lr_protocol(table: pd.DataFrame) -> str:
 # ---- comparisons --------------------------------------------------------------------------------
 
 
-def _representatives(g: pd.DataFrame) -> pd.DataFrame:
+def representatives(g: pd.DataFrame) -> pd.DataFrame:
     """One row per architecture (twins count once): the best-scoring implementation of each."""
     g = g.dropna(subset=["mean"])
     if g.empty:
@@ -356,7 +356,7 @@ def family_table(table: pd.DataFrame) -> pd.DataFrame:
     pairs = []
     main = table[table["role"] == "main"] if not table.empty else table
     for (exp, config), g in main.groupby(["experiment", "config"], sort=False):
-        reps = _representatives(g)
+        reps = representatives(g)
         rnn, att = reps[reps["family"].isin(RNN)], reps[reps["family"].isin(ATTN)]
         if rnn.empty or att.empty:
             continue
@@ -415,7 +415,7 @@ def winners(table: pd.DataFrame) -> pd.DataFrame:
     ANOTHER architecture (never its twin), Holm-corrected over the rows."""
     rows, results = [], []
     for (exp, config), g in table.groupby(["experiment", "config"], sort=False):
-        reps = _representatives(g)
+        reps = representatives(g)
         if reps.empty:
             continue
         best = reps.iloc[0]
