@@ -466,17 +466,50 @@ class BarrierTimeout(RuntimeError):
     pass
 
 
-def _check(err: torch.Tensor, plan: Plan) -> None:
-    if err.item():
-        raise BarrierTimeout(
-            f"lstm-triton: a grid barrier of the persistent kernel timed out ({plan.describe()}): not every "
-            "program was resident (another kernel on the GPU?); run with kernel='stepwise'"
-        )
+# Persistent launches whose error flag is still on its way to the host: (pinned host copy, event, plan).
+# The flag is read when its copy has landed, so no launch waits on the GPU (a .item() after each kernel
+# would stall the stream between the forward and the backward's GEMMs); a timeout raises at the next call.
+_pending: list[tuple[torch.Tensor, object, Plan]] = []
+
+
+def _watch(err: torch.Tensor, plan: Plan) -> None:
+    if err.device.type != "cuda":
+        _pending.append((err, None, plan))
+    else:
+        host = torch.empty(1, dtype=torch.int32, pin_memory=True)
+        host.copy_(err, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        _pending.append((host, event, plan))
+    check_barriers(wait=err.device.type != "cuda")
+
+
+def check_barriers(wait: bool = False) -> None:
+    """Raise BarrierTimeout if a finished persistent launch gave up at a barrier (its results are wrong).
+    wait=True waits for every pending launch first (the tests do; a timing loop need not)."""
+    done = []
+    for item in list(_pending):
+        flag, event, _ = item
+        if event is not None:
+            if wait:
+                event.synchronize()  # type: ignore[attr-defined]
+            elif not event.query():  # type: ignore[attr-defined]
+                continue
+        done.append(item)
+        _pending.remove(item)
+    for flag, _, plan in done:
+        if flag.item():
+            _pending.clear()
+            raise BarrierTimeout(
+                f"lstm-triton: a grid barrier of the persistent kernel timed out ({plan.describe()}): not "
+                "every program was resident (another kernel on the GPU?); run with kernel='stepwise'"
+            )
 
 
 def forward(pre, w_hh, h0, c0, plan: Plan, save: bool):
     """pre (T, B, 4H) = x W_ihᵀ + b_ih + b_hh, contiguous, float32; overwritten with the gate activations
     when save. Returns hs (T+1, B, H) (hs[0] = h0), cs (T+1, B, H) when save else None, c_T (B, H)."""
+    check_barriers()
     T, B, H4 = pre.shape
     H = H4 // 4
     hs = pre.new_empty(T + 1, B, H)
@@ -509,7 +542,7 @@ def forward(pre, w_hh, h0, c0, plan: Plan, save: bool):
             num_stages=1,
             **meta,
         )
-        _check(err, plan)
+        _watch(err, plan)
         return hs, cs, cn
     # training keeps every c_t; inference ping-pongs c between two buffers
     slots, n_slots = (cs, T + 1) if cs is not None else (pre.new_empty(2, B, H), 2)
@@ -525,6 +558,7 @@ def forward(pre, w_hh, h0, c0, plan: Plan, save: bool):
 
 def backward(acts, hs, cs, w_hh, grad_out, grad_hn, grad_cn, plan: Plan):
     """The loop of the backward. Returns δa (T, B, 4H) (gate pre-activation gradients), ∂L/∂h0, ∂L/∂c0."""
+    check_barriers()
     T, B, H4 = acts.shape
     H = H4 // 4
     w = w_hh.contiguous()
@@ -555,7 +589,7 @@ def backward(acts, hs, cs, w_hh, grad_out, grad_hn, grad_cn, plan: Plan):
             num_stages=1,
             **meta,
         )
-        _check(err, plan)
+        _watch(err, plan)
         return da, gh0, gc0
     ring = [grad_cn.clone(), torch.empty_like(grad_cn)]  # δc ping-pongs: iteration k reads ring[k % 2]
     for k in range(T):
