@@ -30,8 +30,8 @@ def _error(ours: torch.Tensor, ref: torch.Tensor) -> float:
 
 
 @pytest.fixture
-def kernels(monkeypatch):
-    """The kernels module, compiled on a GPU, interpreted on the CPU (TF32 off either way)."""
+def kernels_module(monkeypatch):
+    """The kernels module, compiled on a GPU, interpreted on the CPU (defined under TRITON_INTERPRET=1)."""
     if not CUDA:
         monkeypatch.setenv("TRITON_INTERPRET", "1")
     module = sys.modules.get("suite.models.lstm_triton_kernels")
@@ -39,11 +39,50 @@ def kernels(monkeypatch):
         module = importlib.import_module("suite.models.lstm_triton_kernels")
     elif module.interpreted() == CUDA:  # defined under the other mode earlier in this process
         module = importlib.reload(module)
+    return module
+
+
+@pytest.fixture
+def kernels(kernels_module):
+    """The kernels, ready to launch, with TF32 off (float32 is float32 on a GPU too)."""
+    if not CUDA:
+        _skip_if_the_interpreter_is_broken(kernels_module)
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield module
-    module.check_barriers(wait=True)  # a barrier that gave up on the GPU fails the test that launched it
+    yield kernels_module
+    kernels_module.check_barriers(wait=True)  # a barrier that gave up on the GPU fails its test
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+_PROBE: list[str] = []
+
+
+def _skip_if_the_interpreter_is_broken(module) -> None:
+    """Triton 3.6's interpreter with numpy >= 2 fails on any range() over a kernel argument ("only
+    0-dimensional arrays can be converted to Python scalars"); 3.9's works. One tiny launch tells."""
+    if not _PROBE:
+        try:
+            plan = module.Plan("stepwise", 16, 16, 16, 4, "ieee", (1, 1))
+            module.forward(
+                torch.zeros(1, 1, 64),
+                torch.zeros(64, 16),
+                torch.zeros(1, 16),
+                torch.zeros(1, 16),
+                plan,
+                False,
+            )
+            _PROBE.append("")
+        except Exception as exc:
+            if "0-dimensional arrays" not in str(exc):
+                raise  # anything else is ours to fix, not a reason to skip
+            import triton
+
+            _PROBE.append(
+                f"Triton {triton.__version__}'s interpreter fails here ({' '.join(str(exc).split())[:120]}); "
+                "the CPU parity tests need triton>=3.9 (pip install -U triton)"
+            )
+    if _PROBE[0]:
+        pytest.skip(_PROBE[0])
 
 
 def _pair(I, H, layers, kernel, seed=0):
@@ -142,7 +181,8 @@ def test_barrier_that_waits_too_long_raises_instead_of_hanging(kernels, monkeypa
         kernels.forward(pre, torch.randn(4 * H, H), torch.zeros(B, H), torch.zeros(B, H), plan, save=False)
 
 
-def test_tile_planner_fits_the_sms_and_tl_dot(kernels):
+def test_tile_planner_fits_the_sms_and_tl_dot(kernels_module):
+    kernels = kernels_module
     for B in (1, 8, 17, 64, 256, 1000):
         for H in (1, 20, 128, 1024, 4096):
             for n_sm in (8, 132):
