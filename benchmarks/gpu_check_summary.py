@@ -37,9 +37,12 @@ def parity(out: Path) -> list[str]:
 def bench(out: Path) -> list[str]:
     path = out / "lstm_gpu_bench.json"
     if not path.is_file():
-        return ["micro-benchmarks: no lstm_gpu_bench.json (stage c did not finish; partial rows may be in the CSV)"]
+        return ["micro-benchmarks: no lstm_gpu_bench.json (stage c did not finish; the CSV has its rows)"]
     data = json.loads(path.read_text())
-    head = f"micro-benchmarks on {data.get('gpu')} ({data.get('sm_count')} SMs), nn.LSTM = {data.get('nn_lstm_backend')}"
+    head = (
+        f"micro-benchmarks on {data.get('gpu')} ({data.get('sm_count')} SMs), "
+        f"nn.LSTM = {data.get('nn_lstm_backend')}"
+    )
     lines = [head, *(f"  {line}" for line in data.get("summary", []))]
     rows = [r for r in data.get("rows", []) if r["impl"] == "triton-auto" and r["ratio_vs_cudnn"] is not None]
     if rows:
@@ -77,12 +80,13 @@ def records(results: Path) -> list[str]:
     for r in recs:
         if r.get("kind") == "scaling" and r.get("status") == "ok":
             lines.append(
-                f"  scaling {r['model']:12s} T={r['seq_len']:<5d} forward {1e3 * r['forward_seconds']:8.2f} ms, "
-                f"fwd+bwd {1e3 * r['train_seconds']:8.2f} ms (B={r['batch_size']})"
+                f"  scaling {r['model']:12s} T={r['seq_len']:<5d} forward {1e3 * r['forward_seconds']:8.2f} "
+                f"ms, fwd+bwd {1e3 * r['train_seconds']:8.2f} ms (B={r['batch_size']})"
             )
     for r in recs:
         if r.get("status") == "failed":
-            lines.append(f"  FAILED {r.get('kind')} {r.get('model')} {r.get('task')}: {str(r.get('error'))[:160]}")
+            what = f"{r.get('kind')} {r.get('model')} {r.get('task')}"
+            lines.append(f"  FAILED {what}: {str(r.get('error'))[:160]}")
     return lines
 
 
