@@ -7,6 +7,8 @@ elsewhere Triton's interpreter runs them on the CPU (TRITON_INTERPRET=1, set per
 module is imported, and its kernels defined, under it). Without Triton installed they skip."""
 
 import importlib
+import os
+import subprocess
 import sys
 
 import pytest
@@ -227,3 +229,22 @@ def test_without_triton_the_model_falls_back(monkeypatch):
 def test_registered_as_a_vanilla_lstm_twin(registry):
     spec = registry.model("lstm-triton")
     assert spec.family == "lstm" and spec.architecture == registry.model("nn-lstm").architecture
+
+
+@pytest.mark.slow
+def test_kernels_compile_for_sm90_without_spills():
+    """What the interpreter cannot check: the compiled language's types, tl.dot's rules, registers. Triton's
+    wheel compiles to sm_90 cubin with its own ptxas, no GPU needed (benchmarks/triton_compile_check.py)."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "triton_compile_check.py"
+    import importlib.util as util
+
+    if util.find_spec("triton.backends.nvidia") is None:
+        pytest.skip("this triton has no NVIDIA backend to compile with")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=900, env=env
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "0 failed or spilling" in proc.stdout
