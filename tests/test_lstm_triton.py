@@ -134,6 +134,7 @@ def test_triton_lstm_matches_the_reference_cell(kernels, kernel, B, T, I, H, lay
     ref, ours = _pair(I, H, layers, kernel)
     assert "Triton" in ours.backend(DEVICE, torch.float32)
     diffs, expected = _differences(ref, ours, B, T)
+    assert f"ran: {kernel} kernel" in ours.backend(DEVICE, torch.float32)  # the plan that ran, named
     bad = {k: v for k, v in diffs.items() if not v <= TOL}
     assert not bad, bad
     # no compared gradient is trivially zero, so a gate whose gradient is missing cannot hide

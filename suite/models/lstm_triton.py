@@ -78,13 +78,11 @@ class TritonLayerFunction(torch.autograd.Function):
     """One layer: x (T, B, I), h0, c0 (B, H), the layer's weights -> out (T, B, H), h_T, c_T."""
 
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, kernel: str):
-        K = _kernels()
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, plan):
         T, B, I = x.shape
         H = w_hh.shape[1]
         pre = torch.addmm(b_ih + b_hh, x.reshape(T * B, I), w_ih.t()).view(T, B, 4 * H)
-        plan = K.make_plan(B, H, x.device, kernel, dot_precision(x.device))
-        hs, cs, c_n = K.forward(pre, w_hh, h0, c0, plan, save=True)  # pre now holds the gate activations
+        hs, cs, c_n = _kernels().forward(pre, w_hh, h0, c0, plan, save=True)  # pre: now the activations
         ctx.plan = plan
         ctx.save_for_backward(x, hs, cs, pre, w_ih, w_hh)
         return hs[1:], hs[T].clone(), c_n
@@ -113,18 +111,16 @@ class TritonLayerFunction(torch.autograd.Function):
         return grad_x, grad_h0, grad_c0, grad_w_ih, grad_w_hh, grad_b, grad_b, None
 
 
-def run_layer(x, h0, c0, weights, kernel: str, train: bool):
-    """One layer on time-major x (T, B, I) -> out (T, B, H), h_T, c_T."""
+def run_layer(x, h0, c0, weights, plan, train: bool):
+    """One layer on time-major x (T, B, I) -> out (T, B, H), h_T, c_T, its loop run as `plan` says."""
     if train:
-        return TritonLayerFunction.apply(x, h0, c0, *weights, kernel)
-    K = _kernels()
+        return TritonLayerFunction.apply(x, h0, c0, *weights, plan)
     w_ih, w_hh, b_ih, b_hh = weights
     T, B, I = x.shape
     H = w_hh.shape[1]
     with torch.no_grad():
         pre = torch.addmm(b_ih + b_hh, x.reshape(T * B, I), w_ih.t()).view(T, B, 4 * H)
-        plan = K.make_plan(B, H, x.device, kernel, dot_precision(x.device))
-        hs, _, c_n = K.forward(pre, w_hh, h0, c0, plan, save=False)
+        hs, _, c_n = _kernels().forward(pre, w_hh, h0, c0, plan, save=False)
     return hs[1:], hs[T], c_n
 
 
@@ -144,14 +140,18 @@ class TritonLSTM(ReferenceLSTM):
         if kernel not in KERNELS:
             raise ValueError(f"unknown lstm-triton kernel {kernel!r}; use one of {', '.join(KERNELS)}")
         self.kernel = kernel
+        self.plans_used: set[str] = set()  # every loop plan (kernel, tile, grid) this module has run
         self._prepared: set = set()
 
     def forward(self, x, state=None):
-        if why_not_triton(x.device, x.dtype) is not None:
-            return run_layers(self, x, state, LSTMLayerFunction)
-        if x.shape[1] == 0:
+        if why_not_triton(x.device, x.dtype) is not None or torch.is_autocast_enabled():
+            return run_layers(self, x, state, LSTMLayerFunction)  # autocast: the kernels take float32
+        B, T = x.shape[:2]
+        if T == 0:
             raise ValueError("lstm-triton needs a sequence of at least one step (got T = 0)")
-        h0, c0 = state if state is not None else self.init_state(x.shape[0], x)
+        plan = _kernels().make_plan(B, self.hidden_size, x.device, self.kernel, dot_precision(x.device))
+        self.plans_used.add(plan.describe())
+        h0, c0 = state if state is not None else self.init_state(B, x)
         needs_grad = x.requires_grad or any(p.requires_grad for p in self.parameters())
         train = torch.is_grad_enabled() and needs_grad
         seq = x.transpose(0, 1).contiguous()
@@ -160,7 +160,7 @@ class TritonLSTM(ReferenceLSTM):
             weights = [
                 getattr(self, f"{name}_l{layer}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
             ]
-            seq, h, c = run_layer(seq, h0[layer], c0[layer], weights, self.kernel, train)
+            seq, h, c = run_layer(seq, h0[layer], c0[layer], weights, plan, train)
             if layer < self.num_layers - 1:
                 seq = self.dropout(seq)
             h_n.append(h)
@@ -173,6 +173,8 @@ class TritonLSTM(ReferenceLSTM):
         if reason is not None:
             return f"{device.type}: manual BPTT, time loop in Python ({reason})"
         how = f"kernel={self.kernel}, dot {dot_precision(device)}, triton {triton_version()}"
+        if self.plans_used:  # what really ran, per batch size seen (training and evaluation batches)
+            how += "; ran: " + " | ".join(sorted(self.plans_used))
         if device.type == "cpu":
             return f"cpu: Triton interpreter (TRITON_INTERPRET=1; numpy, for tests; {how})"
         return f"cuda: Triton time loop (lstm-triton: fused gates, {how})"
@@ -188,7 +190,7 @@ class TritonLSTM(ReferenceLSTM):
         if key in self._prepared:
             return 0.0
         start = time.perf_counter()
-        training = self.training
+        training, plans = self.training, set(self.plans_used)
         self.eval()  # no dropout: the warm-up draws no random numbers
         x = torch.zeros(16, 2, self.input_size, device=p.device, requires_grad=True)
         out, _ = self.forward(x)
@@ -198,6 +200,7 @@ class TritonLSTM(ReferenceLSTM):
             self.forward(x)
         torch.cuda.synchronize(p.device)
         self.train(training)
+        self.plans_used = plans  # the warm-up's tile is not what the job ran
         self._prepared.add(key)
         return time.perf_counter() - start
 
