@@ -16,8 +16,9 @@
 # without the package metadata) with the Python given by $PYTHON (default python3), which needs torch
 # (CUDA), triton, transformers, pandas, scipy, statsmodels, jinja2, matplotlib, tqdm, pytest and
 # pytest-benchmark; ray, plotly and datasets are not needed (without plotly the report's figures are PNGs).
-# Stage subset: STAGES="b c" bash benchmarks/gpu_check.sh OUT. Timeouts (seconds): T_ENV, T_PARITY,
-# T_BENCH (and BENCH_BUDGET: no new shape after it), T_SUITE, T_REPORT.
+# Stage subset: STAGES="b c" bash benchmarks/gpu_check.sh OUT. Timeouts (seconds): T_ENV (20), T_PARITY
+# (90), T_BENCH (150; BENCH_BUDGET 110: no new shape after it), T_SUITE (130), T_REPORT (40): at most 7.2
+# minutes in all, about 5-6 expected on an H200.
 set -u
 
 OUT="${1:-${OUT:-}}"
@@ -100,7 +101,8 @@ EOF
   "$PY" -m pip list 2>/dev/null || echo "(no pip)"
 }
 
-suite_run() {
+suite_run() {  # seed 0 of every job first (throughput and scaling too), then the other seeds resume
+  "$PY" -m suite run --profile gpu --device cuda --out "$WORK/results/gpu" --no-progress --seeds 1
   "$PY" -m suite run --profile gpu --device cuda --out "$WORK/results/gpu" --no-progress
 }
 suite_report() {
@@ -111,19 +113,19 @@ export -f env_facts suite_run suite_report  # `timeout` runs commands, not funct
 
 log "gpu_check: $ROOT -> $OUT, python $(command -v "$PY"), stages: $STAGES"
 
-stage a "${T_ENV:-30}" "$OUT/env.txt" bash -c env_facts
+stage a "${T_ENV:-20}" "$OUT/env.txt" bash -c env_facts
 grep -E "^device:|^torch |^triton |^cudnn " "$OUT/env.txt" 2>/dev/null | sed 's/^/    /' | tee -a "$SUMMARY"
 
-stage b "${T_PARITY:-100}" "$OUT/parity.txt" \
+stage b "${T_PARITY:-90}" "$OUT/parity.txt" \
   "$PY" -m pytest -q -rA -p no:cacheprovider tests/test_lstm_triton.py --junitxml="$WORK/parity.xml"
 tail -n 1 "$OUT/parity.txt" 2>/dev/null | sed 's/^/    /' | tee -a "$SUMMARY"
 
-stage c "${T_BENCH:-170}" "$OUT/bench.txt" \
-  "$PY" benchmarks/gpu_lstm_bench.py --out "$OUT" --budget-seconds "${BENCH_BUDGET:-125}" --tf32-grid
+stage c "${T_BENCH:-150}" "$OUT/bench.txt" \
+  "$PY" benchmarks/gpu_lstm_bench.py --out "$OUT" --budget-seconds "${BENCH_BUDGET:-110}" --tf32-grid
 
-stage d-run "${T_SUITE:-150}" "$OUT/suite.txt" bash -c suite_run
+stage d-run "${T_SUITE:-130}" "$OUT/suite.txt" bash -c suite_run
 if [ -f "$WORK/results/gpu/records.jsonl" ]; then
-  stage d-report "${T_REPORT:-45}" "$OUT/suite.txt" bash -c suite_report
+  stage d-report "${T_REPORT:-40}" "$OUT/suite.txt" bash -c suite_report
 fi
 
 log "summary:"

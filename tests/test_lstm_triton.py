@@ -184,6 +184,32 @@ def test_barrier_that_waits_too_long_raises_instead_of_hanging(kernels, monkeypa
         kernels.forward(pre, torch.randn(4 * H, H), torch.zeros(B, H), torch.zeros(B, H), plan, save=False)
 
 
+@pytest.mark.skipif(not CUDA, reason="needs a GPU: the interpreter runs programs one after another")
+def test_persistent_grid_of_one_program_per_sm_meets_at_every_step(kernels):
+    """The widest grid the planner allows (every SM one program) on the device, against the reference."""
+    n_sm = kernels.sm_count(DEVICE)
+    H = 16 * n_sm
+    plan = kernels.make_plan(5, H, DEVICE, "persistent")
+    assert plan.grid == (1, n_sm)
+    ref, ours = _pair(8, H, 1, "persistent")
+    diffs, _ = _differences(ref, ours, 5, 6)
+    assert max(diffs.values()) <= TOL, diffs
+
+
+@pytest.mark.skipif(not CUDA, reason="needs a GPU: on the interpreter see the test above")
+def test_on_the_gpu_a_grid_larger_than_fits_gives_up_and_raises(kernels, monkeypatch):
+    """More programs than can be resident: the first wave waits for programs that cannot start until it
+    ends. With a short spin limit each wait gives up, the flag is set and check_barriers raises."""
+    monkeypatch.setattr(kernels, "MAX_SPIN", 8)
+    plan = kernels.Plan("persistent", 16, 16, 16, 4, "ieee", (1, 40 * kernels.sm_count(DEVICE)))
+    T, B, H = 3, 2, 20
+    pre = torch.randn(T, B, 4 * H, device=DEVICE)
+    zeros = torch.zeros(B, H, device=DEVICE)
+    kernels.forward(pre, torch.randn(4 * H, H, device=DEVICE), zeros, zeros, plan, save=False)
+    with pytest.raises(kernels.BarrierTimeout, match="stepwise"):
+        kernels.check_barriers(wait=True)
+
+
 def test_tile_planner_fits_the_sms_and_tl_dot(kernels_module):
     kernels = kernels_module
     for B in (1, 8, 17, 64, 256, 1000):

@@ -21,8 +21,8 @@ Two ways to run the loop, same tile code:
               (backward) stay in registers for the whole sequence; the program's slice of W_hh (4·BH
               rows or columns) is re-read every step with evict_last, so it stays in L1/L2 on chip
               (Triton gives no explicit hold on shared memory or registers across a loop). A barrier
-              that waits too long (a program not resident) sets an error flag instead of hanging, and
-              the caller raises.
+              that waits too long (a program not resident) gives up and sets an error flag instead of
+              hanging; check_barriers() raises on it (at the next launch, or when told to wait).
   stepwise    one launch per time step (the grid is the barrier): simple and always correct; slower
               for long sequences (a launch costs microseconds of CPU per step).
 Triton's interpreter runs programs one after another, so a barrier between programs would wait for a
