@@ -117,7 +117,7 @@ stage a "${T_ENV:-20}" "$OUT/env.txt" bash -c env_facts
 grep -E "^device:|^torch |^triton |^cudnn " "$OUT/env.txt" 2>/dev/null | sed 's/^/    /' | tee -a "$SUMMARY"
 
 stage b "${T_PARITY:-90}" "$OUT/parity.txt" \
-  "$PY" -m pytest -q -rA -p no:cacheprovider tests/test_lstm_triton.py --junitxml="$WORK/parity.xml"
+  "$PY" -m pytest -q -rA -p no:cacheprovider -m "not slow" tests/test_lstm_triton.py --junitxml="$WORK/parity.xml"
 tail -n 1 "$OUT/parity.txt" 2>/dev/null | sed 's/^/    /' | tee -a "$SUMMARY"
 
 stage c "${T_BENCH:-150}" "$OUT/bench.txt" \
