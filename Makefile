@@ -11,7 +11,7 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 export PYTHONUNBUFFERED = 1
 
-.PHONY: bench test test-all lint smoke microbench report clean-results install
+.PHONY: bench test test-all lint smoke microbench report clean-results install gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,6 +57,12 @@ bench: $(VENV)/.installed
 
 report: $(VENV)/.installed
 	$(PY) -m suite report $(RESULTS)
+
+# On a machine with an NVIDIA GPU: parity on the device, lstm-triton vs cuDNN, the gpu profile (~7 min).
+# The script installs nothing; on a bare machine run it directly: bash benchmarks/gpu_check.sh OUT_DIR
+GPU_OUT ?= results/gpu_check
+gpu-check: $(VENV)/.installed
+	PYTHON=$(PY) bash benchmarks/gpu_check.sh $(GPU_OUT)
 
 clean-results:
 	rm -rf results/*/ reports/*/ reports/index.html

@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="auto", help="auto, cpu, cuda or mps (default: auto)")
     run.add_argument("--dtype", default="float32", help="float32, float64 or bfloat16 (default: float32)")
     run.add_argument(
+        "--tf32",
+        action="store_true",
+        help="let float32 matrix products use TF32 on CUDA, for every model alike (cuBLAS, cuDNN, "
+        "lstm-triton); default off: full float32 everywhere (recorded in every record's env)",
+    )
+    run.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads per job (default: torch's choice; with --workers N, cores // N; "
@@ -148,7 +154,7 @@ def _parameter_lines(cls) -> list[str]:
 def cmd_run(args, registry) -> int:
     import torch
 
-    from suite.environment import environment, resolve_device
+    from suite.environment import environment, resolve_device, set_tf32
     from suite.executor import InProcessPool, RunContext, execute
     from suite.profiles import check_device, check_dtype, expand, load_profile
     from suite.store import ResultsStore
@@ -157,6 +163,7 @@ def cmd_run(args, registry) -> int:
     cluster_cuda = args.ray_address and args.device == "cuda"  # the GPUs may be on the cluster's nodes only
     device = torch.device("cuda") if cluster_cuda else resolve_device(check_device(args.device))
     dtype = check_dtype(args.dtype)
+    set_tf32(args.tf32)  # before anything runs: one setting for every model of the run
     workers = _check_workers(args)
     if args.threads is not None:
         if args.threads < 1:

@@ -90,6 +90,40 @@ def _version(pkg: str) -> str:
         return "not installed"
 
 
+def set_tf32(enabled: bool) -> None:
+    """TF32 for float32 matrix products, one setting for every model of a run: cuBLAS (our LSTMs' GEMMs,
+    the Transformers, and lstm-triton's dot products, which follow it) and cuDNN (nn.LSTM on CUDA).
+    PyTorch's own defaults differ (matmul off, cuDNN on), which would give nn-lstm TF32 and the others
+    full float32; the suite sets both, off unless `run --tf32`. No effect on a CPU."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+
+
+def cudnn_version() -> str | None:
+    """cuDNN's version as x.y.z (torch reports 90100 for 9.1.0, 8902 for 8.9.2); None without cuDNN."""
+    if not torch.backends.cudnn.is_available():
+        return None
+    v = torch.backends.cudnn.version()
+    if v is None:
+        return None
+    major, rest = (v // 10000, v % 10000) if v >= 10000 else (v // 1000, v % 1000)
+    return f"{major}.{rest // 100}.{rest % 100}"
+
+
+def precision_facts() -> dict:
+    """The float32 matmul settings in force: the same for every model of a run (set_tf32)."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    rnn = getattr(getattr(torch.backends.cudnn, "rnn", None), "fp32_precision", None)  # torch >= 2.9
+    return {
+        "tf32": matmul and cudnn,
+        "tf32_matmul": matmul,
+        "tf32_cudnn": cudnn,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "cudnn_rnn_fp32_precision": rnn,  # "none": follows tf32_cudnn
+        "cudnn_enabled": torch.backends.cudnn.enabled,
+    }
+
+
 def environment(device: torch.device, dtype: str) -> dict:
     return {
         "device": device.type,
@@ -99,8 +133,11 @@ def environment(device: torch.device, dtype: str) -> dict:
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda or "none (CPU build)",
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "cudnn_version": cudnn_version(),
+        **precision_facts(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "transformers": _version("transformers"),
+        "triton": _version("triton"),
         "python": platform.python_version(),
         "host": socket.gethostname(),
         "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} logical CPUs, {cpu_name()}",

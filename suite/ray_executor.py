@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from suite.environment import environment, git_commit, local_cores
+from suite.environment import environment, git_commit, local_cores, set_tf32
 from suite.errors import SuiteError, one_line
 from suite.executor import RunContext, failed_record, placement_facts, run_job
 from suite.jobs import Job
@@ -110,6 +110,7 @@ class WorkerSetup:
     device: str
     dtype: str
     commit: str  # the driver's: a node on other code fails its jobs rather than mixing results
+    tf32: bool = False  # the driver's set_tf32: every model of the run alike
 
 
 _CONTEXTS: dict[WorkerSetup, RunContext] = {}
@@ -118,6 +119,7 @@ _CONTEXTS: dict[WorkerSetup, RunContext] = {}
 def run_in_worker(job: Job, setup: WorkerSetup, threads: int) -> dict:
     """The Ray task: set the job's thread count, then the same run_job as in-process."""
     torch.set_num_threads(threads)
+    set_tf32(setup.tf32)
     if setup not in _CONTEXTS:  # a worker process is reused for many jobs: load plugins once
         from suite.registry import load_registry
 
@@ -227,5 +229,6 @@ def ray_pool(
         run.device.type,
         run.dtype,
         git_commit(),
+        bool(run.env.get("tf32", False)),
     )
     return RayPool(ray, run, setup, placement)

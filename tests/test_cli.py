@@ -143,6 +143,7 @@ def test_list_models_and_profiles():
         "lstm-reference",
         "lstm-manual",
         "lstm-fast",
+        "lstm-triton",
         "nn-lstm",
         "lstm-cifg",
         "gru",
@@ -152,7 +153,7 @@ def test_list_models_and_profiles():
         "hf-llama",
     ):
         assert name in models
-    assert all(p in suite("list", "profiles").stdout for p in ("smoke", "quick", "standard", "full"))
+    assert all(p in suite("list", "profiles").stdout for p in ("smoke", "quick", "standard", "full", "gpu"))
 
 
 def test_experiment_filter_selects_the_measure_experiments_by_name(registry):

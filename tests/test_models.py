@@ -15,6 +15,7 @@ CAUSAL = [
     "lstm-reference",
     "lstm-manual",
     "lstm-fast",
+    "lstm-triton",
     "nn-lstm",
     "lstm-peephole",
     "lstm-cifg",

@@ -12,6 +12,7 @@ from suite.models.lstm import VARIANTS, ReferenceLSTM
 from suite.models.lstm_fast import FastGRU, FastLSTM
 from suite.models.lstm_library import LibraryLSTM
 from suite.models.lstm_manual_bptt import ManualBPTTLSTM
+from suite.models.lstm_triton import TritonLSTM
 from suite.models.sequence_model import SequenceModel
 from suite.models.transformer import Transformer
 
@@ -94,6 +95,14 @@ MODELS: list[ModelSpec] = [
         partial(_rnn, FastLSTM),
         "our fastest vanilla LSTM: C++ time loop, fused gates, hand-derived BPTT",
         "fast",
+        architecture=VANILLA,
+    ),
+    ModelSpec(
+        "lstm-triton",
+        "lstm",
+        partial(_rnn, TritonLSTM),
+        "our GPU LSTM: Triton time loop (persistent kernel), fused gates, hand-derived BPTT",
+        "triton",
         architecture=VANILLA,
     ),
     ModelSpec(

@@ -241,9 +241,12 @@ class CompiledLoop:
             hs.append(h), cs.append(c), es.append(e)
         return seq, hs, cs, es
 
-    def prepare(self) -> float:
+    def prepare(self) -> float | None:
         """Build (or load the cached build of) the extension before any clock starts; the seconds
-        this call spent, 0.0 when it was already loaded in this process."""
+        this call spent, 0.0 when it was already loaded in this process. None off the CPU: the loop
+        runs in Python there, and nothing is built (a C++ build would only cost a GPU run minutes)."""
+        if self.layer_weights(0)[1].device.type != "cpu":  # W_hh of the first layer
+            return None
         if _state["module"] is not None or _state["error"] is not None:
             return 0.0
         start = time.perf_counter()

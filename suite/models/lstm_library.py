@@ -15,9 +15,21 @@ from suite.profiler import quiet_profiler
 _KERNELS = (("cudnn_rnn", "cudnn"), ("mkldnn_rnn", "onednn (mkldnn)"), ("miopen_rnn", "miopen"))
 
 
-@cache
 def detect_backend(device_type: str, dtype: torch.dtype, grad: bool = True) -> str:
-    """Run a tiny nn.LSTM once under the profiler and read which RNN kernel was dispatched."""
+    """Run a tiny nn.LSTM once under the profiler and read which RNN kernel was dispatched. On CUDA the
+    label names cuDNN's version and whether its float32 math may use TF32 (set_tf32 in environment)."""
+    label = _dispatched(device_type, dtype, grad, torch.backends.cudnn.enabled)
+    if label == "cudnn":
+        from suite.environment import cudnn_version
+
+        tf32 = "on" if torch.backends.cudnn.allow_tf32 else "off"
+        return f"cudnn {cudnn_version()} ({device_type}: aten::_cudnn_rnn ran; TF32 {tf32})"
+    return label
+
+
+@cache
+def _dispatched(device_type: str, dtype: torch.dtype, grad: bool, cudnn_enabled: bool) -> str:
+    """The RNN kernel dispatched (cached per device, dtype, grad and torch.backends.cudnn.enabled)."""
     lstm = nn.LSTM(4, 8, batch_first=True).to(device_type, dtype)
     x = torch.randn(2, 3, 4, device=device_type, dtype=dtype, requires_grad=grad)
     with torch.set_grad_enabled(grad), quiet_profiler() as prof:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from typing import Any
 
 import matplotlib
@@ -18,12 +19,17 @@ from suite.report.figures import Figure, Panel, Trace
 
 FONT = "system-ui, -apple-system, Segoe UI, Roboto, sans-serif"
 GAP = 0.07  # between panels, as a fraction of the figure's width
+log = logging.getLogger("lstm_bench")
 
 
 def plotly_js() -> str:
-    """The plotly.js bundle shipped with the installed plotly package (no CDN: the page works offline)."""
-    from plotly.offline import get_plotlyjs
-
+    """The plotly.js bundle shipped with the installed plotly package (no CDN: the page works offline).
+    Without plotly (a bare GPU machine): "" and one warning; the page then shows each figure's PNG."""
+    try:
+        from plotly.offline import get_plotlyjs
+    except ImportError:
+        log.warning("lstm-bench: plotly is not installed: the report's figures are PNGs (not interactive)")
+        return ""
     return get_plotlyjs()
 
 

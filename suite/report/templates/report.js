@@ -102,8 +102,13 @@
 
   // ---- charts ----
   function draw(div) {
-    if (div.classList.contains("drawn") || !window.Plotly) return;
+    if (div.classList.contains("drawn")) return;
     div.classList.add("drawn");
+    if (!window.Plotly) {  // built where plotly is not installed: show the PNG written beside the page
+      const png = div.parentElement.querySelector("figcaption a");
+      if (png) div.innerHTML = `<img src="${png.getAttribute("href")}" alt="" style="max-width:100%">`;
+      return;
+    }
     const spec = JSON.parse(document.getElementById(div.id + "-data").textContent);
     const config = { responsive: true, displaylogo: false, modeBarButtonsToRemove: ["select2d", "lasso2d"],
                      toImageButtonOptions: { format: "png", filename: div.id } };
