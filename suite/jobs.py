@@ -46,7 +46,7 @@ class Recipe:
     eval_batch_size: int = 256
     divergence_factor: float = 20.0  # loss above this multiple of its initial value = diverged
     spike_factor: float = 3.0  # a step loss above this multiple of its running median = a spike
-    step_mode: str = "eager"  # eager | compiled | auto: how the step runs (suite/training_step.py)
+    step_mode: str = "eager"  # eager | compiled: how the step runs (suite/training_step.py)
 
     @classmethod
     def from_dict(cls, values: dict) -> Recipe:
@@ -67,10 +67,8 @@ class Recipe:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"training setting {name} must be a positive number, got {value!r}")
-        if self.step_mode not in ("eager", "compiled", "auto"):
-            raise ConfigError(
-                f"training setting step_mode must be eager, compiled or auto, got {self.step_mode!r}"
-            )
+        if self.step_mode not in ("eager", "compiled"):
+            raise ConfigError(f"training setting step_mode must be eager or compiled, got {self.step_mode!r}")
         if self.seconds is not None and (not isinstance(self.seconds, (int, float)) or self.seconds <= 0):
             raise ConfigError(f"training setting seconds must be a positive number, got {self.seconds!r}")
         if not self.warmup >= 0 or not 0 <= self.min_lr_ratio <= 1 or self.weight_decay < 0:

@@ -11,19 +11,23 @@ included.
     step(batch, lr)                             # both at once (what the timers time)
 
 How a step runs (`step_mode`, recorded with every training run; Recipe.step_mode asks for one):
-  eager     the model's own modules, op by op.
+  eager     the model's own modules, op by op (the default).
   compiled  the model under torch.compile (Inductor). Dynamo's cache is shared by every model of the
             same class, configuration and input shapes in a process, so the seeds and learning-rate points
             of a tuned group compile once; the compile happens before the clock, on a copy of the model
-            (`compile_seconds`), and evaluation runs the eager module on the same weights.
-  auto      compiled when the run is long enough to pay the compile back (COMPILE_MIN_STEPS), else eager.
+            (`step_compile_seconds`), and evaluation runs the eager module on the same weights.
 Either way the optimizer is AdamW's fused kernel where torch has one for the parameters' device and
 dtype (CPU and CUDA floats), else its foreach form. A compiled run gives the eager run's metrics within
 float summation order (tests/test_training_step.py checks it).
 
-Horizontal fusion (several runs stacked into one model) is not done: at the quick sizes the profile of a
-d_model-28 Transformer step puts most of its time in per-head attention, GEMMs and elementwise kernels
-whose cost grows with every stacked run; only the per-op dispatch (a fifth of the step) would be shared.
+Why eager is the default (measured at 1 thread, CPU time, on an Intel Xeon with AVX-512, the profiles'
+parameter budgets): compiling cut a d_model-28 Transformer's step by 9-18% (T = 64-120), hf-gpt2's by
+0-20%, and made lstm-fast's 10% slower (its C++ op breaks the graph), for 30-60 s of compile per process
+and shape (5-25 s from a warm Inductor cache): it does not pay back in a 200-2,000-step run. What a small
+Transformer's step spends its time on is per-head attention (SDPA's flash kernel at d_head 7: a third
+of the step at T=64, more beyond; bmm + softmax formulations were slower), GEMMs and elementwise kernels.
+Horizontal fusion (several runs stacked into one model) is not done for the same reason: those kernels'
+cost grows with every stacked run; only the per-op dispatch, about a fifth of the step, would be shared.
 """
 
 from __future__ import annotations
@@ -34,14 +38,11 @@ from dataclasses import dataclass
 
 import torch
 
+from suite.errors import one_line
 from suite.interfaces import Batch
 from suite.jobs import Recipe
 
-STEP_MODES = ("eager", "compiled", "auto")
-# "auto" compiles from this many steps on. Measured on the quick sizes (d_model-28 Transformers, 1 thread,
-# Intel Xeon with AVX-512): compiling saves 1.5-5 ms a step and costs 5-25 s a process (warm Inductor
-# cache; cold, a minute), so it pays back from a few thousand steps, not in a 200-500-step run.
-COMPILE_MIN_STEPS = 5000
+STEP_MODES = ("eager", "compiled")
 
 
 def adamw(params: list[torch.nn.Parameter], cfg: Recipe) -> torch.optim.AdamW:
@@ -63,12 +64,6 @@ def optimizer_kind(opt: torch.optim.Optimizer) -> str:
     return "fused" if defaults.get("fused") else "foreach" if defaults.get("foreach") else "for-loop"
 
 
-def resolve_mode(cfg: Recipe) -> str:
-    if cfg.step_mode == "auto":
-        return "compiled" if cfg.steps >= COMPILE_MIN_STEPS and cfg.seconds is None else "eager"
-    return cfg.step_mode
-
-
 @dataclass
 class StepOutcome:
     loss: float  # the batch's training loss (before the update)
@@ -80,18 +75,20 @@ class TrainStep:
 
     def __init__(self, model: torch.nn.Module, loss_fn, cfg: Recipe, mode: str | None = None):
         self.model, self.loss_fn, self.cfg = model, loss_fn, cfg
-        self.mode = mode or resolve_mode(cfg)
-        if self.mode not in ("eager", "compiled"):
+        self.mode = mode or cfg.step_mode
+        if self.mode not in STEP_MODES:
             raise ValueError(f"step mode must be eager or compiled, got {self.mode!r}")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = adamw(self.params, cfg)
         self.forward = model if self.mode == "eager" else _compiled(model)
         self.compile_seconds: float | None = None
+        self.fallback = ""  # why a compiled step runs eager
 
     @property
     def label(self) -> str:
         """What ran, for records and captions: the step mode and the optimizer kernel."""
-        return f"{self.mode}, AdamW {optimizer_kind(self.opt)}"
+        why = f" ({self.fallback})" if self.fallback else ""
+        return f"{self.mode}{why}, AdamW {optimizer_kind(self.opt)}"
 
     def warm_up(self, batch: Batch) -> float | None:
         """Compile before any clock starts, on a copy of the model (its weights, buffers and the RNG
@@ -100,8 +97,12 @@ class TrainStep:
             return self.compile_seconds
         start = time.perf_counter()
         twin = copy.deepcopy(self.model)
-        with torch.random.fork_rng(devices=[]):
-            self.loss_fn(_compiled(twin)(batch.x), batch).backward()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                self.loss_fn(_compiled(twin)(batch.x), batch).backward()
+        except Exception as exc:  # a model torch.compile cannot take: the run goes on eager, and says why
+            self.mode, self.forward = "eager", self.model
+            self.fallback = f"compile failed: {type(exc).__name__}: {one_line(exc)[:120]}"
         self.compile_seconds = time.perf_counter() - start
         return self.compile_seconds
 

@@ -137,12 +137,30 @@ def test_a_compiled_run_gives_the_eager_runs_metrics(registry, lr):
     _same_run(eager, compiled)
 
 
-def test_auto_compiles_only_runs_long_enough_to_pay_it_back():
-    from suite.training_step import COMPILE_MIN_STEPS, resolve_mode
+def test_a_model_that_does_not_compile_trains_eager_and_says_why(monkeypatch):
+    import suite.training_step as ts
 
-    assert resolve_mode(Recipe(steps=300, step_mode="auto")) == "eager"
-    assert resolve_mode(Recipe(steps=COMPILE_MIN_STEPS, step_mode="auto")) == "compiled"
-    assert resolve_mode(Recipe(steps=300, step_mode="compiled")) == "compiled"
+    model, batch = _tiny()
+
+    def broken(module):
+        def forward(x):
+            raise RuntimeError("no graph for you")
+
+        return forward
+
+    monkeypatch.setattr(ts, "_compiled", lambda m: m)  # the constructor's compile
+    step = TrainStep(model, _mse, Recipe(step_mode="compiled"))
+    monkeypatch.setattr(ts, "_compiled", broken)  # the warm-up's
+    step.warm_up(batch)
+    assert step.mode == "eager" and step.forward is model and "no graph for you" in step.label
+    step(batch, 1e-3)
+
+
+def test_a_step_mode_that_does_not_exist_is_a_config_error():
+    from suite.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="step_mode"):
+        Recipe.from_dict({"step_mode": "turbo"})
 
 
 # ---- the whole step against the GEMM rate -------------------------------------------------------------
