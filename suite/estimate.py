@@ -41,7 +41,7 @@ CALIBRATION_STEPS = 6
 
 def _signature(job: Job) -> str:
     """Everything a job's cost per step depends on (not its seed, learning rate or step count)."""
-    sizes = {k: job.recipe.get(k) for k in ("batch_size", "eval_batch_size")}
+    sizes = {k: job.recipe.get(k) for k in ("batch_size", "eval_batch_size", "step_mode")}
     fields = (
         job.kind,
         job.task,
