@@ -189,3 +189,37 @@ def test_training_records_carry_the_whole_step_rate(registry):
     assert rec["step_flops_per_s"] == pytest.approx(expected)
     assert rec["step_share_of_gemm"] == pytest.approx(expected / rec["gemm_flops_per_s"])
     assert rec["gemm_threads"] == torch.get_num_threads() and rec["step_mode"] == "eager, AdamW fused"
+
+
+def test_the_report_tabulates_the_whole_step_rate_per_model_and_step_mode():
+    import pandas as pd
+
+    from suite.report import tables, views
+
+    def run(model, mode, rate, gemm=1e11):
+        return {
+            "experiment": "main",
+            "config": "adding(seq_len=50)",
+            "model": model,
+            "status": "ok",
+            "step_mode": mode,
+            "step_flops_per_s": rate,
+            "gemm_flops_per_s": gemm,
+            "gemm_threads": 1,
+            "step_share_of_gemm": rate / gemm,
+            "train_flops_per_token": 1e5,
+            "train_tokens_per_s_in_loop": rate / 1e5,
+        }
+
+    train = pd.DataFrame(
+        [run("lstm-fast", "eager, AdamW fused", r) for r in (1e10, 2e10, 3e10)]
+        + [run("transformer", "eager, AdamW fused", 1e10), run("transformer", "compiled, AdamW fused", 4e10)]
+        + [{**run("nn-lstm", "eager", 1e10), "status": "diverged"}]
+    )
+    rates = tables.step_rate_table(train)
+    fast = rates[rates["model"] == "lstm-fast"].iloc[0]
+    assert fast["runs"] == 3 and fast["step_gflops"] == pytest.approx(20) and fast["share_of_gemm"] == 0.2
+    assert len(rates[rates["model"] == "transformer"]) == 2 and "nn-lstm" not in set(rates["model"])
+    shown = views.step_rates(rates)
+    assert list(shown["% of GEMM rate"].map(lambda c: c.sort)) == pytest.approx([20, 10, 40])
+    assert tables.step_rate_table(train.drop(columns=["step_flops_per_s"])).empty  # records before it
