@@ -36,6 +36,7 @@ from suite.jobs import Job, Recipe
 from suite.placement import Node, Placement
 from suite.profiles import Plan
 from suite.store import ResultsStore
+from suite.training_step import TrainStep
 
 CALIBRATION_STEPS = 6
 
@@ -49,7 +50,7 @@ def _stops_early(cfg: Recipe) -> bool:
 
 def _signature(job: Job) -> str:
     """Everything a job's cost per step depends on (not its seed, learning rate or step count)."""
-    sizes = {k: job.recipe.get(k) for k in ("batch_size", "eval_batch_size")}
+    sizes = {k: job.recipe.get(k) for k in ("batch_size", "eval_batch_size", "step_mode")}
     fields = (
         job.kind,
         job.task,
@@ -168,18 +169,16 @@ class Costs:
         setup = time.perf_counter() - t0
         prepare_model(model)  # a compile is paid once per machine (cached on disk)
         cfg = Recipe.from_dict(job.recipe)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+        step = TrainStep(model, task.loss, cfg)  # the step harness.fit trains with, in the job's step mode
         gen = torch.Generator().manual_seed(0)
         times = []
         model.train()
+        first = harness.to_device(task.train_batch(cfg.batch_size, gen), run.device, dtype)
+        step.warm_up(first)  # a compiled step compiles once per process and shapes: not a per-step cost
         for _ in range(CALIBRATION_STEPS + 1):  # the first is warm-up
             t0 = time.perf_counter()
             batch = harness.to_device(task.train_batch(cfg.batch_size, gen), run.device, dtype)
-            loss = task.loss(model(batch.x), batch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
+            step(batch, cfg.lr)
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         model.eval()

@@ -27,7 +27,7 @@ from suite.environment import DTYPES
 from suite.errors import SuiteError, one_line
 from suite.interfaces import Task, TaskSpec
 from suite.jobs import Job, Recipe
-from suite.measure import throughput
+from suite.measure import roofline, throughput
 from suite.measure.flops import count_flops
 from suite.models import capabilities
 from suite.models.sizing import build_model
@@ -135,12 +135,17 @@ def run_train(job: Job, run: RunContext) -> TrainResult:
         {**facts["thresholds"], "floor": facts["baseline"].get(task.primary_metric)},
         run.progress,
     )
+    flops = count_flops(model, task.spec)
+    rate = roofline.step_rate(
+        flops.get("train_flops_per_token"), fit.train_tokens_per_s_in_loop, run.device, DTYPES[run.dtype]
+    )
     return TrainResult(
         **flat(fit),
         **_task_facts(task),
         **_model_facts(model, width, run),
         **compiled,
-        **count_flops(model, task.spec),
+        **flops,
+        **flat(rate),
         model_layers=job.layers or run.registry.model(job.model).default_layers,
         task_info=task.describe(),
         baseline=facts["baseline"],
@@ -157,13 +162,19 @@ def run_throughput(job: Job, run: RunContext) -> ThroughputResult:
     batch_size = job.recipe["batch_size"]
     batch = task.train_batch(batch_size, torch.Generator().manual_seed(0))
     batch = harness.to_device(batch, run.device, DTYPES[run.dtype])
-    measured = throughput.batch_throughput(model, batch, task.loss, run.device)
+    cfg = Recipe.from_dict(job.recipe)
+    measured = throughput.batch_throughput(model, batch, task.loss, run.device, cfg)
+    flops = count_flops(model, task.spec)
+    rate = roofline.step_rate(
+        flops.get("train_flops_per_token"), measured.train_tokens_per_s, run.device, DTYPES[run.dtype]
+    )
     return ThroughputResult(
         **flat(measured),
         **_task_facts(task),
         **_model_facts(model, width, run),
         **compiled,
-        **count_flops(model, task.spec),
+        **flops,
+        **flat(rate),
         batch_size=batch_size,
     )
 

@@ -4,6 +4,8 @@ The recipe (the same for every model: suite.jobs.Recipe): AdamW (β = 0.9, 0.99;
 matrices only), linear warm-up then cosine decay to min_lr_ratio·lr, gradient-norm clipping,
 evaluation on the validation split every eval_every steps and at the end. The test split is scored
 once, with the parameters of the best validation evaluation ("best-validation checkpoint rule").
+One step (forward, loss, backward, clipping, AdamW) is suite.training_step.TrainStep, the function the
+throughput jobs and the dry run's calibration time.
 
 Divergence: a non-finite loss or gradient norm, or a running loss above divergence_factor times
 its initial value, stops the run; it is recorded as status "diverged" with the step, and the
@@ -19,7 +21,6 @@ trained exactly as the first steps of the full-length run.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 
@@ -29,6 +30,7 @@ from suite.interfaces import Batch, Task, split_seed
 from suite.jobs import Recipe
 from suite.measure.stability import GradientStats, LossWatch
 from suite.records import FitResult
+from suite.training_step import TrainStep
 
 
 def lr_factor(done: float, step: int, cfg: Recipe) -> float:
@@ -145,12 +147,7 @@ def fit(
     """Train `model` (built, initialised and prepared by the caller) on `task` under `cfg`.
     thresholds: the primary-metric value that counts as solved on "val" (time-to-threshold) and
     "test" (success), and the baseline's score ("floor": a plateau there is no plateau, see Stopper)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},  # matrices decay;
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]  # biases, norms, peepholes do not
-    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.lr, betas=(0.9, 0.99))
+    train_step = TrainStep(model, task.loss, cfg)
     gen = torch.Generator().manual_seed(split_seed(seed, "train"))
     higher = task.higher_is_better
     metric = task.primary_metric
@@ -160,6 +157,7 @@ def fit(
     status, reason, diverged_step = "ok", None, None
     ttt_steps = ttt_seconds = ttt_tokens = None
     train_seconds, step, tokens = 0.0, 0, 0
+    compile_seconds = None
 
     def evaluate(at_step):
         nonlocal best, best_state, ttt_steps, ttt_seconds, ttt_tokens
@@ -175,7 +173,7 @@ def fit(
             }
         )
         if math.isfinite(val[metric]) and better(val[metric], best, higher):
-            best, best_state = val[metric], copy.deepcopy(model.state_dict())
+            best, best_state = val[metric], {k: v.detach().clone() for k, v in model.state_dict().items()}
         if ttt_steps is None and reached(val[metric], thresholds.get("val"), higher):
             ttt_steps, ttt_seconds, ttt_tokens = at_step, train_seconds, tokens
         stopper.add(val[metric])
@@ -185,21 +183,18 @@ def fit(
         step < cfg.steps and (cfg.seconds is None or train_seconds < cfg.seconds) and stopper.reason is None
     ):
         batch = to_device(task.train_batch(cfg.batch_size, gen), device, dtype)
+        if step == 0:
+            compile_seconds = train_step.warm_up(batch)  # a compiled step compiles before the clock
         start = time.perf_counter()  # the step only: making the batch is the task's cost, not the model's
         done = train_seconds / cfg.seconds if cfg.seconds else step / cfg.steps
-        for group in opt.param_groups:
-            group["lr"] = cfg.lr * lr_factor(done, step, cfg)
-        loss = task.loss(model(batch.x), batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip))
-        loss_value = loss.item()
+        out = train_step.gradients(batch)  # forward, loss, backward, clipping
+        loss_value, norm = out.loss, out.grad_norm
         reason = watch.check(loss_value) or (None if math.isfinite(norm) else "non-finite gradient norm")
         if reason:
             status, diverged_step = "diverged", step
             break
         grads.add(norm)
-        opt.step()
+        train_step.update(cfg.lr * lr_factor(done, step, cfg))
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds += time.perf_counter() - start
@@ -246,4 +241,6 @@ def fit(
         stop_reason=stop_reason,
         train_seconds=train_seconds,
         train_tokens_per_s_in_loop=tokens / train_seconds if train_seconds else None,
+        step_mode=train_step.label,
+        step_compile_seconds=compile_seconds,
     )

@@ -50,6 +50,7 @@ class Recipe:
     until_solved: bool = False  # stop at the first evaluation whose validation metric reaches the threshold
     patience: int = 0  # stop after this many evaluations without improvement (a plateau); 0 = never
     min_improvement: float = 0.01  # an evaluation improves when it beats the best by this fraction of it
+    step_mode: str = "eager"  # eager | compiled: how the step runs (suite/training_step.py)
 
     @classmethod
     def from_dict(cls, values: dict) -> Recipe:
@@ -70,6 +71,8 @@ class Recipe:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ConfigError(f"training setting {name} must be a positive number, got {value!r}")
+        if self.step_mode not in ("eager", "compiled"):
+            raise ConfigError(f"training setting step_mode must be eager or compiled, got {self.step_mode!r}")
         if self.seconds is not None and (not isinstance(self.seconds, (int, float)) or self.seconds <= 0):
             raise ConfigError(f"training setting seconds must be a positive number, got {self.seconds!r}")
         if not isinstance(self.until_solved, bool):

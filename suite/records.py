@@ -105,6 +105,17 @@ class FlopCount:
 
 
 @dataclass(kw_only=True)
+class StepRate:
+    """suite.measure.roofline.step_rate: the whole training step (forward, backward, clipping, AdamW)
+    against this machine's GEMM rate at the same thread count, measured in the same process."""
+
+    step_flops_per_s: float | None  # train_flops_per_token x tokens per second of the whole step
+    gemm_flops_per_s: float | None  # a 2048² torch.mm (the run's dtype, device, threads), this process
+    gemm_threads: int | None
+    step_share_of_gemm: float | None  # step_flops_per_s / gemm_flops_per_s
+
+
+@dataclass(kw_only=True)
 class TaskFacts:
     seq_len: int
     task_family: str
@@ -136,10 +147,12 @@ class FitResult(Result):
     stop_reason: str  # "budget" (the step or seconds cap), "solved", "plateau" (harness.Stopper), "diverged"
     train_seconds: float
     train_tokens_per_s_in_loop: float | None
+    step_mode: str | None = None  # how the step ran: "eager" or "compiled", and the AdamW kernel (fused, ...)
+    step_compile_seconds: float | None = None  # a compiled step's compile, paid before the clock
 
 
 @dataclass(kw_only=True)
-class TrainResult(FitResult, TaskFacts, ModelFacts, FlopCount):
+class TrainResult(FitResult, TaskFacts, ModelFacts, FlopCount, StepRate):
     model_layers: int | None
     task_info: dict
     baseline: dict
@@ -169,10 +182,12 @@ class Throughput:
     train_memory_method: str
     inference_peak_bytes: int
     inference_memory_method: str
+    step_mode: str | None = None  # the timed train step's mode and AdamW kernel (suite/training_step.py)
+    step_compile_seconds: float | None = None
 
 
 @dataclass(kw_only=True)
-class ThroughputResult(Result, Throughput, TaskFacts, ModelFacts, FlopCount):
+class ThroughputResult(Result, Throughput, TaskFacts, ModelFacts, FlopCount, StepRate):
     batch_size: int
 
 

@@ -1,6 +1,7 @@
 """Throughput and cost, measured apart from training so that no evaluation or logging is mixed in.
 
-  train tokens/s     one optimizer step (forward, backward, AdamW) on a task batch
+  train tokens/s     one training step (suite.training_step: forward, backward, clipping, AdamW) on a
+                     task batch: the step harness.fit trains with
   inference tokens/s one forward pass under no_grad
   per-token latency  one step of incremental decoding with a context of c positions
                      (LSTM: carried state; Transformer: KV cache)
@@ -22,9 +23,11 @@ import torch
 from torch.utils.benchmark import Timer
 
 from suite.interfaces import Batch, TaskSpec
+from suite.jobs import Recipe
 from suite.measure.flops import example_input
 from suite.measure.memory import peak_memory
 from suite.records import Latency, Scaling, Throughput
+from suite.training_step import TrainStep
 
 MIN_RUN_TIME = 0.3
 
@@ -50,15 +53,19 @@ def _threads(*measurements: dict) -> int | list[int]:
     return seen[0] if len(seen) == 1 else seen
 
 
-def batch_throughput(model, batch: Batch, loss_fn, device, min_run_time: float = MIN_RUN_TIME) -> Throughput:
-    """Train-step and inference throughput of `model` on `batch`, twice each, plus peak memory."""
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+TIMING_LR = 1e-6  # an update costs the same at any rate; a small one keeps hundreds of timed steps finite
+
+
+def batch_throughput(
+    model, batch: Batch, loss_fn, device, cfg: Recipe | None = None, min_run_time: float = MIN_RUN_TIME
+) -> Throughput:
+    """Train-step and inference throughput of `model` on `batch`, twice each, plus peak memory. The train
+    step is the recipe's (cfg; default Recipe()): the one harness.fit runs."""
+    step = TrainStep(model, loss_fn, cfg or Recipe())
+    compile_seconds = step.warm_up(batch)
 
     def train_step():
-        loss = loss_fn(model(batch.x), batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step(batch, TIMING_LR)
 
     def infer():
         with torch.no_grad():
@@ -87,6 +94,8 @@ def batch_throughput(model, batch: Batch, loss_fn, device, min_run_time: float =
         train_memory_method=train_mem["memory_method"],
         inference_peak_bytes=infer_mem["peak_bytes"],
         inference_memory_method=infer_mem["memory_method"],
+        step_mode=step.label,
+        step_compile_seconds=compile_seconds,
     )
 
 

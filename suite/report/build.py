@@ -61,6 +61,10 @@ CAPTIONS = {  # table name -> its caption in the page
     "throughput": "Throughput at each task's size (median ± spread from the IQR); memory: peak tensor bytes "
     "of a train step. Click ▸ for the backend.",
     "microbench": "pytest-benchmark micro suite: median (IQR) and time relative to nn.LSTM in the same run",
+    "step_rates": "The whole training step (forward, backward, clipping, AdamW) of every training run: "
+    "training FLOPs per second in the loop (median ± IQR over runs) and its share of the GEMM rate that "
+    "the same processes reached at the same thread count (a 2048² torch.mm); the micro-benchmarks below "
+    "give the kernels' own roofline.",
     "tuning": "Learning-rate tuning: validation score per grid point and the chosen learning rate; 'where': "
     "inside the grid, beyond it (the grid was extended toward a better end), or at the edge of every point "
     "tried (the best rate may lie further out)",
@@ -243,6 +247,7 @@ def stability_section(table, train, scores, colors, assets: Assets, missing: lis
 
 def speed_section(kinds: dict, root: Path, colors, assets: Assets, missing: list) -> dict:
     thr = tables.throughput_table(kinds.get("throughput"))
+    rates = tables.step_rate_table(kinds.get("train"))
     mb = tables.microbench_table(root / MICROBENCH)
     if thr.empty:
         missing.append("no throughput records")
@@ -260,6 +265,7 @@ def speed_section(kinds: dict, root: Path, colors, assets: Assets, missing: list
         "blocks": _blocks(
             assets.table(thr, views.throughput, "throughput"),
             assets.figure(figures.throughput(thr, kinds.get("throughput"), colors)),
+            assets.table(rates, views.step_rates, "step_rates"),
             assets.figure(figures.latency(kinds.get("latency"), colors)),
             assets.figure(figures.scaling(kinds.get("scaling"), colors)),
             assets.table(mb, views.microbench, "microbench", CAPTIONS["microbench"] + roof),

@@ -522,8 +522,53 @@ def throughput_table(records: pd.DataFrame) -> pd.DataFrame:
         "train_iqr_seconds",
         "train_repeat_step_seconds",
         "compile_seconds",
+        "step_mode",
+        "step_flops_per_s",
+        "gemm_flops_per_s",
+        "step_share_of_gemm",
     ]
     return ok[[c for c in cols if c in ok.columns]].reset_index(drop=True)
+
+
+def step_rate_table(train: pd.DataFrame) -> pd.DataFrame:
+    """The whole training step's rate per (experiment, config, model, step mode): medians over the runs of
+    training FLOPs per second in the loop, the GEMM rate of the same processes at the same thread count,
+    and the step's share of it (records' StepRate; runs recorded before it existed have none)."""
+    if train is None or train.empty or "step_flops_per_s" not in train:
+        return pd.DataFrame()
+    ok = train[(train["status"] == "ok") & train["step_flops_per_s"].notna()]
+    if ok.empty:
+        return pd.DataFrame()
+    ok = ok.assign(step_mode=ok["step_mode"].fillna("?") if "step_mode" in ok else "?")
+    rows = []
+    for (experiment, config, model, mode), g in ok.groupby(
+        ["experiment", "config", "model", "step_mode"], sort=False
+    ):
+        rows.append(
+            {
+                "experiment": experiment,
+                "config": config,
+                "model": model,
+                "step_mode": mode,
+                "threads": _one_or_all(g["gemm_threads"]),
+                "runs": len(g),
+                "step_gflops": g["step_flops_per_s"].median() / 1e9,
+                "step_gflops_iqr": (
+                    g["step_flops_per_s"].quantile(0.75) - g["step_flops_per_s"].quantile(0.25)
+                )
+                / 1e9,
+                "gemm_gflops": g["gemm_flops_per_s"].median() / 1e9,
+                "share_of_gemm": g["step_share_of_gemm"].median(),
+                "train_flops_per_token": g["train_flops_per_token"].median(),
+                "tokens_per_s": g["train_tokens_per_s_in_loop"].median(),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _one_or_all(values: pd.Series):
+    seen = sorted({int(v) for v in values.dropna()})
+    return seen[0] if len(seen) == 1 else seen
 
 
 def microbench_table(path) -> pd.DataFrame:

@@ -455,6 +455,8 @@ def throughput(thr: pd.DataFrame) -> pd.DataFrame:
                     r.get("inference_tokens_per_s"), r.get("inference_spread_tokens_per_s")
                 ),
                 "train FLOPs/token": r.get("train_flops_per_token"),
+                "whole step GFLOP/s": _gflops(r.get("step_flops_per_s")),
+                "% of GEMM rate": _percent(r.get("step_share_of_gemm")),
                 "peak train memory (MiB)": r["train_peak_bytes"] / 2**20
                 if finite(r.get("train_peak_bytes"))
                 else None,
@@ -471,6 +473,11 @@ def throughput(thr: pd.DataFrame) -> pd.DataFrame:
                         ),
                         ("the train step timed again", f"{number(r.get('train_repeat_step_seconds'))} s"),
                         ("forward FLOPs/token", number(r.get("flops_per_token"))),
+                        ("train step", r.get("step_mode")),
+                        (
+                            "GEMM rate here (2048² torch.mm)",
+                            _gflops(r.get("gemm_flops_per_s")).text + " GFLOP/s",
+                        ),
                         ("compile seconds (not in the timings)", number(r.get("compile_seconds"))),
                     ]
                 ),
@@ -478,6 +485,37 @@ def throughput(thr: pd.DataFrame) -> pd.DataFrame:
             for r in thr.to_dict("records")
         ]
     )
+
+
+def step_rates(rates: pd.DataFrame) -> pd.DataFrame:
+    """Each training run's whole step (forward, backward, clipping, AdamW) against the GEMM rate."""
+    configs = _configs(rates)
+    return pd.DataFrame(
+        [
+            {
+                "config": configs[r["config"]],
+                "model": r["model"],
+                "step": r["step_mode"],
+                "threads": r.get("threads"),
+                "runs": r["runs"],
+                "whole step GFLOP/s": pm(r["step_gflops"], r.get("step_gflops_iqr")),
+                "GEMM GFLOP/s": _gflops(r.get("gemm_gflops") * 1e9 if finite(r.get("gemm_gflops")) else None),
+                "% of GEMM rate": _percent(r.get("share_of_gemm")),
+                "_model": r["model"],
+                "_task": _task(r["config"]),
+                "_experiment": r["experiment"],
+            }
+            for r in rates.to_dict("records")
+        ]
+    )
+
+
+def _gflops(flops_per_s) -> Cell:
+    return Cell(number(flops_per_s / 1e9), flops_per_s / 1e9) if finite(flops_per_s) else Cell(MISSING, None)
+
+
+def _percent(share) -> Cell:
+    return Cell(number(100 * share, 2), 100 * share) if finite(share) else Cell(MISSING, None)
 
 
 def microbench(mb: pd.DataFrame) -> pd.DataFrame:
