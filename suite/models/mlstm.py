@@ -45,7 +45,7 @@ EPS = 1e-6
 
 
 def empty_state(q: torch.Tensor):
-    """An empty memory: C = 0, n = 0, m = −∞ (no forget term can win the stabiliser's max)."""
+    """An empty memory for q's (B, NH, ·, d): C = 0, n = 0, m = −∞ (no forget term wins the max)."""
     B, NH, _, d = q.shape
     return q.new_zeros(B, NH, d, d), q.new_zeros(B, NH, d), q.new_full((B, NH), -math.inf)
 
@@ -158,15 +158,31 @@ class MLSTMCell(nn.Module):
         nn.init.normal_(self.igate.bias, 0.0, 0.1)
         nn.init.ones_(self.outnorm.weight)
 
-    def forward(self, q, k, v):
-        B, T, E = q.shape
+    def _heads(self, q, k, v):
+        """(B, T, E) each -> q, k, v (B, NH, T, d) and the gates' pre-activations ĩ, f̃ (B, NH, T)."""
+        B, T, _ = q.shape
         qkv = torch.cat([q, k, v], dim=-1)
-        i_pre, f_pre = (g(qkv).transpose(1, 2) for g in (self.igate, self.fgate))  # (B, NH, T)
-        q, k, v = (x.view(B, T, self.heads, -1).transpose(1, 2) for x in (q, k, v))  # (B, NH, T, d)
+        i_pre, f_pre = (g(qkv).transpose(1, 2) for g in (self.igate, self.fgate))
+        q, k, v = (x.view(B, T, self.heads, -1).transpose(1, 2) for x in (q, k, v))
+        return q, k, v, i_pre, f_pre
+
+    def _out(self, h):
+        """h̃ (B, NH, T, d) -> normalised per head, (B, T, E)."""
+        B, _, T, _ = h.shape
+        return self.outnorm(h.transpose(1, 2).reshape(B, T, self.dim))
+
+    def forward(self, q, k, v):
+        q, k, v, i_pre, f_pre = self._heads(q, k, v)
         if self.form == "parallel":
             h = mlstm_parallel(q, k, v, i_pre, f_pre)
         elif self.form == "recurrent":
             h, _ = mlstm_recurrent(q, k, v, i_pre, f_pre)
         else:
             h, _ = mlstm_chunkwise(q, k, v, i_pre, f_pre, chunk=self.chunk)
-        return self.outnorm(h.transpose(1, 2).reshape(B, T, E))
+        return self._out(h)
+
+    def step(self, q_t, k_t, v_t, state=None):
+        """One position (B, E) each, the memory (C, n, m) carried (None: empty) -> ((B, E), state)."""
+        q, k, v, i_pre, f_pre = self._heads(q_t[:, None], k_t[:, None], v_t[:, None])
+        h, state = mlstm_recurrent(q, k, v, i_pre, f_pre, state)
+        return self._out(h)[:, 0], state

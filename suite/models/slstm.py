@@ -19,7 +19,7 @@ that are block-diagonal over heads (each head's h mixes only into its own gates)
 exp(ĩ) overflows for ĩ > 88 in float32, so the cell carries c and n divided by exp(m_t), with the
 stabiliser state m_t a running log-space maximum:
 
-    m_t  = max(log f_t + m_{t-1}, ĩ_t)                   (m_t = ĩ_t at the first step: n_{t-1} = 0)
+    m_t  = max(log f_t + m_{t-1}, ĩ_t)                   (m_t = ĩ_t and f'_t = 0 where n_{t-1} = 0)
     i'_t = exp(ĩ_t − m_t)            ≤ 1
     f'_t = exp(log f_t + m_{t-1} − m_t)   ≤ 1
     c_t  = f'_t c_{t-1} + i'_t z_t,   n_t = f'_t n_{t-1} + i'_t,   h_t = o_t ⊙ c_t / n_t
@@ -27,8 +27,9 @@ stabiliser state m_t a running log-space maximum:
 Every exp argument is ≤ 0, so nothing overflows, and h_t is unchanged: c_t and n_t are the unstabilised
 ones times the same exp(−m_t), which cancels in c_t / n_t. (It also follows that n_t ≥ 1 after the first
 step: one of i'_t, f'_t is exactly 1.) The official code starts from m = 0 and sets m_1 = ĩ_1 when the
-whole batch's n is 0; we decide per unit (n_{t-1} = 0: an empty memory has no forget term), which is the
-same from a zero state.
+whole batch's n is 0 (and clamps f'_1 ≤ 1, since exp(log f_1 − ĩ_1) overflows for a very negative ĩ_1); we
+decide per unit: n_{t-1} = 0 is an empty memory, with nothing to forget (f'_t = 0, not computed from an exp
+that can overflow), which is the same function from a zero state.
 
 Gradients hold the stabiliser fixed (m_t is detached): h depends on c and n only through c / n, and every
 later (c, n) carries the same factor exp(−m_t), so the paths through m_t contribute nothing to the gradient
@@ -44,6 +45,8 @@ the bias as (NH, 4, d): tests/test_xlstm.py copies weights between the two.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn as nn
@@ -80,9 +83,10 @@ class SLSTMCell(nn.Module):
         pre = wx_t.view(B, NH, 4 * d) + rec + self.bias
         i_pre, f_pre, z_pre, o_pre = (g.reshape(B, NH * d) for g in pre.view(B, NH, 4, d).unbind(2))
         log_f = F.logsigmoid(f_pre)
-        m_new = torch.where(n == 0, i_pre, torch.maximum(log_f + m, i_pre)).detach()  # stabiliser
+        empty = n == 0  # an empty memory: m_t = ĩ_t, nothing to forget
+        m_new = torch.where(empty, i_pre, torch.maximum(log_f + m, i_pre)).detach()  # stabiliser
         i = torch.exp(i_pre - m_new)  # i'_t
-        f = torch.exp(log_f + m - m_new)  # f'_t
+        f = torch.exp(torch.where(empty, -math.inf, log_f + m - m_new))  # f'_t
         z = torch.tanh(z_pre)
         o = torch.sigmoid(o_pre)
         c_new = f * c + i * z
@@ -103,15 +107,3 @@ class SLSTMCell(nn.Module):
     def step(self, wx_t, state):
         h, c, n, m = self.cell(wx_t, *state)
         return h, (h, c, n, m)
-
-
-def unstabilised_cell(wx_t, h, c, n, weight_hh, bias):
-    """The same step without the stabiliser (i = exp(ĩ), f = σ(f̃) as written in the paper): kept for the
-    test that shows why the stabiliser is there (this one overflows where the cell above stays finite)."""
-    B, NH, d = h.shape[0], weight_hh.shape[0], weight_hh.shape[2]
-    pre = wx_t.view(B, NH, 4 * d) + torch.einsum("bhk,hgk->bhg", h.view(B, NH, d), weight_hh) + bias
-    i_pre, f_pre, z_pre, o_pre = (g.reshape(B, NH * d) for g in pre.view(B, NH, 4, d).unbind(2))
-    i, f = torch.exp(i_pre), torch.sigmoid(f_pre)
-    c_new = f * c + i * torch.tanh(z_pre)
-    n_new = f * n + i
-    return torch.sigmoid(o_pre) * c_new / n_new, c_new, n_new

@@ -99,6 +99,13 @@ class FastSLSTMCell(SLSTMCell):
             h = out[-1]
         return out.transpose(0, 1), (h, c, n, m)
 
+    def step(self, wx_t, state):
+        """One position: wx_t (B, 4H), state (h, c, n, m) -> (h, state)."""
+        if not self.compiled(wx_t):
+            return super().step(wx_t, state)
+        out, state = self.forward(wx_t[:, None], state)
+        return out[:, 0], state
+
     def prepare(self) -> float:
         """Build (or load the cached build of) the extension before any clock starts; the seconds this call
         spent, 0.0 when it was already loaded in this process."""

@@ -82,6 +82,15 @@ class CausalConv1d(nn.Module):
         T = x.shape[1]
         return self.conv(x.transpose(1, 2))[..., :T].transpose(1, 2)
 
+    def step(self, x_t, window):
+        """One position: x_t (B, D), window (B, kernel − 1, D) the inputs before it -> (y_t, window)."""
+        full = torch.cat([window, x_t[:, None]], dim=1)  # (B, kernel, D), oldest first
+        y = torch.einsum("bkd,dk->bd", full, self.conv.weight[:, 0]) + self.conv.bias
+        return y, full[:, 1:]
+
+    def init_window(self, batch_size: int, like: torch.Tensor):
+        return like.new_zeros(batch_size, self.conv.kernel_size[0] - 1, self.conv.in_channels)
+
 
 class GatedFFN(nn.Module):
     """The sLSTM block's post up-projection: W_down (GELU(W_gate x) ⊙ W_up x)."""
@@ -122,14 +131,24 @@ class SLSTMLayer(nn.Module):
             f_bias = -(-5.0 + 12.0 * (torch.arange(d) / max(d - 1, 1)) ** (0.3 + 1.3 * ratio))
             self.cell.bias[:, d : 2 * d] = f_bias  # each head's f block: from +5 down to -7
 
-    def forward(self, x):
-        B, T, D = x.shape
-        xc = F.silu(self.conv(x))
+    def _gates(self, x, xc):
+        """Input and conv branch (…, D) -> the cell's pre-activations (…, 4D), head-major (…, NH, 4, d)."""
         sources = {"i": xc, "f": xc, "z": x, "o": x}
-        # per gate (B, T, NH, d), stacked into the cell's head-major layout (B, T, NH, 4, d)
-        wx = torch.stack([self.gates[g](sources[g]).unflatten(-1, (self.heads, -1)) for g in "ifzo"], dim=3)
-        h, _ = self.cell(wx.reshape(B, T, 4 * D))
+        wx = torch.stack([self.gates[g](sources[g]).unflatten(-1, (self.heads, -1)) for g in GATES], dim=-2)
+        return wx.flatten(-3)
+
+    def forward(self, x):
+        h, _ = self.cell(self._gates(x, F.silu(self.conv(x))))
         return self.norm(self.dropout(h))
+
+    def init_step_state(self, batch_size: int, like: torch.Tensor):
+        return self.conv.init_window(batch_size, like), self.cell.init_state(batch_size, like)
+
+    def step(self, x_t, state):
+        window, cell_state = state
+        xc, window = self.conv.step(x_t, window)
+        h, cell_state = self.cell.step(self._gates(x_t, F.silu(xc)), cell_state)
+        return self.norm(h), (window, cell_state)
 
 
 class MLSTMLayer(nn.Module):
@@ -161,6 +180,17 @@ class MLSTMLayer(nn.Module):
         h = self.cell(self.q(a_conv), self.k(a_conv), self.v(a))
         return self.dropout(self.down((h + self.skip * a_conv) * F.silu(g)))
 
+    def init_step_state(self, batch_size: int, like: torch.Tensor):
+        return self.conv.init_window(batch_size, like), None  # None: an empty matrix memory
+
+    def step(self, x_t, state):
+        window, memory = state
+        a, g = self.up(x_t).split(self.inner, dim=-1)
+        a_conv, window = self.conv.step(a, window)
+        a_conv = F.silu(a_conv)
+        h, memory = self.cell.step(self.q(a_conv), self.k(a_conv), self.v(a), memory)
+        return self.down((h + self.skip * a_conv) * F.silu(g)), (window, memory)
+
 
 class XLSTMBlock(nn.Module):
     """Pre-LayerNorm residual block around an sLSTM layer (+ gated FFN) or an mLSTM layer."""
@@ -170,7 +200,7 @@ class XLSTMBlock(nn.Module):
         self.kind = kind
         self.norm = nn.LayerNorm(dim, bias=False)
         if kind == "s":
-            self.layer: nn.Module = SLSTMLayer(dim, heads, dropout)
+            self.layer: SLSTMLayer | MLSTMLayer = SLSTMLayer(dim, heads, dropout)
             self.ffn_norm = nn.LayerNorm(dim, bias=False)
             self.ffn = GatedFFN(dim, dropout=dropout)
             small_init_(self.ffn.up.weight, dim)
@@ -186,6 +216,13 @@ class XLSTMBlock(nn.Module):
         if self.kind == "s":
             x = x + self.ffn(self.ffn_norm(x))
         return x
+
+    def step(self, x_t, state):
+        y, state = self.layer.step(self.norm(x_t), state)
+        x_t = x_t + y
+        if self.kind == "s":
+            x_t = x_t + self.ffn(self.ffn_norm(x_t))
+        return x_t, state
 
 
 class XLSTMStack(nn.Module):
@@ -206,6 +243,19 @@ class XLSTMStack(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x), None
+
+    # incremental decoding: per block its conv window and its cell's state (sLSTM: h, c, n, m; mLSTM: C, n, m)
+    def init_step_state(self, batch_size: int, like: torch.Tensor):
+        return [block.layer.init_step_state(batch_size, like) for block in self._blocks()]
+
+    def step(self, x_t, state):
+        state = list(state)
+        for b, block in enumerate(self._blocks()):
+            x_t, state[b] = block.step(x_t, state[b])
+        return self.norm(x_t), state
+
+    def _blocks(self) -> list[XLSTMBlock]:
+        return [cast(XLSTMBlock, block) for block in self.blocks]
 
     def slstm_cells(self) -> list[FastSLSTMCell]:
         return [m for m in self.modules() if isinstance(m, FastSLSTMCell)]

@@ -90,7 +90,8 @@ constexpr int kSaved = 5;  // per step and unit: i', f', z, o, σ(−f̃)
 
 // ---- one step of one batch row: the equations (slstm.py) --------------------------------------------
 //   a = wx + R h_{t-1} + b, per head (ĩ, f̃, z̃, õ)       F = log σ(f̃)
-//   m = ĩ if n_{t-1} = 0 else max(ĩ, F + m_{t-1})        i' = exp(ĩ − m)   f' = exp(F + m_{t-1} − m)
+//   m = max(ĩ, F + m_{t-1})   i' = exp(ĩ − m)   f' = exp(F + m_{t-1} − m)
+//   (an empty memory, n_{t-1} = 0: m = ĩ and f' = 0)
 //   z = tanh z̃   o = σ(õ)   c = f' c_{t-1} + i' z   n = f' n_{t-1} + i'   h = o c / n
 template <typename scalar_t>
 inline void step_forward(const scalar_t* wx, const scalar_t* rec, int64_t ld_rec, const scalar_t* bias,
@@ -108,7 +109,7 @@ inline void step_forward(const scalar_t* wx, const scalar_t* rec, int64_t ld_rec
       const scalar_t ao = a[3 * d + j] + r[3 * d + j] + b[3 * d + j];
       const scalar_t F = log_sigmoid(af), mp = m[s], np = n_prev[s];
       const scalar_t mn = np == scalar_t(0) ? ai : std::fmax(ai, F + mp);
-      const scalar_t ip = exp_(ai - mn), fp = exp_(F + mp - mn);
+      const scalar_t ip = exp_(ai - mn), fp = np == scalar_t(0) ? scalar_t(0) : exp_(F + mp - mn);
       const scalar_t z = tanh_(az), o = sigmoid(ao);
       const scalar_t cn = fp * c_prev[s] + ip * z, nn = fp * np + ip;
       c[s] = cn;
