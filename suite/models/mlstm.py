@@ -56,11 +56,11 @@ def mlstm_recurrent(q, k, v, i_pre, f_pre, state=None, eps: float = EPS):
     k = k / math.sqrt(q.shape[-1])
     log_f = F.logsigmoid(f_pre)
     out = []
-    for t in range(q.shape[2]):
-        q_t, k_t, v_t = q[:, :, t], k[:, :, t], v[:, :, t]  # (B, NH, d)
-        m_new = torch.maximum(log_f[:, :, t] + m, i_pre[:, :, t])  # (B, NH)
-        i = torch.exp(i_pre[:, :, t] - m_new)[..., None]  # i'_t
-        f = torch.exp(log_f[:, :, t] + m - m_new)[..., None]  # f'_t
+    steps = zip(*(x.unbind(2) for x in (q, k, v, i_pre, log_f)))  # (B, NH, d) and (B, NH) per step
+    for q_t, k_t, v_t, i_t, log_f_t in steps:
+        m_new = torch.maximum(log_f_t + m, i_t)  # (B, NH)
+        i = torch.exp(i_t - m_new)[..., None]  # i'_t
+        f = torch.exp(log_f_t + m - m_new)[..., None]  # f'_t
         C = f[..., None] * C + i[..., None] * (v_t[..., :, None] * k_t[..., None, :])  # v kᵀ: (B, NH, d, d)
         n = f * n + i * k_t
         num = torch.einsum("bhvk,bhk->bhv", C, q_t)  # C q

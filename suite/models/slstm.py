@@ -96,11 +96,10 @@ class SLSTMCell(nn.Module):
 
     # ---- the sequence -----------------------------------------------------------------------------------
     def forward(self, wx, state=None):
-        B, T, _ = wx.shape
-        h, c, n, m = state if state is not None else self.init_state(B, wx)
+        h, c, n, m = state if state is not None else self.init_state(wx.shape[0], wx)
         outputs = []
-        for t in range(T):
-            h, c, n, m = self.cell(wx[:, t], h, c, n, m)
+        for wx_t in wx.unbind(1):  # unbind, not wx[:, t]: its backward is one stack, not T full-size adds
+            h, c, n, m = self.cell(wx_t, h, c, n, m)
             outputs.append(h)
         return torch.stack(outputs, dim=1), (h, c, n, m)
 
