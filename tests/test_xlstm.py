@@ -279,6 +279,16 @@ def test_flop_twin_runs_the_reference_loop_with_the_same_weights():
     assert "C++ time loop" in stack.backend() and "chunkwise" in stack.backend()
 
 
+def test_widths_that_do_not_split_into_heads_are_one_line_errors():
+    from suite.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="multiple"):
+        XLSTMStack(30, 2, "s")
+    with pytest.raises(ConfigError, match="even width"):
+        XLSTMStack(31, 1, "m")
+    XLSTMStack(30, 1, "m")  # inner width 60: 4 heads of 15 units, q/k/v in 15 blocks of 4
+
+
 # ---- the official package (NX-AI/xlstm 2.0.6) as the oracle ----------------------------------------------
 
 

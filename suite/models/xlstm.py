@@ -35,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from suite.errors import ConfigError
 from suite.models.mlstm import HeadNorm, MLSTMCell
 from suite.models.slstm import GATES
 from suite.models.slstm_fast import FastSLSTMCell
@@ -232,6 +233,16 @@ class XLSTMStack(nn.Module):
     def __init__(self, width: int, layers: int, pattern: str, heads: int = HEADS, dropout: float = 0.0):
         super().__init__()
         self.kinds = [pattern[b % len(pattern)] for b in range(layers)]
+        inner = MLSTM_FACTOR * width
+        if set(pattern) - {"s", "m"} or layers < 1 or heads < 1:
+            raise ConfigError(f"xLSTM: need a pattern of 's'/'m' ({pattern!r}), layers, heads >= 1")
+        if "s" in self.kinds and width % heads:
+            raise ConfigError(f"sLSTM: width {width} does not split into {heads} heads; use a multiple")
+        if "m" in self.kinds and (inner % heads or inner % QKV_BLOCK):
+            raise ConfigError(
+                f"mLSTM blocks: inner width {inner} (= {MLSTM_FACTOR} x {width}) does not split into {heads} "
+                f"heads and blocks of {QKV_BLOCK}; use an even width"
+            )
         self.blocks = nn.ModuleList(
             XLSTMBlock(kind, width, heads, dropout, b, layers) for b, kind in enumerate(self.kinds)
         )
