@@ -87,6 +87,9 @@ def _build(cflags: list[str], ldflags: list[str], sources=_SOURCES, name: str = 
     text = b"".join(p.read_bytes() for p in (*sources, *_HEADERS))
     digest = hashlib.sha256(text + " ".join(cflags + ldflags).encode()).hexdigest()[:12]
     directory = build_dir()
+    if name != "lstm_bench_fast":  # other modules (the sLSTM's) build in a folder of their own per digest:
+        directory = directory / f"{name}_{digest}"  # no shared build.ninja or object file to rebuild
+        directory.mkdir(exist_ok=True)
     # torch's own build lock is a plain file that a killed build leaves behind, and the next load then
     # waits on it forever. An flock dies with its process: while we hold it no other build of ours runs,
     # so a torch lock file found then is stale.
