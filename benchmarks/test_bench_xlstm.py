@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from suite.models.mlstm import mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
+from suite.models.mlstm import CHUNK, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
 from suite.models.slstm import SLSTMCell
 from suite.models.slstm_fast import FastSLSTMCell, extension
 
@@ -100,7 +100,7 @@ def test_slstm_sweep(benchmark, impl, mode, b, t, h):
 
 
 MLSTM = {
-    "mlstm/chunkwise": lambda *a: mlstm_chunkwise(*a, chunk=64)[0],
+    "mlstm/chunkwise": lambda *a: mlstm_chunkwise(*a, chunk=CHUNK)[0],
     "mlstm/parallel": mlstm_parallel,
     "mlstm/recurrent": lambda *a: mlstm_recurrent(*a)[0],
 }

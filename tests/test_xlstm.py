@@ -388,7 +388,7 @@ def test_blocks_match_the_official_package(pattern):
     """Our mLSTM and sLSTM blocks and a mixed stack against xlstm 2.0.6 (its vanilla sLSTM backend and
     its parallel mLSTM backend), float64, copied weights: outputs and the gradient of every input."""
     g = torch.Generator().manual_seed(0)
-    dim, T = 24, 13
+    dim, T = 24, 40  # the mLSTM: chunks of 32 and 8 steps
     blocks = len(pattern)
     theirs = _official_stack(dim, blocks, [b for b, k in enumerate(pattern) if k == "s"], T).to(f64)
     _randomise(theirs, g)
