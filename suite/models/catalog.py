@@ -4,6 +4,7 @@ third-party model. One name per implementation x variant."""
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 from suite.interfaces import ModelSpec, TaskSpec
@@ -15,6 +16,7 @@ from suite.models.lstm_manual_bptt import ManualBPTTLSTM
 from suite.models.lstm_triton import TritonLSTM
 from suite.models.sequence_model import SequenceModel
 from suite.models.transformer import Transformer
+from suite.models.xlstm import XLSTMStack
 
 
 def _rnn(cls, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0, **kw) -> SequenceModel:
@@ -46,6 +48,12 @@ def _transformer(
         width, layers, heads, max_len=spec.seq_len, positions=positions, dropout=dropout, causal=spec.causal
     )
     return SequenceModel(spec, backbone, width, tie_weights=tie_weights, embed_std=0.02)
+
+
+def _xlstm(pattern: str, spec: TaskSpec, width: int, layers: int, dropout: float = 0.0) -> SequenceModel:
+    # the official code's small init for the token embedding and the head: N(0, √(2 / 5 width))
+    backbone = XLSTMStack(width, layers, pattern, dropout=dropout)
+    return SequenceModel(spec, backbone, width, embed_std=math.sqrt(2 / (5 * width)))
 
 
 def _hf(
@@ -133,6 +141,34 @@ MODELS: list[ModelSpec] = [
         partial(_rnn, MinLSTM),
         "minLSTM (Feng et al. 2024), trained with a log-space parallel scan",
         "parallel-scan",
+    ),
+    # xLSTM (Beck et al. 2024): residual stacks of sLSTM / mLSTM blocks, 4 heads (sLSTM widths in steps of 4)
+    ModelSpec(
+        "slstm",
+        "xlstm",
+        partial(_xlstm, "s"),
+        "xLSTM sLSTM blocks: exponential gating, normaliser, stabiliser; C++ time loop, hand-derived BPTT",
+        "fast",
+        default_layers=2,
+        width_step=4,
+    ),
+    ModelSpec(
+        "mlstm",
+        "xlstm",
+        partial(_xlstm, "m"),
+        "xLSTM mLSTM blocks: matrix memory, no hidden-to-hidden weights, chunkwise-parallel training",
+        "chunkwise",
+        default_layers=2,
+        width_step=2,  # the inner width 2·width splits into 4 heads and blocks of 4
+    ),
+    ModelSpec(
+        "xlstm",
+        "xlstm",
+        partial(_xlstm, "ms"),
+        "xLSTM[1:1]: mLSTM and sLSTM blocks alternating",
+        "fast",
+        default_layers=2,
+        width_step=4,
     ),
     ModelSpec(
         "transformer",

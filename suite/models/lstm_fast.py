@@ -66,25 +66,30 @@ def build_dir() -> Path:
     return path
 
 
-def _load():
+def _load(sources: tuple[Path, ...] = _SOURCES, name: str = "lstm_bench_fast"):
+    """Build `sources` (with small_gemm.h) as the module `name` (suffixed with a digest); the sLSTM's
+    loop (slstm_fast.py) is built by this too, as its own module."""
     try:
-        return _build(_CFLAGS, _LDFLAGS)
+        return _build(_CFLAGS, _LDFLAGS, sources, name)
     except Exception as exc:  # e.g. Apple clang has no -fopenmp: one thread per call, but compiled
         log.warning(
             "lstm-bench: the C++ fast path did not build with OpenMP (%s); building it without, "
             "so each call runs on one thread",
             " ".join(str(exc).split())[:120],
         )
-        return _build([f for f in _CFLAGS if f != "-fopenmp"] + ["-fopenmp-simd"], [])
+        return _build([f for f in _CFLAGS if f != "-fopenmp"] + ["-fopenmp-simd"], [], sources, name)
 
 
-def _build(cflags: list[str], ldflags: list[str]):
+def _build(cflags: list[str], ldflags: list[str], sources=_SOURCES, name: str = "lstm_bench_fast"):
     from torch.utils.cpp_extension import load
 
     # the name carries a digest of every source, header and flag, so an edited header rebuilds as well
-    sources = b"".join(p.read_bytes() for p in (*_SOURCES, *_HEADERS))
-    digest = hashlib.sha256(sources + " ".join(cflags + ldflags).encode()).hexdigest()[:12]
+    text = b"".join(p.read_bytes() for p in (*sources, *_HEADERS))
+    digest = hashlib.sha256(text + " ".join(cflags + ldflags).encode()).hexdigest()[:12]
     directory = build_dir()
+    if name != "lstm_bench_fast":  # other modules (the sLSTM's) build in a folder of their own per digest:
+        directory = directory / f"{name}_{digest}"  # no shared build.ninja or object file to rebuild
+        directory.mkdir(exist_ok=True)
     # torch's own build lock is a plain file that a killed build leaves behind, and the next load then
     # waits on it forever. An flock dies with its process: while we hold it no other build of ours runs,
     # so a torch lock file found then is stale.
@@ -94,8 +99,8 @@ def _build(cflags: list[str], ldflags: list[str]):
         fcntl.flock(guard, fcntl.LOCK_EX)
         (directory / "lock").unlink(missing_ok=True)
         return load(
-            name=f"lstm_bench_fast_{digest}",
-            sources=[str(p) for p in _SOURCES],
+            name=f"{name}_{digest}",
+            sources=[str(p) for p in sources],
             extra_include_paths=[str(_CSRC)],
             build_directory=str(directory),
             extra_cflags=cflags,

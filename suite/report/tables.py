@@ -14,7 +14,7 @@ from suite import tuning
 from suite.measure.stability import lr_window, seed_summary
 from suite.report import stats, verdicts
 
-RNN = ("lstm", "lstm-variant", "gru", "minlstm")
+RNN = ("lstm", "lstm-variant", "gru", "minlstm", "xlstm")
 ATTN = ("transformer", "transformer-hf")
 
 
