@@ -8,6 +8,8 @@ every job kind treats a bare plugin module (a plain nn.Module mapping inputs to 
     supports_step, init_state, step     incremental decoding (default: not supported)
     lookup_parameters() -> parameters   table lookups: embeddings, position tables, the output head
                                         (any submodule may declare them; nn.Embedding always counts)
+    positions: str                      attribute of any submodule: its position scheme ("learned",
+                                        "sinusoidal", "rope", "alibi", "none"); recorded per job
 """
 
 from __future__ import annotations
@@ -29,6 +31,12 @@ def prepare(model: nn.Module) -> float | None:
     spent = [hook() for hook in hooks if callable(hook)]
     spent = [s for s in spent if s is not None]
     return sum(spent) if spent else None
+
+
+def positions(model: nn.Module) -> str | None:
+    """The position scheme a submodule declares (attention models), None when none does (RNNs)."""
+    found = {getattr(m, "positions", None) for m in model.modules()} - {None}
+    return ", ".join(sorted(str(p) for p in found)) if found else None
 
 
 def flop_module(model: nn.Module) -> nn.Module:
