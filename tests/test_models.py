@@ -23,6 +23,8 @@ CAUSAL = [
     "minlstm",
     "transformer",
     "transformer-rope",
+    "transformer-nope",
+    "transformer-alibi",
     "hf-gpt2",
     "hf-llama",
 ]
