@@ -272,10 +272,11 @@ def _probe_tasks(jobs, registry) -> None:
     """Every task config is built and probed once before the results directory is touched, and every
     model of it built on the meta device (no memory): a model that cannot run the task (e.g. a learned
     position table shorter than the test sequences) stops the run here, in one line."""
+    from suite.interfaces import Task
     from suite.models.sizing import probe_build
     from suite.registry import check_task_instance
 
-    probed: dict[tuple, object] = {}
+    probed: dict[tuple, Task] = {}
     built = set()
     for job in jobs:
         if job.kind not in ("train", "throughput"):
@@ -290,8 +291,7 @@ def _probe_tasks(jobs, registry) -> None:
         shape = (*where, job.model, str(job.model_options), job.layers)
         if shape not in built:
             built.add(shape)
-            spec = probed[where].spec  # type: ignore[attr-defined]
-            probe_build(registry.model(job.model), spec, job.layers, job.model_options)
+            probe_build(registry.model(job.model), probed[where].spec, job.layers, job.model_options)
 
 
 def cmd_report(args, registry) -> int:

@@ -258,6 +258,7 @@ def test_nope_encoder_ignores_order_alibi_does_not(registry):
 # ---- through the command line: the plugin and the refusal -----------------------------------------
 
 
+@pytest.mark.slow
 def test_a_plugin_task_trains_short_tests_long_and_records_each_length(tmp_path):
     profile = tmp_path / "p.toml"
     profile.write_text(
