@@ -81,8 +81,10 @@ def claim(table: pd.DataFrame) -> dict:
     lengths, a majority of the Transformer's do not, and Welch's t (two-sided, Holm over the tasks)
     finds the LSTM significantly better (or, with no spread on either side, every seed lies on its side
     of 90%). It speaks against when the Transformer reaches 90% on a majority of seeds or is
-    significantly better. Supported: >= 3/4 of the tasks for and none against; not supported: none for;
-    otherwise (or with < 3 seeds a side) inconclusive."""
+    significantly better. Supported: >= 3/4 of the tasks for (Delétang et al.'s Transformer solves
+    even pairs: one task against does not overturn three); not supported: as many tasks against as for
+    (and at least one); otherwise (fewer for, the rest undecided because neither generalised, or < 3 seeds a
+    side) inconclusive: a failure of both says nothing about which generalises better."""
     if table is None or table.empty or "role" not in table:
         return _verdict("inconclusive", f"no experiment with role {ROLE!r} in this run", [])
     rows = table[(table["role"] == ROLE) & table["task"].isin(STATE_TRACKING)]
@@ -140,11 +142,15 @@ def claim(table: pd.DataFrame) -> dict:
         f"significantly on {n_for}/{len(votes)} state-tracking tasks; the Transformer matched or beat it "
         f"on {n_against}"
     )
-    if n_for / len(votes) >= 0.75 and n_against == 0:
+    if n_for / len(votes) >= 0.75:  # the published pattern: even pairs may go to the Transformer
         return _verdict("supported", why, evidence)
-    if n_for == 0:
+    if n_against and n_against >= n_for:
         return _verdict("not supported", why, evidence)
-    return _verdict("inconclusive", why + " (the tasks disagree)", evidence)
+    # neither side generalised on the rest: an answer needs a learned model (did the LSTM fit the
+    # training lengths? the length-generalization table shows it)
+    return _verdict(
+        "inconclusive", why + "; on the others neither generalised (too little training?)", evidence
+    )
 
 
 def _pct(x) -> str:
