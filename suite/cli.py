@@ -279,17 +279,29 @@ def _check_workers(args) -> int | None:
 
 
 def _probe_tasks(jobs, registry) -> None:
-    """Every task config is built and probed once before the results directory is touched."""
+    """Every task config is built and probed once before the results directory is touched, and every
+    model of it built on the meta device (no memory): a model that cannot run the task (e.g. a learned
+    position table shorter than the test sequences) stops the run here, in one line."""
+    from suite.interfaces import Task
+    from suite.models.sizing import probe_build
     from suite.registry import check_task_instance
 
-    probed = set()
+    probed: dict[tuple, Task] = {}
+    built = set()
     for job in jobs:
-        if job.kind in ("train", "throughput") and (job.task, str(job.task_params)) not in probed:
-            probed.add((job.task, str(job.task_params)))
+        if job.kind not in ("train", "throughput"):
+            continue
+        where = (job.task, str(job.task_params))
+        if where not in probed:
             try:
-                check_task_instance(registry.make_task(job.task, job.task_params, seed=0))
+                probed[where] = task = registry.make_task(job.task, job.task_params, seed=0)
+                check_task_instance(task)
             except (ValueError, TypeError) as exc:
                 raise SuiteError(f"task {job.task!r} with {job.task_params}: {one_line(exc)}") from None
+        shape = (*where, job.model, str(job.model_options), job.layers)
+        if shape not in built:
+            built.add(shape)
+            probe_build(registry.model(job.model), probed[where].spec, job.layers, job.model_options)
 
 
 def cmd_report(args, registry) -> int:

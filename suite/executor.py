@@ -106,6 +106,7 @@ def _model_facts(model: torch.nn.Module, width: int, run: RunContext) -> dict:
         **capabilities.parameter_split(model),
         "model_width": width,
         "backend": capabilities.backend(model, run.device, DTYPES[run.dtype]),
+        "positions": capabilities.positions(model),
     }
 
 

@@ -213,11 +213,14 @@ def fit(
     else:
         stop_reason = "budget"
 
-    test, example = None, None
+    test, test_by_group, example = None, None, None
     if best_state is not None:
         model.load_state_dict(best_state)
         model.eval()
-        test = task.evaluate(predictor(model, device, dtype), "test", cfg.eval_batch_size, device)
+        test, by_group = task.evaluate_by_group(
+            predictor(model, device, dtype), "test", cfg.eval_batch_size, device
+        )
+        test_by_group = by_group or None  # e.g. per test length (Batch.group), for accuracy-vs-length plots
         if task.family == "forecasting":
             example = forecast_example(task, model, device, dtype)
     return FitResult(
@@ -226,6 +229,7 @@ def fit(
         divergence_reason=reason,
         diverged_step=diverged_step,
         test=test,
+        test_by_group=test_by_group,
         best_val=best,
         success=bool(
             test is not None and status == "ok" and reached(test[metric], thresholds.get("test"), higher)

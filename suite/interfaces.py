@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from suite.errors import ConfigError
 
-FAMILIES = ("long-dependency", "language-modeling", "forecasting", "other")
+FAMILIES = ("long-dependency", "length-generalization", "language-modeling", "forecasting", "other")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,12 @@ class TaskSpec:
     Outputs are logits over output_dim classes or output_dim regression values,
     at every position (readout="all": (B, T, output_dim)) or once from the final position
     (readout="last": (B, output_dim)).
+
+    seq_len is the longest *training* sequence (a task may vary T from batch to batch up to it):
+    parameter sizing, FLOP counting and a learned position table use it. eval_seq_len, when set, is
+    the longest sequence of an evaluation split, longer than any seen in training (length
+    generalization): a model must run at it, and one that cannot (a learned position table of seq_len
+    rows) refuses the task when it is built, in one line, before the run starts.
     """
 
     seq_len: int
@@ -39,26 +45,39 @@ class TaskSpec:
     input_vocab: int | None = None
     input_dim: int = 1
     causal: bool = True  # False: the model may look at the whole input (e.g. a forecasting lookback)
+    eval_seq_len: int | None = None  # None: evaluation sequences are no longer than seq_len
 
     def __post_init__(self):
         if self.seq_len < 1 or self.output_dim < 1 or self.input_dim < 1:
             raise ConfigError(f"TaskSpec sizes must be positive, got {self}")
+        if self.eval_seq_len is not None and self.eval_seq_len < self.seq_len:
+            raise ConfigError(f"TaskSpec eval_seq_len must be >= seq_len (or None), got {self}")
         if self.output not in ("classes", "regression") or self.readout not in ("all", "last"):
             raise ConfigError(f"TaskSpec output/readout invalid: {self}")
+
+    @property
+    def longest(self) -> int:
+        """The longest sequence a model built for this spec must run at (any split)."""
+        return max(self.seq_len, self.eval_seq_len or 0)
 
 
 @dataclass
 class Batch:
     """x: inputs; y: targets (class ids (B,T)/(B,) or values (B,T,D)/(B,D));
-    mask: (B, T) bool, the positions that count (None: all of them)."""
+    mask: (B, T) bool, the positions that count (None: all of them);
+    group: a label of the whole batch (e.g. its sequence length). When an evaluation split's batches
+    carry one, Task.evaluate_by_group scores each group apart and the split's score is the unweighted
+    mean over its groups (each test length counts once, as in the length-generalization protocol).
+    Training batches may carry one too; the harness ignores it."""
 
     x: torch.Tensor
     y: torch.Tensor
     mask: torch.Tensor | None = None
+    group: int | str | None = None
 
     def to(self, device) -> Batch:
         mask = None if self.mask is None else self.mask.to(device)
-        return Batch(self.x.to(device), self.y.to(device), mask)
+        return Batch(self.x.to(device), self.y.to(device), mask, self.group)
 
     @property
     def tokens(self) -> int:
@@ -133,7 +152,6 @@ class Task:
             "mae": err.abs().mean().item(),
         }
 
-    @torch.no_grad()
     def evaluate(
         self,
         predict: Callable[[torch.Tensor], torch.Tensor],
@@ -141,20 +159,46 @@ class Task:
         batch_size: int = 256,
         device: str | torch.device = "cpu",
     ) -> dict[str, float]:
-        """Mean of batch_metrics over the whole split (no batch is dropped), each batch weighted by
-        the positions it counts (its rows, or its mask's positions: a partly masked last window of
-        a token stream then weighs what it scores)."""
-        totals: dict[str, float] = {}
-        weight = 0
+        """The split's metrics: evaluate_by_group without the breakdown."""
+        return self.evaluate_by_group(predict, split, batch_size, device)[0]
+
+    @torch.no_grad()
+    def evaluate_by_group(
+        self,
+        predict: Callable[[torch.Tensor], torch.Tensor],
+        split: str,
+        batch_size: int = 256,
+        device: str | torch.device = "cpu",
+    ) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """(the split's metrics, the metrics of each Batch.group keyed by str(group)).
+
+        Within a group (or the whole split when no batch carries a group): the mean of batch_metrics
+        over every batch (none is dropped), each weighted by the positions it counts (its rows, or
+        its mask's positions: a partly masked last window of a token stream then weighs what it
+        scores). When the batches carry groups, the split's metrics are the unweighted mean over the
+        groups, and the breakdown is returned beside them ({} when there are no groups)."""
+        totals: dict[str, dict[str, float]] = {}
+        weights: dict[str, int] = {}
+        grouped: set[bool] = set()
         for batch in self.eval_batches(split, batch_size):
             batch = batch.to(device)
+            grouped.add(batch.group is not None)
+            key = str(batch.group)
             n = int(batch.x.shape[0]) if batch.mask is None else int(batch.mask.sum())
+            sums = totals.setdefault(key, {})
             for k, v in self.batch_metrics(predict(batch.x), batch).items():
-                totals[k] = totals.get(k, 0.0) + v * n
-            weight += n
-        if weight == 0:
+                sums[k] = sums.get(k, 0.0) + v * n
+            weights[key] = weights.get(key, 0) + n
+        if not weights or sum(weights.values()) == 0:
             raise ConfigError(f"task {self.name!r} produced no {split} data")
-        return {k: v / weight for k, v in totals.items()}
+        if len(grouped) > 1:
+            raise ConfigError(f"task {self.name!r}: some {split} batches carry a group and some do not")
+        groups = {key: {k: v / weights[key] for k, v in sums.items()} for key, sums in totals.items()}
+        groups = {key: m for key, m in groups.items() if weights[key] > 0}
+        if grouped != {True}:
+            return groups["None"], {}
+        names = next(iter(groups.values())).keys()
+        return {k: sum(m[k] for m in groups.values()) / len(groups) for k in names}, groups
 
     def baseline(self) -> dict[str, float]:
         """Test-split score of the strongest cheap baseline ("what you get for free"), same keys as

@@ -25,6 +25,8 @@ ROLES = {
     "ablation": "LSTM variants against the reference LSTM (Greff et al.'s claim)",
     "lr-sweep": "a learning-rate grid per model, for the stability claim (no tuning: the LR is the axis)",
     "equal-time": "the comparison at equal wall-clock seconds instead of equal steps",
+    "length-generalization": "trained on short sequences, tested on longer ones (Delétang et al.'s "
+    "protocol): the length-generalization claim",
 }
 
 

@@ -92,6 +92,7 @@ class ModelFacts:
     backend: str  # the kernel that really ran
     compile_seconds: float | None  # build time paid by this job (None: nothing compiles)
     compile_reused: bool | None
+    positions: str | None = None  # how an attention model knows positions (capabilities.positions)
 
 
 @dataclass(kw_only=True)
@@ -134,6 +135,7 @@ class FitResult(Result):
     divergence_reason: str | None
     diverged_step: int | None
     test: dict | None  # metrics on the test split at the best-validation checkpoint
+    test_by_group: dict | None = None  # the same per Batch.group of the test split (e.g. per length)
     best_val: float | None
     success: bool
     curve: list  # evaluations: step, seconds, train_loss, val_*

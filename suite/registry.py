@@ -137,9 +137,18 @@ def check_task_instance(task: Task) -> None:
             f"{type(batch).__name__}"
         )
     spec = task.spec
-    want_x = (2, spec.seq_len) if spec.input_vocab else (2, spec.seq_len, spec.input_dim)
+    # a training batch may be shorter than seq_len (tasks that vary the length per batch), never longer
+    T = (
+        int(batch.x.shape[1])
+        if batch.x.dim() >= 2 and 1 <= batch.x.shape[1] <= spec.seq_len
+        else spec.seq_len
+    )
+    want_x = (2, T) if spec.input_vocab else (2, T, spec.input_dim)
     if tuple(batch.x.shape) != want_x:
-        raise PluginError(f"{where}: batch.x has shape {tuple(batch.x.shape)}, its TaskSpec says {want_x}")
+        raise PluginError(
+            f"{where}: batch.x has shape {tuple(batch.x.shape)}, its TaskSpec says {want_x} "
+            f"(T at most seq_len={spec.seq_len})"
+        )
     if not isinstance(base, dict) or task.primary_metric not in base:
         raise PluginError(
             f"{where}: baseline() must return a dict holding its primary metric {task.primary_metric!r}, "

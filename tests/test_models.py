@@ -27,6 +27,8 @@ CAUSAL = [
     "xlstm",
     "transformer",
     "transformer-rope",
+    "transformer-nope",
+    "transformer-alibi",
     "hf-gpt2",
     "hf-llama",
 ]

@@ -1,5 +1,6 @@
 """The README's example plugin, installed and loaded exactly as a user would."""
 
+import re
 import subprocess
 import sys
 
@@ -29,7 +30,7 @@ def test_plugin_package_via_entry_point(tmp_path):
     assert pip.returncode == 0, pip.stderr[-1500:]
     env = {"PYTHONPATH": str(target)}
     listed = suite("list", "tasks", env=env)
-    assert listed.returncode == 0 and "parity" in listed.stdout, listed.stderr
+    assert listed.returncode == 0 and re.search(r"^parity\s", listed.stdout, re.M), listed.stderr
     profile = tmp_path / "p.toml"
     profile.write_text(
         "seeds = 1\n[train]\nsteps = 10\nbatch_size = 8\neval_every = 5\n"
@@ -47,9 +48,10 @@ def test_plugin_package_via_entry_point(tmp_path):
 
 def test_plugin_file_via_option_and_environment(tmp_path):
     plugin = FIXTURES / "example_plugin" / "parity_task.py"
-    assert "parity" in suite("--plugin", plugin, "list", "tasks").stdout
-    assert "parity" in suite("list", "tasks", env={"LSTM_BENCH_PLUGINS": str(plugin)}).stdout
-    assert "parity" not in suite("list", "tasks").stdout
+    listed = lambda out: re.search(r"^parity\s", out, re.M) is not None  # the name column (not parity_check)
+    assert listed(suite("--plugin", plugin, "list", "tasks").stdout)
+    assert listed(suite("list", "tasks", env={"LSTM_BENCH_PLUGINS": str(plugin)}).stdout)
+    assert not listed(suite("list", "tasks").stdout)
 
 
 def test_a_bare_plugin_model_runs_every_job_kind(tmp_path):

@@ -54,6 +54,10 @@ class ModelCapabilities(Protocol):
         nn.Embedding always counts. The size budget is matched on the rest (the backbone)."""
         ...
 
+    positions: str
+    """An attribute of any submodule: its position scheme ("learned", "sinusoidal", "rope", "alibi",
+    "none"); recorded per job (`positions`). Default: none recorded (a recurrent model needs none)."""
+
 
 class BackboneCapabilities(Protocol):
     """What SequenceModel (suite/models/sequence_model.py) uses of its backbone, a module mapping
@@ -94,6 +98,12 @@ def prepare(model: nn.Module) -> float | None:
     spent = [hook() for hook in hooks if callable(hook)]
     spent = [s for s in spent if s is not None]
     return sum(spent) if spent else None
+
+
+def positions(model: nn.Module) -> str | None:
+    """The position scheme a submodule declares (attention models), None when none does (RNNs)."""
+    found = {getattr(m, "positions", None) for m in model.modules()} - {None}
+    return ", ".join(sorted(str(p) for p in found)) if found else None
 
 
 def flop_module(model: nn.Module) -> nn.Module:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from functools import partial
 
+from suite.errors import ConfigError
 from suite.interfaces import ModelSpec, TaskSpec
 from suite.models.gru_minlstm import MinLSTM
 from suite.models.lstm import VARIANTS, ReferenceLSTM
@@ -35,6 +36,18 @@ def _fast_lstm_variant(
     return SequenceModel(spec, FastLSTM(width, width, layers, dropout, forget_bias, variant), width)
 
 
+def refuse_unseen_positions(spec: TaskSpec, what: str) -> None:
+    """A learned position table has one trained row per training position: positions past seq_len
+    would be untrained rows. Such a model refuses a task that evaluates longer (TaskSpec.eval_seq_len),
+    in one line, when it is built (the run's probe builds every model before anything starts)."""
+    if spec.eval_seq_len is not None and spec.eval_seq_len > spec.seq_len:
+        raise ConfigError(
+            f"{what} has a learned position table of {spec.seq_len} rows (the training length) and this "
+            f"task evaluates sequences of up to {spec.eval_seq_len}: it cannot run there; use "
+            "transformer-rope, transformer-alibi or transformer-nope"
+        )
+
+
 def _transformer(
     spec: TaskSpec,
     width: int,
@@ -44,8 +57,10 @@ def _transformer(
     dropout: float = 0.0,
     tie_weights: bool = False,
 ) -> SequenceModel:
+    if positions == "learned":
+        refuse_unseen_positions(spec, "this Transformer (positions = 'learned')")
     backbone = Transformer(
-        width, layers, heads, max_len=spec.seq_len, positions=positions, dropout=dropout, causal=spec.causal
+        width, layers, heads, max_len=spec.longest, positions=positions, dropout=dropout, causal=spec.causal
     )
     return SequenceModel(spec, backbone, width, tie_weights=tie_weights, embed_std=0.02)
 
@@ -61,7 +76,9 @@ def _hf(
 ) -> SequenceModel:
     from suite.models import hf_transformers
 
-    backbone = getattr(hf_transformers, factory)(width, layers, heads, spec.seq_len, dropout)
+    if factory == "gpt2":
+        refuse_unseen_positions(spec, "hf-gpt2")
+    backbone = getattr(hf_transformers, factory)(width, layers, heads, spec.longest, dropout)
     return SequenceModel(spec, backbone, width, embed_std=backbone.model.config.initializer_range)
 
 
@@ -187,6 +204,26 @@ MODELS: list[ModelSpec] = [
         "transformer",
         partial(_transformer, positions="rope", heads=2),
         "our pre-LN Transformer with rotary positions (2 heads)",
+        "ours",
+        default_layers=2,
+        width_step=4,
+    ),
+    # length generalization (Delétang et al. 2023 try five position schemes on their encoder): no
+    # positions at all, and ALiBi's distance penalty; both run at any length
+    ModelSpec(
+        "transformer-nope",
+        "transformer",
+        partial(_transformer, positions="none", heads=2),
+        "our pre-LN Transformer without position information (NoPE; 2 heads)",
+        "ours",
+        default_layers=2,
+        width_step=4,
+    ),
+    ModelSpec(
+        "transformer-alibi",
+        "transformer",
+        partial(_transformer, positions="alibi", heads=2),
+        "our pre-LN Transformer with ALiBi distance biases (Press et al. 2022; 2 heads)",
         "ours",
         default_layers=2,
         width_step=4,

@@ -24,6 +24,7 @@ class HFDecoder(nn.Module):
     def __init__(self, model: nn.Module, kind: str):
         super().__init__()
         self.model, self.kind = model, kind
+        self.positions = {"gpt2": "learned", "llama": "rope"}.get(kind)  # recorded per job
         self._drop_token_table()
 
     def _drop_token_table(self):

@@ -30,6 +30,13 @@ def build(model: ModelSpec, spec: TaskSpec, width: int, layers: int | None, opti
         raise ConfigError(f"model {model.name!r}: bad options {sorted(options)} ({exc})") from None
 
 
+def probe_build(model: ModelSpec, spec: TaskSpec, layers: int | None, options: dict) -> None:
+    """Build the model for the task on the meta device (shapes only): its refusals (ConfigError) surface
+    before a run starts instead of in a job."""
+    with torch.device("meta"):
+        build(model, spec, model.width_step * 8, layers, options)
+
+
 @lru_cache(maxsize=512)
 def _backbone_count(model: ModelSpec, spec: TaskSpec, width: int, layers: int | None, options: tuple) -> int:
     with torch.device("meta"):  # shapes only: no memory, no init cost

@@ -1,9 +1,10 @@
 """Our own small Transformer: pre-LayerNorm blocks, multi-head attention through
-F.scaled_dot_product_attention, GELU MLP, positions learned / sinusoidal / rotary (RoPE).
+F.scaled_dot_product_attention, GELU MLP, positions learned / sinusoidal / rotary (RoPE) / ALiBi / none.
 
-    x = x + pos                                  (learned or sinusoidal; RoPE rotates q, k instead)
+    x = x + pos                                  (learned or sinusoidal; RoPE rotates q, k instead;
+                                                  ALiBi adds −m_h·|i − j| to the scores; "none" adds nothing)
     for each block:
-        x = x + W_o · Attention(LN(x))           Attention = softmax(q kᵀ / √d_head + causal mask) v
+        x = x + W_o · Attention(LN(x))           Attention = softmax(q kᵀ / √d_head + bias + causal mask) v
         x = x + W_2 · GELU(W_1 · LN(x))
     return LN_f(x)
 
@@ -11,6 +12,10 @@ Causal for sequence-to-sequence tasks and language modelling; a full (non-causal
 task allows it (TaskSpec.causal False, e.g. a forecasting lookback). Initialisation as GPT-2:
 N(0, 0.02), residual projections scaled by 1/√(2·layers). step() decodes one token at a time
 with a key/value cache.
+
+Length generalization: only a learned table stops at max_len. Rotary, ALiBi and "none" (NoPE: a
+causal model still sees order through its mask; a non-causal one sees a bag of tokens) run at any
+length; the sinusoidal table is computed for max_len, which callers set to the longest sequence.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-POSITIONS = ("learned", "sinusoidal", "rope")
+POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 
 
 def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
@@ -44,13 +49,34 @@ def rope(x: torch.Tensor, start: int) -> torch.Tensor:
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """Press et al. (2022): a geometric sequence 2^(−8/heads), 2^(−16/heads), ... one per head."""
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
+
+
+def alibi_bias(slopes: torch.Tensor, q_start: int, T: int, S: int, causal: bool, dtype) -> torch.Tensor:
+    """(heads, T, S) additive scores −m_h·|i − j| for queries at q_start.. and keys at 0..S−1; −inf above
+    the diagonal when causal (SDPA takes no is_causal beside an explicit mask)."""
+    i = torch.arange(q_start, q_start + T, device=slopes.device)[:, None]
+    j = torch.arange(S, device=slopes.device)[None, :]
+    bias = -slopes[:, None, None] * (i - j).abs()
+    if causal:
+        bias = bias.masked_fill(j > i, float("-inf"))
+    return bias.to(dtype)
+
+
 class Attention(nn.Module):
-    def __init__(self, d_model, heads, dropout, use_rope):
+    slopes: torch.Tensor | None  # ALiBi's per-head slopes (a buffer), None without ALiBi
+
+    def __init__(self, d_model, heads, dropout, positions: str = "learned"):
         super().__init__()
         assert d_model % heads == 0, "d_model must be divisible by heads"
-        self.heads, self.use_rope, self.dropout = heads, use_rope, dropout
+        self.heads, self.dropout = heads, dropout
+        self.use_rope = positions == "rope"
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
+        slopes = alibi_slopes(heads) if positions == "alibi" else None
+        self.register_buffer("slopes", slopes, persistent=False)
 
     def forward(self, x, causal: bool, cache=None, start: int = 0):
         B, T, D = x.shape
@@ -62,17 +88,20 @@ class Attention(nn.Module):
                 k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
             cache[0], cache[1] = k, v
             causal = causal and T > 1
+        bias = None
+        if self.slopes is not None:  # ALiBi: the causal mask goes into the bias
+            bias, causal = alibi_bias(self.slopes, start, T, k.shape[2], causal, q.dtype), False
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, attn_mask=bias, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
         )
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
 class Block(nn.Module):
-    def __init__(self, d_model, heads, dropout, use_rope):
+    def __init__(self, d_model, heads, dropout, positions: str = "learned"):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
-        self.attn = Attention(d_model, heads, dropout, use_rope)
+        self.attn = Attention(d_model, heads, dropout, positions)
         self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
         self.drop = nn.Dropout(dropout)
 
@@ -101,9 +130,7 @@ class Transformer(nn.Module):
         self.pos = nn.Parameter(torch.zeros(max_len, d_model)) if positions == "learned" else None
         if positions == "sinusoidal":
             self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
-        self.blocks = nn.ModuleList(
-            Block(d_model, heads, dropout, positions == "rope") for _ in range(layers)
-        )
+        self.blocks = nn.ModuleList(Block(d_model, heads, dropout, positions) for _ in range(layers))
         self.ln_f = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
         self._init(layers)
@@ -128,7 +155,7 @@ class Transformer(nn.Module):
 
     def _add_positions(self, h, start):
         T = h.shape[1]
-        if start + T > self.max_len and self.positions != "rope":
+        if start + T > self.max_len and self.positions in ("learned", "sinusoidal"):
             raise ValueError(f"sequence of {start + T} positions is longer than max_len={self.max_len}")
         if self.positions == "learned":
             return h + self.pos[start : start + T]

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from suite.report import claims, figures, render, tables, views
+from suite.report import claims, figures, length_generalization, render, tables, views
 from suite.report.html_tables import html_table
 from suite.store import MICROBENCH
 
@@ -46,6 +46,11 @@ ROLES = {  # experiment role -> (section title, what it asks)
         "the range that trains? (The sensitivity figure is under Training stability.)",
     ),
     "equal-time": ("Equal wall-clock time", "The comparison at equal training seconds, not equal steps."),
+    "length-generalization": (
+        "Length generalization",
+        "Trained on short strings, tested on every longer length (Delétang et al. 2023's protocol): "
+        "accuracy against test length, and our scores beside the published ones.",
+    ),
 }
 CURVES = 4  # learning-curve figures at most per task and role
 CAPTIONS = {  # table name -> its caption in the page
@@ -163,6 +168,11 @@ def role_section(role: str, table, win, train, scores, colors, assets: Assets) -
     blocks = _blocks(
         assets.table(best, views.winners, f"winners_{role}", CAPTIONS["winners"], wrap=("how sure",))
     )
+    if role == length_generalization.ROLE:  # our numbers beside the published ones
+        lg = length_generalization
+        blocks += _blocks(
+            assets.table(lg.published_table(train), lg.view, "length_generalization", lg.CAPTION)
+        )
     tasks = []
     for task, g in rows.groupby("task", sort=False):
         info = train.loc[train["task"] == task, "task_info"].dropna() if "task_info" in train else pd.Series()
@@ -196,6 +206,8 @@ def _role_figures(role, task, g, table, train, scores, colors, assets) -> list:
         return out
     if role == "lr-sweep":
         return []  # the sensitivity figure (stability section) shows every task of the sweep
+    if role == length_generalization.ROLE:
+        return [assets.figure(length_generalization.accuracy_vs_length(train, task, colors))]
     timed = any(isinstance(t, dict) and t.get("seconds") for t in mine.loc[mine["task"] == task, "recipe"])
     out = []
     for config in configs:

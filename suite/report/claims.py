@@ -11,7 +11,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from suite.report import stats, tables, verdicts
+from suite.report import length_generalization, stats, tables, verdicts
 from suite.report.tables import ATTN, RNN, representatives
 
 LONG = 100  # the shortest sequence that counts as "long" for the long-dependency claim
@@ -353,4 +353,5 @@ def all_claims(table, lr, thr, scaling) -> list[dict]:
         {"claim": "Transformers are harder to train; LSTMs train more stably", **claim_stability(table, lr)},
         {"claim": "LSTMs learn long-term dependencies (T >= 100)", **claim_long_memory(table)},
         {"claim": "No LSTM variant beats the vanilla one by much (Greff et al.)", **claim_variants(table)},
+        {"claim": length_generalization.CLAIM, **length_generalization.claim(table)},
     ]
