@@ -45,7 +45,7 @@ def test_the_plugin_implements_each_declared_capability_with_its_declared_signat
     assert set(methods) == {"backend", "prepare", "flop_module", "init_state", "step", "lookup_parameters"}
     for name, declared in methods.items():
         assert _parameters(getattr(module.Capable, name)) == _parameters(declared), name
-    assert attributes == {"supports_step"} and module.Capable.supports_step is True
+    assert attributes == {"supports_step", "positions"} and module.Capable.supports_step is True
 
 
 def _looked_up(path, owner: str | None = None) -> set[str]:
@@ -105,6 +105,7 @@ def test_a_plugin_model_written_to_the_contract_has_every_capability_honoured():
     for rec in (train, scaling, latency):
         assert rec["status"] == "ok", rec.get("error") or rec.get("skip_reason")
         assert rec["backend"] == "numpy recurrence (cpu, float32)"  # backend(device, dtype)
+        assert rec["positions"] == "none"  # the positions attribute
     # prepare(): the first job paid the build, the later ones reused it
     assert (train["compile_seconds"], train["compile_reused"]) == (module.BUILD_SECONDS, False)
     assert (latency["compile_seconds"], latency["compile_reused"]) == (0.0, True)
