@@ -136,13 +136,11 @@ class PlanCache:
         self._plans: dict[tuple, Plan] = {}
         self._entries: dict[str, dict] | None = None  # this CPU's layer shapes, read at first use
         self._unreadable: str | None = None
-        if forced is not None:
-            for float64, names_ in names.items():
-                if forced not in names_:
-                    raise ConfigError(
-                        f"LSTM_BENCH_KERNEL={forced!r} is not a kernel of this build "
-                        f"({'float64' if float64 else 'float32'}: {', '.join(names_)}); unset it or pick one"
-                    )
+        if forced is not None and not any(forced in n for n in names.values()):
+            raise ConfigError(
+                f"LSTM_BENCH_KERNEL={forced!r} is not a kernel of this build ({', '.join(names[False])}); "
+                "unset it or pick one"
+            )
 
     # ---- the file ----------------------------------------------------------------------------------------
     def _read(self) -> dict:
@@ -165,10 +163,15 @@ class PlanCache:
                     raise ValueError("a layer shape without one kernel per product")
         return data
 
+    def _section(self, data: dict) -> dict[str, dict]:
+        """This CPU's layer shapes in a file's contents; none when they were measured with another build."""
+        section = data.get("cpus", {}).get(self.identity, {})
+        return dict(section.get("layers", {})) if section.get("build") == self.build else {}
+
     def _load(self) -> dict[str, dict]:
         if self._entries is None:
             try:
-                section = self._read().get("cpus", {}).get(self.identity, {})
+                self._entries = self._section(self._read())
             except (OSError, ValueError) as exc:
                 self._unreadable = f"{type(exc).__name__}: {' '.join(str(exc).split())[:100]}"
                 log.warning(
@@ -177,26 +180,38 @@ class PlanCache:
                     self.path,
                     self._unreadable,
                 )
-                section = {}
-            # a section measured with another build of the kernels is measured again
-            self._entries = dict(section.get("layers", {})) if section.get("build") == self.build else {}
+                self._entries = {}
         return self._entries
 
-    def _save(self) -> None:
-        """Merge this CPU's section into the file (other CPUs' sections kept), atomically, under a lock."""
+    def _measured(self, float64: bool, shape: LayerShape) -> dict:
+        """The entry of a shape this process has not seen: another process's, if one measured it meanwhile,
+        else measured now and saved. Under the file's lock, so that the processes sharing a cache (Ray
+        workers) measure a shape once and all run the same kernels (the same floating-point sums)."""
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as guard:
+        key, entries = shape.key(float64), self._load()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            guard = open(self.path.with_name(self.path.name + ".lock"), "w")  # noqa: SIM115 (closed below)
+        except OSError:  # a read-only place: the plan holds in this process only
+            entries[key] = self._measure(float64, shape)
+            return entries[key]
+        with guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             try:
-                data = self._read() or {"format": FORMAT, "cpus": {}}
+                data: dict | None = self._read() or {"format": FORMAT, "cpus": {}}
             except (OSError, ValueError):
-                return  # never overwrite a file we could not read (it was fine a moment ago: leave it)
-            data["cpus"][self.identity] = {"build": self.build, "layers": self._entries}
-            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
-            os.replace(tmp, self.path)
+                data = None  # broken since we read it: measure, and leave the file alone
+            if data is not None:
+                entries.update(self._section(data))
+            if key not in entries:
+                entries[key] = self._measure(float64, shape)
+                if data is not None:
+                    data["cpus"][self.identity] = {"build": self.build, "layers": entries}
+                    tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+                    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False))
+                    os.replace(tmp, self.path)
+        return entries[key]
 
     # ---- choosing ----------------------------------------------------------------------------------------
     def plan(self, float64: bool, shape: LayerShape) -> Plan:
@@ -211,6 +226,8 @@ class PlanCache:
         names = self.names[float64]
         default = Plan((0,) * len(ROLES), (names[0],) * len(ROLES), "")
         if self.forced is not None:
+            if self.forced not in names:  # float64 has the default kernel and BLAS only
+                return replace(default, source=f"default: no float64 {self.forced}")
             i = names.index(self.forced)
             return Plan((i,) * len(ROLES), (self.forced,) * len(ROLES), "forced by LSTM_BENCH_KERNEL")
         entries = self._load()
@@ -222,11 +239,7 @@ class PlanCache:
                 return replace(default, source="default: too small to measure")
             if self.budget <= 0:
                 return replace(default, source="default: LSTM_BENCH_PLAN_BUDGET=0")
-            entry = entries[shape.key(float64)] = self._measure(float64, shape)
-            try:
-                self._save()
-            except OSError as exc:  # a read-only cache directory: the plan still holds in this process
-                log.debug("kernel plan cache not saved: %s", exc)
+            entry = self._measured(float64, shape)
         chosen = [k if k in names else names[0] for k in entry["kernels"]]
         return Plan(tuple(names.index(k) for k in chosen), tuple(chosen), "measured on this CPU")
 

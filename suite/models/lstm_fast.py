@@ -165,7 +165,7 @@ def plan_cache() -> PlanCache | None:
     with _lock:  # read once per setting: this runs at every layer call
         if _plan_state["config"] != config:
             path, _, budget_text, forced = config
-            path = path or str(build_dir() / "kernel_plans.json")
+            path = path or str(build_dir() / ext.__name__ / "kernel_plans.json")  # beside the build
             try:
                 budget = float(budget_text)
             except ValueError:
