@@ -9,8 +9,9 @@ Each keeps its reference model's parameters (names, shapes, initialisation), so 
 and the reference cell stays the definition the tests compare against. Per layer, all in C++, each
 thread running the whole time loop for its slice of the batch (no barrier between steps):
     forward   per step h_{t-1} W_hhᵀ with the weights packed once for a register-blocked micro-kernel
-              (csrc/small_gemm.h), then the fused gate math; the input products x_t W_ihᵀ every few steps
-              for a chunk of steps at once. Under no_grad a second kernel keeps nothing for the backward.
+              (csrc/small_gemm.h), added into the input products x_t W_ihᵀ (taken every few steps for a
+              chunk of steps at once), then the fused gate math on whole vectors. Under no_grad a second
+              kernel keeps nothing for the backward.
     backward  per step the cell's δa_t (gate pre-activation gradients) and δa_t W_hh; every few steps
               ∂L/∂x and the weight gradients' share Σ δa_tᵀ [x_t | h_{t-1}] as one product over the
               chunk's rows while they are in cache.
@@ -19,6 +20,8 @@ took over a minute cold, and ATen's addmm per step spent much of each step on di
 the weights again; a whole-sequence input GEMM before the loop wrote and re-read a (T, B, 4H) buffer
 and spent a third of its time packing; the weight gradients and ∂L/∂x as whole-sequence at::mm after
 the loop (K = T B) ran at 47-67 GFLOP/s on one core here, and the whole fwd+bwd was 5-15% slower.
+Which register blocking (or BLAS) each product runs is chosen per CPU and layer shape by a measured plan,
+cached beside the build (suite/models/kernel_plan.py); backend() names the kernels that ran.
 The build time is recorded apart from throughput (prepare(), build_seconds()). Without a C++ compiler,
 or on a GPU, the vanilla LSTM runs the same algorithm with its loop in Python (manual BPTT) and the
 variants and GRU run their reference loops: backend() says which, and a one-line warning says why.
