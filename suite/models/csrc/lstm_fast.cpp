@@ -4,8 +4,9 @@
 // oracles the tests compare against.
 //
 // One layer, time-major. Per step and batch row: the products with the input and recurrent weights
-// (small_gemm.h: a register-blocked micro-kernel on weights packed once per call), then the fused
-// pointwise gate math. The weight gradients are large GEMMs after the backward loop (lstm_fast.py).
+// (small_gemm.h: register-blocked kernels on weights packed once per call; which blocking each product
+// runs is a plan measured per CPU and shape, kernel_plan.py), then the fused pointwise gate math on whole
+// vectors. The backward takes the weight gradients chunk by chunk of steps inside its loop.
 //
 // Parallelism: the rows of a batch are independent sequences, so each thread runs the whole time loop
 // for its own slice of the batch, with no barrier between steps.
