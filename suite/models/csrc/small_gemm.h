@@ -69,9 +69,14 @@ void pack_panels(int64_t NR, const scalar_t* b, int64_t K, int64_t N, int64_t st
   for (int64_t p = 0; p < N; p += NR, out += K * NR) {
     const int64_t width = N - p < NR ? N - p : NR;
     if (width < NR) std::memset(out, 0, sizeof(scalar_t) * K * NR);
-    for (int64_t c = 0; c < width; ++c) {  // one column at a time: B is usually a weight read along its rows
-      const scalar_t* col = b + (p + c) * stride_n;
-      for (int64_t k = 0; k < K; ++k) out[k * NR + c] = col[k * stride_k];
+    if (stride_n == 1) {  // B's rows are contiguous (W for ∂L/∂h = δa W): one copy per k
+      for (int64_t k = 0; k < K; ++k) std::memcpy(out + k * NR, b + k * stride_k + p, sizeof(scalar_t) * width);
+      continue;
+    }
+    for (int64_t k = 0; k < K; ++k) {  // B = Wᵀ: the panel's rows of W read side by side, its k-rows written whole
+      scalar_t* dst = out + k * NR;
+      const scalar_t* src = b + p * stride_n + k * stride_k;
+      for (int64_t c = 0; c < width; ++c) dst[c] = src[c * stride_n];
     }
   }
 }
