@@ -116,8 +116,8 @@ class Plan:
 
 
 class PlanCache:
-    """The plan cache file of one kernel build on this CPU. `measure` times kernels on a product shape (the
-    extension's time_kernels; tests inject their own)."""
+    """The plan cache file of one kernel build on this CPU. `measure` times the layer with each kernel in one
+    role (the extension's time_plans; tests inject their own)."""
 
     def __init__(
         self,
