@@ -1,6 +1,11 @@
 """After the micro suite: each benchmark's roofline (GFLOP/s and % of this machine's GEMM rate, both from
 this run) into its extra_info, and a table of ratios against each row's baseline measured in this run."""
 
+import platform
+from pathlib import Path
+
+from suite.environment import cpu_name
+
 SQUARE = "square"
 
 
@@ -31,6 +36,25 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     infos = {b.fullname: b.extra_info for b in benchmarks}
     for entry in output_json["benchmarks"]:
         entry["extra_info"] = infos.get(entry["fullname"], entry["extra_info"])
+    # the CPU as lscpu names it, its vector ISA, and the GEMM rate every % of GEMM is taken against
+    machine = output_json.setdefault("machine_info", {})
+    machine["cpu_model"], machine["cpu_isa"] = cpu_name(), _isa()
+    square = [b for b in benchmarks if b.extra_info.get("shape") == SQUARE and "gflops" in b.extra_info]
+    if square:
+        machine["gemm_gflops"] = square[0].extra_info["gflops"]
+
+
+def _isa() -> str:
+    """The vector extensions that decide the fast path's kernels, from the CPU's flags."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "asimd", "sve")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                have = set(line.split(":", 1)[1].split())
+                return " ".join(f for f in wanted if f in have)
+    except OSError:
+        pass
+    return platform.machine()
 
 
 def _key(info, impl):
@@ -45,6 +69,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     median = {_key(b.extra_info, b.extra_info.get("impl")): b.stats.median for b in bs.benchmarks}
     write = terminalreporter.write_line
     terminalreporter.write_sep("-", "time over each row's baseline (same run; lower is faster), roofline")
+    write(f"CPU: {cpu_name()} ({_isa()})")
     gemm = [b for b in bs.benchmarks if b.extra_info.get("impl") == "torch.mm"]
     for b in gemm:
         write(f"torch.mm {b.extra_info['shape']:18s} {b.extra_info['gflops']:8.1f} GFLOP/s")

@@ -18,6 +18,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from suite.measure.flops import recurrent_flops
+from suite.models import capabilities
 from suite.models.gru_minlstm import ReferenceGRU
 from suite.models.lstm import VARIANTS, ReferenceLSTM
 from suite.models.lstm_fast import FastGRU, FastLSTM, extension
@@ -153,9 +154,11 @@ def _run(benchmark, impl, mode, b=B, t=T, i=I, h=H):
         concurrency=1,
     )
     # ran_alone: pytest times one benchmark at a time, and `make bench` starts them after the run's last job
-    fn()  # warm-up (and the build, for compiled paths)
+    fn()  # warm-up (and the build, for compiled paths; the fast path's kernel plan for this shape)
     slow = impl.endswith("reference") and mode != "step"
     benchmark.pedantic(fn, rounds=5 if slow else 10, iterations=50 if mode == "step" else 1, warmup_rounds=1)
+    # what ran, after it ran: the fast path names the GEMM kernels its plan chose for this shape
+    benchmark.extra_info["backend"] = capabilities.backend(model, torch.device("cpu"), torch.float32)
 
 
 def _counted_flops(model, mode, b, t, i):

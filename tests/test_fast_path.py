@@ -232,7 +232,8 @@ def test_a_killed_build_does_not_block_the_next(tmp_path, monkeypatch):
     import torch.utils.cpp_extension
 
     monkeypatch.setenv("LSTM_BENCH_BUILD_DIR", str(tmp_path))
-    stale = lstm_fast.build_dir() / "lock"
+    stale = lstm_fast.build_dir() / lstm_fast.build_name(lstm_fast._CFLAGS, lstm_fast._LDFLAGS) / "lock"
+    stale.parent.mkdir()
     stale.touch()
 
     def fake_load(**kwargs):  # torch's load() would wait forever for this file

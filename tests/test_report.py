@@ -127,6 +127,38 @@ def test_micro_benchmark_roofline_shows_when_recorded(tmp_path):
     assert fig.panels[1].traces[0].x == pytest.approx([400.0, 500.0])  # % of GEMM, slowest first
 
 
+def test_micro_benchmark_figure_draws_one_size_and_names_the_cpu(tmp_path):
+    """The sweep's B=8 and B=64 rows share T=128 and H=128 with the standard size: they must not be drawn
+    over its bars. The CPU is lscpu's model name, with the GEMM rate the % are taken against."""
+    from suite.report import build, figures, tables, views
+
+    def row(impl, b, t, backend=None):
+        info = {"impl": impl, "mode": "fwd+bwd", "B": b, "T": 128, "I": 64, "H": 128, "threads": 2}
+        return {
+            "name": f"{impl}-{b}",
+            "stats": {"median": t, "iqr": t / 20},
+            "extra_info": info | {"backend": backend},
+        }
+
+    bench = [row("nn-lstm", 32, 0.010), row("lstm-fast", 32, 0.008, "cpu: C++ time loop; kernels zmm 8x2")]
+    bench += [row("lstm-manual", 32, 0.02)]
+    bench += [row("nn-lstm", b, 0.01 * b / 32) for b in (8, 64)] + [
+        row("lstm-fast", b, 0.02) for b in (8, 64)
+    ]
+    machine = {"cpu_model": "Intel(R) Xeon(R) Processor", "gemm_gflops": 151.2, "cpu": {"count": 2}}
+    (tmp_path / "mb.json").write_text(json.dumps({"benchmarks": bench, "machine_info": machine}))
+    mb = tables.microbench_table(tmp_path / "mb.json")
+    fig = figures.microbench(mb, build._machine(tmp_path / "mb.json"))
+    (trace,) = fig.panels[0].traces
+    assert sorted(trace.y) == ["lstm-fast", "lstm-manual", "nn-lstm"]  # one bar each: B=32 only
+    assert trace.x == pytest.approx([2.0, 1.0, 0.8])
+    assert (
+        "B=32" in fig.title and "Intel(R) Xeon(R) Processor" in fig.caption and "151 GFLOP/s" in fig.caption
+    )
+    shown = views.microbench(mb)
+    assert "zmm 8x2" in shown.loc[shown["impl"] == "lstm-fast", "_detail"].iloc[0]
+
+
 def test_empty_results_give_a_report_that_says_what_is_missing(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = suite("report", tmp_path / "empty", "--out", tmp_path / "rep")

@@ -9,8 +9,9 @@ Each keeps its reference model's parameters (names, shapes, initialisation), so 
 and the reference cell stays the definition the tests compare against. Per layer, all in C++, each
 thread running the whole time loop for its slice of the batch (no barrier between steps):
     forward   per step h_{t-1} W_hhᵀ with the weights packed once for a register-blocked micro-kernel
-              (csrc/small_gemm.h), then the fused gate math; the input products x_t W_ihᵀ every few steps
-              for a chunk of steps at once. Under no_grad a second kernel keeps nothing for the backward.
+              (csrc/small_gemm.h), added into the input products x_t W_ihᵀ (taken every few steps for a
+              chunk of steps at once), then the fused gate math on whole vectors. Under no_grad a second
+              kernel keeps nothing for the backward.
     backward  per step the cell's δa_t (gate pre-activation gradients) and δa_t W_hh; every few steps
               ∂L/∂x and the weight gradients' share Σ δa_tᵀ [x_t | h_{t-1}] as one product over the
               chunk's rows while they are in cache.
@@ -19,6 +20,8 @@ took over a minute cold, and ATen's addmm per step spent much of each step on di
 the weights again; a whole-sequence input GEMM before the loop wrote and re-read a (T, B, 4H) buffer
 and spent a third of its time packing; the weight gradients and ∂L/∂x as whole-sequence at::mm after
 the loop (K = T B) ran at 47-67 GFLOP/s on one core here, and the whole fwd+bwd was 5-15% slower.
+Which register blocking (or BLAS) each product runs is chosen per CPU and layer shape by a measured plan,
+cached beside the build (suite/models/kernel_plan.py); backend() names the kernels that ran.
 The build time is recorded apart from throughput (prepare(), build_seconds()). Without a C++ compiler,
 or on a GPU, the vanilla LSTM runs the same algorithm with its loop in Python (manual BPTT) and the
 variants and GRU run their reference loops: backend() says which, and a one-line warning says why.
@@ -38,7 +41,9 @@ from typing import cast
 import torch
 import torch.nn as nn
 
+from suite.errors import ConfigError
 from suite.models.gru_minlstm import ReferenceGRU
+from suite.models.kernel_plan import DEFAULT_BUDGET, LayerShape, Plan, PlanCache, cpu_identity
 from suite.models.lstm import VARIANTS, ReferenceLSTM, Variant
 from suite.models.lstm_manual_bptt import LSTMLayerFunction, run_layers
 
@@ -67,8 +72,8 @@ def build_dir() -> Path:
 
 
 def _load(sources: tuple[Path, ...] = _SOURCES, name: str = "lstm_bench_fast"):
-    """Build `sources` (with small_gemm.h) as the module `name` (suffixed with a digest); the sLSTM's
-    loop (slstm_fast.py) is built by this too, as its own module."""
+    """Build `sources` (with small_gemm.h) as the module `name` (suffixed with a digest: build_name); the
+    sLSTM's loop (slstm_fast.py) is built by this too, as its own module."""
     try:
         return _build(_CFLAGS, _LDFLAGS, sources, name)
     except Exception as exc:  # e.g. Apple clang has no -fopenmp: one thread per call, but compiled
@@ -80,16 +85,34 @@ def _load(sources: tuple[Path, ...] = _SOURCES, name: str = "lstm_bench_fast"):
         return _build([f for f in _CFLAGS if f != "-fopenmp"] + ["-fopenmp-simd"], [], sources, name)
 
 
-def _build(cflags: list[str], ldflags: list[str], sources=_SOURCES, name: str = "lstm_bench_fast"):
+def build_name(
+    cflags: list[str],
+    ldflags: list[str],
+    sources: tuple[Path, ...] = _SOURCES,
+    prefix: str = "lstm_bench_fast",
+) -> str:
+    """The extension's name: a digest of every source, header and flag, and of the CPU (-march=native builds
+    for the CPU at hand: a home directory shared by different machines must not load another's build)."""
+    text = b"".join(p.read_bytes() for p in (*sources, *_HEADERS))
+    flags = " ".join(cflags + ldflags) + "|" + cpu_identity()
+    return f"{prefix}_{hashlib.sha256(text + flags.encode()).hexdigest()[:12]}"
+
+
+def _build(
+    cflags: list[str],
+    ldflags: list[str],
+    sources: tuple[Path, ...] = _SOURCES,
+    prefix: str = "lstm_bench_fast",
+):
     from torch.utils.cpp_extension import load
 
-    # the name carries a digest of every source, header and flag, so an edited header rebuilds as well
-    text = b"".join(p.read_bytes() for p in (*sources, *_HEADERS))
-    digest = hashlib.sha256(text + " ".join(cflags + ldflags).encode()).hexdigest()[:12]
-    directory = build_dir()
-    if name != "lstm_bench_fast":  # other modules (the sLSTM's) build in a folder of their own per digest:
-        directory = directory / f"{name}_{digest}"  # no shared build.ninja or object file to rebuild
-        directory.mkdir(exist_ok=True)
+    name = build_name(cflags, ldflags, sources, prefix)
+    # One directory per build, holding its own copy of the sources: ninja's state (build.ninja, the
+    # object file) is then the same for every checkout with these sources. In one shared directory
+    # each checkout's build.ninja named its own source paths and the next load from another worktree
+    # recompiled (half a minute, in every process); the sLSTM's module (slstm_fast.py) builds the same way.
+    directory = build_dir() / name
+    directory.mkdir(exist_ok=True)
     # torch's own build lock is a plain file that a killed build leaves behind, and the next load then
     # waits on it forever. An flock dies with its process: while we hold it no other build of ours runs,
     # so a torch lock file found then is stale.
@@ -98,10 +121,14 @@ def _build(cflags: list[str], ldflags: list[str], sources=_SOURCES, name: str = 
 
         fcntl.flock(guard, fcntl.LOCK_EX)
         (directory / "lock").unlink(missing_ok=True)
+        for path in (*sources, *_HEADERS):  # written once: the digest names their content
+            copy = directory / path.name
+            if not copy.exists() or copy.read_bytes() != path.read_bytes():
+                copy.write_bytes(path.read_bytes())
         return load(
-            name=f"{name}_{digest}",
-            sources=[str(p) for p in sources],
-            extra_include_paths=[str(_CSRC)],
+            name=name,
+            sources=[str(directory / p.name) for p in sources],
+            extra_include_paths=[str(directory)],
             build_directory=str(directory),
             extra_cflags=cflags,
             extra_ldflags=ldflags,
@@ -130,6 +157,70 @@ def extension():
 def build_seconds() -> float | None:
     """Seconds spent building (or loading the cached build of) the extension in this process."""
     return _state["seconds"]
+
+
+# ---- the plan: which GEMM kernel each product runs (suite/models/kernel_plan.py) ------------------------
+
+_plan_state: dict = {"config": None, "cache": None}
+
+
+def plan_cache() -> PlanCache | None:
+    """This build's plan cache under the current settings (LSTM_BENCH_PLAN_CACHE, _BUDGET, LSTM_BENCH_KERNEL);
+    None without the extension."""
+    ext = extension()
+    if ext is None:
+        return None
+    env = os.environ
+    config = (
+        env.get("LSTM_BENCH_PLAN_CACHE"),
+        env.get("LSTM_BENCH_BUILD_DIR"),
+        env.get("LSTM_BENCH_PLAN_BUDGET", str(DEFAULT_BUDGET)),
+        env.get("LSTM_BENCH_KERNEL") or None,
+    )
+    with _lock:  # read once per setting: this runs at every layer call
+        if _plan_state["config"] != config:
+            path, _, budget_text, forced = config
+            path = path or str(build_dir() / ext.__name__ / "kernel_plans.json")  # beside the build
+            try:
+                budget = float(budget_text)
+            except ValueError:
+                raise ConfigError(
+                    f"LSTM_BENCH_PLAN_BUDGET={budget_text!r} is not a number of seconds; use e.g. 0.1 "
+                    "(0: never measure)"
+                ) from None
+            names = {False: list(ext.kernel_names(False)), True: list(ext.kernel_names(True))}
+
+            def measure(float64, shape, role, which, plan, seconds):
+                s = shape
+                return ext.time_plans(
+                    s.code,
+                    float64,
+                    s.rows,
+                    s.steps,
+                    s.input_size,
+                    s.hidden,
+                    role,
+                    list(which),
+                    list(plan),
+                    seconds,
+                )
+
+            cache = PlanCache(Path(path), ext.__name__, names, measure, budget, forced)
+            _plan_state.update(config=config, cache=cache)
+        return _plan_state["cache"]
+
+
+def layer_plan(cell: CellSpec, x: torch.Tensor, hidden: int) -> Plan | None:
+    """The kernels of one layer call on time-major x (T, B, I); None for a single step (nothing packed)."""
+    cache = plan_cache()
+    T, B, I = x.shape
+    if cache is None or T < 2:
+        return None
+    ext = extension()
+    rows = ext.slice_rows(B)
+    steps = min(T, max(16, 2 * max(1, ext.chunk_rows // rows)))  # whole chunks of the input products
+    shape = LayerShape(cell.code, len(cell.gates), rows, steps, I, hidden)
+    return cache.plan(x.dtype == torch.float64, shape)
 
 
 # ---- the cells the C++ loop knows ---------------------------------------------------------------------
@@ -168,15 +259,16 @@ def lstm_cell(variant: Variant) -> CellSpec:
 
 
 class RecurrentLayerFunction(torch.autograd.Function):
-    """One layer through the C++ loop. Inputs (cell, x (T, B, I), h0, c0, W_ih, W_hh, b_ih, b_hh, W_gg, p);
-    W_gg (3H x 3H) and p (3 x H) are empty where the cell has none. Outputs (out (T, B, H), h_n[, c_n])."""
+    """One layer through the C++ loop. Inputs (cell, x (T, B, I), h0, c0, W_ih, W_hh, b_ih, b_hh, W_gg, p
+    [, plan]); W_gg (3H x 3H) and p (3 x H) are empty where the cell has none; plan: the kernel index of each
+    product (Plan.indices; empty: the defaults). Outputs (out (T, B, H), h_n[, c_n])."""
 
     @staticmethod
-    def forward(ctx, cell: CellSpec, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_gg, peep):
+    def forward(ctx, cell: CellSpec, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_gg, peep, plan=()):
         hs, cs, saved = extension().forward(
-            cell.code, x, h0, c0, x.new_empty(0), w_ih, w_hh, b_ih, b_hh, w_gg, peep, True
+            cell.code, x, h0, c0, x.new_empty(0), w_ih, w_hh, b_ih, b_hh, w_gg, peep, True, list(plan)
         )
-        ctx.cell = cell
+        ctx.cell, ctx.plan = cell, list(plan)
         ctx.save_for_backward(x, hs, cs, saved, w_ih, w_hh, w_gg, peep)
         return (hs[1:], hs[-1].clone()) + ((cs[-1].clone(),) if cell.has_cell_state else ())
 
@@ -202,18 +294,20 @@ class RecurrentLayerFunction(torch.autograd.Function):
             w_gg,
             peep,
             ctx.needs_input_grad[1],
+            ctx.plan,
         )
         none_if_empty = [g if g.numel() else None for g in (g_x, g_c0, g_w_gg, g_peep)]
         g_x, g_c0, g_w_gg, g_peep = none_if_empty
-        return None, g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep
+        return None, g_x, g_h0, g_c0, g_w_ih, g_w_hh, g_b_ih, g_b_hh, g_w_gg, g_peep, None
 
 
-def run_layer(cell: CellSpec, x, h0, c0, e0, weights, train: bool):
+def run_layer(cell: CellSpec, x, h0, c0, e0, weights, train: bool, plan: Plan | None = None):
     """x (T, B, I) -> out (T, B, H), h_n, c_n, e_n (FGR's last gates (i, f, o), else e0 unchanged)."""
+    indices = list(plan.indices) if plan is not None else []
     if train:
-        out, h, *c = RecurrentLayerFunction.apply(cell, x, h0, c0, *weights)
+        out, h, *c = RecurrentLayerFunction.apply(cell, x, h0, c0, *weights, indices)
         return out, h, c[0] if c else c0, e0
-    out, c, e = extension().forward(cell.code, x, h0, c0, e0, *weights, False)
+    out, c, e = extension().forward(cell.code, x, h0, c0, e0, *weights, False, indices)
     return out, out[-1], c, e if cell.gate_recurrence else e0
 
 
@@ -238,8 +332,17 @@ class CompiledLoop:
         )
         hs, cs, es = [], [], []
         for layer in range(self.num_layers):
+            plan = layer_plan(self.cell_spec, seq, self.hidden_size)
+            if plan is not None:  # what backend() reports: the last few shapes' kernels
+                T, B, I = seq.shape
+                plans, key = self.__dict__.setdefault("_plans", {}), f"B{B} T{T} I{I} H{self.hidden_size}"
+                if plans.get(key) is not plan:
+                    plans.pop(key, None)
+                    plans[key] = plan
+                    while len(plans) > 4:
+                        plans.pop(next(iter(plans)))
             seq, h, c, e = run_layer(
-                self.cell_spec, seq, h0[layer], c0[layer], e0[layer], self.layer_weights(layer), train
+                self.cell_spec, seq, h0[layer], c0[layer], e0[layer], self.layer_weights(layer), train, plan
             )
             if layer < self.num_layers - 1:
                 seq = self.dropout(seq)
@@ -266,7 +369,12 @@ class CompiledLoop:
             return f"cpu: {self.fallback} (the C++ loop takes float32/float64)"
         if extension() is None:
             return f"cpu: {self.fallback} (C++ build failed: {_state['error']})"
-        return f"cpu: C++ time loop ({self.cell_label}: fused gates, packed-weight micro-kernel GEMM)"
+        loop = f"cpu: C++ time loop ({self.cell_label}: fused gates, packed-weight GEMM kernels)"
+        plans: dict[str, Plan] = getattr(self, "_plans", {})
+        cache = plan_cache()
+        if not plans and cache is not None:
+            return f"{loop}; GEMM kernels chosen per shape at the first call (plan cache {cache.path})"
+        return f"{loop}; GEMM kernels " + "; ".join(f"{k}: {p.label()}" for k, p in plans.items())
 
 
 class FastLSTM(CompiledLoop, ReferenceLSTM):
@@ -309,7 +417,7 @@ class FastLSTM(CompiledLoop, ReferenceLSTM):
             return super().forward(x, state)
         h0, c0 = state if state is not None else self.init_state(x.shape[0], x)
         e0 = [x.new_empty(0)] * self.num_layers
-        seq, hs, cs, _ = self.run_layers(x.transpose(0, 1).contiguous(), h0, c0, e0)
+        seq, hs, cs, _ = self.run_layers(x.transpose(0, 1), h0, c0, e0)
         return seq.transpose(0, 1), (torch.stack(hs), torch.stack(cs))
 
     # incremental decoding: per layer h, c and FGR's previous gates (i, f, o) as one (B, 3H) tensor
@@ -351,7 +459,7 @@ class FastGRU(CompiledLoop, ReferenceGRU):
             return super().forward(x, state)
         h0 = state if state is not None else x.new_zeros(self.num_layers, x.shape[0], self.hidden_size)
         none = [x.new_empty(0)] * self.num_layers
-        seq, hs, _, _ = self.run_layers(x.transpose(0, 1).contiguous(), h0, none, none)
+        seq, hs, _, _ = self.run_layers(x.transpose(0, 1), h0, none, none)
         return seq.transpose(0, 1), torch.stack(hs)
 
     def step(self, x_t, state):

@@ -280,7 +280,12 @@ def speed_section(kinds: dict, root: Path, colors, assets: Assets, missing: list
             assets.table(rates, views.step_rates, "step_rates"),
             assets.figure(figures.latency(kinds.get("latency"), colors)),
             assets.figure(figures.scaling(kinds.get("scaling"), colors)),
-            assets.table(mb, views.microbench, "microbench", CAPTIONS["microbench"] + roof),
+            assets.table(
+                mb,
+                views.microbench,
+                "microbench",
+                CAPTIONS["microbench"] + roof + f" (on {_machine(root / MICROBENCH)})",
+            ),
             assets.figure(figures.microbench(mb, _machine(root / MICROBENCH))),
         ),
     }
@@ -292,7 +297,10 @@ def _machine(path: Path) -> str:
     except (OSError, ValueError):
         return "?"
     cpu = info.get("cpu") if isinstance(info.get("cpu"), dict) else {}
-    return f"{cpu.get('brand_raw', info.get('processor', '?'))}, {cpu.get('count', '?')} logical CPUs"
+    name = info.get("cpu_model") or cpu.get("brand_raw", info.get("processor", "?"))  # lscpu's model name
+    gemm = info.get("gemm_gflops")
+    rate = f"; GEMM rate {gemm:.0f} GFLOP/s (torch.mm, 2048²)" if isinstance(gemm, (int, float)) else ""
+    return f"{name}, {cpu.get('count', '?')} logical CPUs{rate}"
 
 
 # ---- the page ------------------------------------------------------------------------------------

@@ -594,6 +594,7 @@ def microbench_table(path) -> pd.DataFrame:
                 "iqr_ms": b["stats"]["iqr"] * 1e3,
                 "gflops": info.get("gflops"),
                 "pct_of_gemm": info.get("pct_of_gemm"),
+                "backend": info.get("backend"),
             }
         )
     df = pd.DataFrame(rows)

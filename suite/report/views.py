@@ -532,7 +532,9 @@ def microbench(mb: pd.DataFrame) -> pd.DataFrame:
         }
         row |= {"GFLOP/s": r.get("gflops")} if "gflops" in mb else {}
         row |= {"% of GEMM rate": r.get("pct_of_gemm")} if "pct_of_gemm" in mb else {}
-        rows.append(row | {"_model": r["impl"]})
+        backend = r.get("backend")
+        detail = _details([("backend", backend)]) if isinstance(backend, str) and backend else None
+        rows.append(row | {"_model": r["impl"]} | ({"_detail": detail} if detail else {}))
     return pd.DataFrame(rows)
 
 
