@@ -301,7 +301,12 @@ def _probe_tasks(jobs, registry) -> None:
         shape = (*where, job.model, str(job.model_options), job.layers)
         if shape not in built:
             built.add(shape)
-            probe_build(registry.model(job.model), probed[where].spec, job.layers, job.model_options)
+            try:
+                probe_build(registry.model(job.model), probed[where].spec, job.layers, job.model_options)
+            except SuiteError:
+                raise  # a refusal (e.g. a position table too short for the task): bad input, exit 2
+            except Exception:
+                pass
 
 
 def cmd_report(args, registry) -> int:
