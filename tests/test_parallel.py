@@ -465,3 +465,14 @@ def test_the_estimate_costs_runs_that_stop_early_at_the_share_of_the_cap_earlier
     assert cost.seconds(job) == pytest.approx(250 * 0.01, rel=0.05)  # not the cap's 1000 steps
     capped = replace(job, recipe={**recipe, "until_solved": False})
     assert cost.seconds(capped) == pytest.approx(1000 * 0.01, rel=0.05)  # no rule: the whole cap
+
+
+def test_the_report_makes_the_runs_choice_from_pandas_rows():
+    """The report reads records through pandas (NaN for a missing value): the same choice as the run."""
+    group = TunedGroup.of(_job(), (1e-3, 1e-2), [0, 1, 2])
+    recs = []
+    for job, steps in zip(group.tuning_jobs(), (None, 400)):
+        recipe = {**job.recipe, "until_solved": True}
+        recs.append({**_scored(job, 0.01), "recipe": recipe, "time_to_threshold_steps": steps})
+    rows = pd.DataFrame(recs).to_dict("records")
+    assert tuning.choose(rows)["lr"] == tuning.choose(recs)["lr"] == 1e-2
