@@ -163,6 +163,18 @@ def test_both_solved_compares_the_steps_to_solve(lstm_steps, transformer_steps, 
     assert (got["verdict"], got["faster"], got["compared on"]) == ("both solved", faster, "steps to solve")
 
 
+def test_runs_that_train_on_past_the_threshold_are_judged_on_the_metric():
+    """A language model's threshold is its baseline: both pass it, and their final scores still differ."""
+    lm = dict(metric="bpc", baseline=2.0, until_solved=False)
+    got = tables.family_table(
+        table(
+            row("nn-lstm", [1.40, 1.41, 1.42], successes=3, solve_steps=[50, 50, 50], **lm),
+            row("transformer", [1.60, 1.62, 1.61], successes=3, solve_steps=[50, 50, 50], **lm),
+        )
+    ).iloc[0]
+    assert (got["verdict"], got["compared on"]) == ("LSTM better", "test metric")
+
+
 def test_one_side_solved_is_judged_on_the_metric():
     got = tables.family_table(
         table(_solved("nn-lstm", [700, 750, 800]), row("transformer", HIGH, successes=0))

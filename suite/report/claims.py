@@ -329,7 +329,7 @@ def _margins(tests: list[dict]) -> str:
 
 def _by_much(var: verdicts.Side, ref: verdicts.Side) -> dict:
     """The two one-sided tests of one variant against the reference, and the seeds that would decide."""
-    if var.solved_majority and ref.solved_majority:
+    if var.solved_majority and ref.solved_majority and var.stops_when_solved and ref.stops_when_solved:
         on, a, b, higher, margin = "steps to solve", var.solve_steps, ref.solve_steps, False, BY_MUCH["steps"]
     else:
         on, a, b, higher = f"test {var.metric}", var.values, ref.values, var.higher_is_better

@@ -191,6 +191,7 @@ def task_table(train: pd.DataFrame, tuning_records: pd.DataFrame | None = None) 
                 "stops": _stops(runs),
                 "plateau_steps": [r.get("steps_done") for r in runs if r.get("stop_reason") == "plateau"],
                 "steps_done": _mean([r.get("steps_done") for r in runs]),
+                "until_solved": bool((first.get("recipe") or {}).get("until_solved")),
                 "diverged": int((g["status"] == "diverged").sum()),
                 "failed": int((g["status"] == "failed").sum()),
                 "grad_norm_median": _grad(g, "median"),
@@ -327,6 +328,7 @@ def side(row: pd.Series) -> verdicts.Side:
         solved=int(row["successes"]),
         baseline=row["baseline"] if _finite(row["baseline"]) else None,
         solve_steps=_list(row.get("solve_steps")),
+        stops_when_solved=bool(row.get("until_solved", True)),
     )
 
 
@@ -335,9 +337,13 @@ def _list(value) -> list:
 
 
 def _family_pick(reps: pd.DataFrame) -> pd.Series:
-    """A family's representative: the architecture that solved in the fewest steps if any solved (what
-    differs between solvers is speed), else the one with the best mean."""
-    solvers = [r for _, r in reps.iterrows() if side(r).solved_majority and _list(r.get("solve_steps"))]
+    """A family's representative: the architecture that solved in the fewest steps if any solved in runs
+    that stop once solved (what differs between such solvers is speed), else the one with the best mean."""
+    solvers = [
+        r
+        for _, r in reps.iterrows()
+        if side(r).solved_majority and side(r).stops_when_solved and _list(r.get("solve_steps"))
+    ]
     if solvers:
         return min(solvers, key=lambda r: float(np.median(r["solve_steps"])))
     return reps.iloc[0]

@@ -2,8 +2,11 @@
 fixed vocabulary, decided from the per-seed test metrics, the task's baseline and its success threshold
 alone: never from a flag a record stores.
 
-    both solved         both sides solved the task (a majority of >= 3 seeds reach its threshold); they are
-                        then compared on what still differs, the steps to solve (`faster`)
+    both solved         both sides solved the task (a majority of >= 3 seeds reach its threshold) in runs
+                        that stop once solved (their final metrics then all sit at the threshold); they
+                        are compared on what still differs, the steps to solve (`faster`). Where runs
+                        train on past the threshold (a language model's or a forecaster's threshold is
+                        its baseline), their final metrics are compared as below.
     neither learned     neither side beats the task's baseline (one-sided test of the seeds against it)
     LSTM better / Transformer better
                         Welch's t-test on the test metric, Holm-corrected over the configs
@@ -37,6 +40,7 @@ class Side:
     solved: int  # runs whose test metric reaches the success threshold (re-derived from both)
     baseline: float | None
     solve_steps: list[float] = field(default_factory=list)  # steps to the validation threshold, where reached
+    stops_when_solved: bool = True  # the recipe's until_solved: its runs end at the threshold
 
     @property
     def log(self) -> bool:
@@ -94,7 +98,7 @@ def judge(pairs: list[tuple[Side, Side]], names: tuple[str, str] = ("LSTM", "Tra
     """The verdict of every pair (a = names[0]'s side, b = names[1]'s), Holm-corrected over the pairs."""
     plans = []
     for a, b in pairs:
-        steps = a.solved_majority and b.solved_majority
+        steps = a.solved_majority and b.solved_majority and a.stops_when_solved and b.stops_when_solved
         if steps:
             x, y, log, margin = a.solve_steps, b.solve_steps, True, stats.MARGINS["steps"]
         else:
