@@ -102,8 +102,9 @@ def _steps_to_solve(record: dict) -> int | None:
     """Steps to the validation threshold of a finished run whose recipe stops once solved, else None."""
     steps = record.get("time_to_threshold_steps")
     stops = bool((record.get("recipe") or {}).get("until_solved"))
-    finite = isinstance(steps, (int, float)) and math.isfinite(steps)  # a pandas row holds NaN for None
-    return int(steps) if stops and record.get("status") == "ok" and finite else None
+    if not isinstance(steps, (int, float)) or not math.isfinite(steps):  # a pandas row holds NaN for None
+        return None
+    return int(steps) if stops and record.get("status") == "ok" else None
 
 
 def choose(records: list[dict]) -> dict:
