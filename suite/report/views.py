@@ -151,7 +151,6 @@ SUMMARY_TITLES = {
     "seeds": "finished seeds, LSTM vs Transformer",
     "learned (beats baseline)": "does each family's best beat the task's headline baseline? A one-sided test "
     "of its seeds against the baseline",
-    "stopped": "why each side's runs stopped: solved (reached the threshold), plateau, or the step budget",
 }
 
 
@@ -197,10 +196,7 @@ def summary(family: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
                     ),
                     "steps to solve, LSTM / Transformer" if steps else r["difference is"],
                 ),
-                "learned (beats baseline)": (
-                    f"LSTM {r['LSTM learned']} · Transformer {r['Transformer learned']}"
-                ),
-                "stopped": f"LSTM: {a['stops'] or '?'} · Transformer: {b['stops'] or '?'}",
+                "learned (beats baseline)": _two_lines(r["LSTM learned"], r["Transformer learned"]),
                 "seeds": r["n"],
                 "_task": r["task"],
                 "_experiment": r["experiment"],
@@ -220,6 +216,10 @@ def summary(family: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
                         ("seeds a side that would decide", r["n to decide"]),
                         ("headline baseline", number(r["baseline"], 4)),
                         (
+                            "why training stopped",
+                            f"LSTM: {a['stops'] or '?'} · Transformer: {b['stops'] or '?'}",
+                        ),
+                        (
                             "mean steps trained, LSTM vs Transformer",
                             f"{number(r['LSTM steps'])} vs {number(r['Transformer steps'])}",
                         ),
@@ -229,6 +229,12 @@ def summary(family: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _two_lines(lstm: str, transformer: str) -> Cell:
+    """One line per family, so that the first-screen table fits a 1280 px screen."""
+    text = f"LSTM: {html.escape(str(lstm))}<br>Transformer: {html.escape(str(transformer))}"
+    return Cell(text, f"{lstm} · {transformer}", safe=True)
 
 
 def _verdict_cell(r: dict) -> Cell:
