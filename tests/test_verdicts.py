@@ -123,6 +123,16 @@ def test_family_verdict_gives_each_outcome(lstm, transformer, verdict):
     assert got["verdict"] in verdicts.KINDS and got["why"]
 
 
+def test_seeds_that_would_decide_match_cohens_table():
+    """A constructed case with a known answer: standardised difference d = 1 (means 0 and 1, sd 1 each),
+    two-sided alpha 0.05, power 0.8 needs 17 per group (Cohen 1988, Table 2.4.1); a stricter alpha (the
+    first step of Holm over 4 tests) needs more, and more than the n already run."""
+    margin = stats.Margin(0.1, log=False)  # the difference (1) is beyond it: a Welch test is planned
+    assert stats.n_to_decide([-1, 0, 1], [0, 1, 2], margin) == 17
+    assert stats.n_to_decide([-1, 0, 1], [0, 1, 2], margin, alpha=0.05 / 4) == 24
+    assert stats.n_to_decide([0, 0, 0], [1, 1, 1], margin) is None  # no spread to plan with
+
+
 def test_an_inconclusive_verdict_names_the_seeds_that_would_decide():
     got = tables.family_table(table(row("nn-lstm", NOISY), row("transformer", NOISY2))).iloc[0]
     assert got["n to decide"] >= 3 and f"{got['n to decide']} seeds a side would decide" in got["why"]

@@ -269,7 +269,8 @@ def claim_variants(table: pd.DataFrame) -> dict:
             (g["family"] == "lstm-variant") & (g["architecture"] != ref["architecture"])
         ].iterrows():
             pairs.append((config, tables.side(var), reference))
-    tests = [_by_much(v, r) for _, v, r in pairs]
+    alpha = stats.ALPHA / max(1, len(pairs))  # plan more seeds for Holm's strictest step
+    tests = [_by_much(v, r, alpha) for _, v, r in pairs]
     stats.holm([t["much"] for t in tests])
     stats.holm([t["not"] for t in tests])
     much, fine, open_n = [], [], []
@@ -327,7 +328,7 @@ def _margins(tests: list[dict]) -> str:
     return "margin " + ", ".join(sorted({f"{t['on']} {t['margin']}" for t in tests}))
 
 
-def _by_much(var: verdicts.Side, ref: verdicts.Side) -> dict:
+def _by_much(var: verdicts.Side, ref: verdicts.Side, alpha: float) -> dict:
     """The two one-sided tests of one variant against the reference, and the seeds that would decide."""
     if var.solved_majority and ref.solved_majority and var.stops_when_solved and ref.stops_when_solved:
         on, a, b, higher, margin = "steps to solve", var.solve_steps, ref.solve_steps, False, BY_MUCH["steps"]
@@ -342,7 +343,7 @@ def _by_much(var: verdicts.Side, ref: verdicts.Side) -> dict:
         "margin": str(margin),
         "much": stats.beyond(a, b, margin, a_better_if_higher=higher, by_much=True),
         "not": stats.beyond(a, b, margin, a_better_if_higher=higher, by_much=False),
-        "n": stats.n_to_decide(a, b, margin),
+        "n": stats.n_to_decide(a, b, margin, alpha),
         "describe": stats.describe(welch),
     }
 

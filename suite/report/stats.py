@@ -17,7 +17,9 @@ Whether a model learned at all is a one-sided test of its seeds against the task
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +36,15 @@ LOG_METRICS = ("loss", "mse", "mae", "bpc", "bpw", "ppl", "perplexity")
 
 def log_scale(metric: str, higher_is_better: bool) -> bool:
     return not higher_is_better and metric in LOG_METRICS
+
+
+@contextlib.contextmanager
+def _nearly_identical_ok():
+    """scipy warns when seeds agree to the last digits (accuracies of 1.0 and 0.99998); the test it
+    returns is still the right one, and the warning would bury a report's real messages."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Precision loss occurred", category=RuntimeWarning)
+        yield
 
 
 @dataclass(frozen=True)
@@ -99,7 +110,8 @@ def welch(a, b, *, log: bool, min_n: int = MIN_N) -> dict:
         }
     if np.ptp(a) == 0 and np.ptp(b) == 0:  # identical values (std can be 1e-17 from rounding)
         return {**out, "testable": False, "why": f"no spread across seeds, n = {len(a)} vs {len(b)}"}
-    res = stats.ttest_ind(a, b, equal_var=False)
+    with _nearly_identical_ok():
+        res = stats.ttest_ind(a, b, equal_var=False)
     ci = res.confidence_interval(0.95)
     diff, low, high = float(a.mean() - b.mean()), float(ci.low), float(ci.high)
     if log:
@@ -227,16 +239,18 @@ def versus_baseline(values, baseline: float | None, *, log: bool, higher_is_bett
         return {**out, "testable": False, "learned": None, "why": f"underpowered, n = {len(x)}"}
     if np.ptp(x) == 0:
         return {**out, "testable": True, "p": 0.0 if beats.all() else 1.0, "learned": bool(beats.all())}
-    res = stats.ttest_1samp(x, base, alternative="greater" if higher_is_better else "less")
+    with _nearly_identical_ok():
+        res = stats.ttest_1samp(x, base, alternative="greater" if higher_is_better else "less")
     p = float(res.pvalue)
     return {**out, "testable": True, "p": p, "learned": p < ALPHA}
 
 
-def n_to_decide(a, b, margin: Margin) -> int | None:
+def n_to_decide(a, b, margin: Margin, alpha: float = ALPHA) -> int | None:
     """Seeds per side that would decide at POWER, at the observed spread (pooled sd) and difference:
     a Welch test of the observed difference where it exceeds the margin, else an equivalence test
     (TOST, approximated by its one-sided test at the margin less the observed difference). None when
-    there is no spread to plan with."""
+    there is no spread to plan with. `alpha`: ALPHA over the number of tests in a Holm family (its
+    strictest step), or the plan names the n that decides one test alone."""
     x, y = _finite(a), _finite(b)
     if margin.log:
         if (x <= 0).any() or (y <= 0).any():
@@ -253,9 +267,9 @@ def n_to_decide(a, b, margin: Margin) -> int | None:
     else:
         effect, alternative = (margin.delta - d) / sd, "larger"
     solver = TTestIndPower()
-    if solver.power(effect, nobs1=MIN_N, alpha=ALPHA, alternative=alternative) >= POWER:
+    if solver.power(effect, nobs1=MIN_N, alpha=alpha, alternative=alternative) >= POWER:
         return MIN_N
-    if solver.power(effect, nobs1=MAX_N, alpha=ALPHA, alternative=alternative) < POWER:
+    if solver.power(effect, nobs1=MAX_N, alpha=alpha, alternative=alternative) < POWER:
         return MAX_N
-    n = float(np.squeeze(solver.solve_power(effect, alpha=ALPHA, power=POWER, alternative=alternative)))
+    n = float(np.squeeze(solver.solve_power(effect, alpha=alpha, power=POWER, alternative=alternative)))
     return min(MAX_N, max(MIN_N, math.ceil(n))) if math.isfinite(n) else None

@@ -73,7 +73,7 @@ def _n(result: dict) -> str:
     return f"n = {result.get('n_a', '?')} vs {result.get('n_b', '?')}"
 
 
-def _speed_words(welch: dict, tost: dict, names: tuple[str, str], margin: stats.Margin, a, b) -> tuple:
+def _speed_words(welch: dict, tost: dict, names, margin: stats.Margin, a, b, alpha: float) -> tuple:
     """Both solved: which solved in fewer steps, in the comparison vocabulary."""
     if not welch.get("testable"):
         return "inconclusive", f"steps to solve not testable ({welch['why']})", None
@@ -86,7 +86,7 @@ def _speed_words(welch: dict, tost: dict, names: tuple[str, str], margin: stats.
         return faster, f"{faster} solved in fewer steps: {ratio}", None
     if tost.get("testable") and stats.significant(tost):
         return "equivalent", f"as fast within {margin}: {ratio}", None
-    n = stats.n_to_decide(a, b, margin)
+    n = stats.n_to_decide(a, b, margin, alpha)
     return (
         "inconclusive",
         f"no difference shown in steps to solve ({ratio}; {n} seeds a side would decide)",
@@ -106,14 +106,15 @@ def judge(pairs: list[tuple[Side, Side]], names: tuple[str, str] = ("LSTM", "Tra
         plans.append((a, b, steps, x, y, margin, stats.welch(x, y, log=log), stats.equivalence(x, y, margin)))
     stats.holm([p[6] for p in plans])
     stats.holm([p[7] for p in plans])
-    return [_decide(*plan, names) for plan in plans]
+    alpha = stats.ALPHA / max(1, len(plans))  # plan more seeds for Holm's strictest step
+    return [_decide(*plan, names, alpha) for plan in plans]
 
 
-def _decide(a: Side, b: Side, steps: bool, x, y, margin, welch, tost, names) -> Verdict:
+def _decide(a: Side, b: Side, steps: bool, x, y, margin, welch, tost, names, alpha: float) -> Verdict:
     learned = (a.learned(), b.learned())
     common = dict(welch=welch, equivalence=tost, learned=learned, margin=str(margin))
     if steps:
-        faster, words, n = _speed_words(welch, tost, names, margin, x, y)
+        faster, words, n = _speed_words(welch, tost, names, margin, x, y, alpha)
         why = f"both solved ({names[0]} {a.solved}/{a.seeds}, {names[1]} {b.solved}/{b.seeds} seeds); {words}"
         return Verdict("both solved", why, "steps to solve", faster=faster, n_to_decide=n, **common)
     said = "; ".join(f"{name} {learned_words(r)}" for name, r in zip(names, learned))
@@ -128,7 +129,7 @@ def _decide(a: Side, b: Side, steps: bool, x, y, margin, welch, tost, names) -> 
     if tost.get("testable") and stats.significant(tost):
         why = f"equivalent within {margin} (TOST, Holm-adjusted p = {tost['p_holm']:.2g}); {said}"
         return Verdict("equivalent", why, "test metric", **common)
-    n = stats.n_to_decide(x, y, margin)
+    n = stats.n_to_decide(x, y, margin, alpha)
     decide = f"{n} seeds a side would decide" if n else "no spread to plan more seeds with"
     why = f"no significant difference and no equivalence within {margin} at {_n(welch)} ({decide}); {said}"
     return Verdict("inconclusive", why, "test metric", n_to_decide=n, **common)
