@@ -173,7 +173,7 @@ def cmd_run(args, registry) -> int:
     plan = expand(
         profile, registry, seeds=args.seeds, tasks=args.task, models=args.model, experiments=args.experiment
     )
-    _probe_tasks(plan.first_phase() + [g.template for g in plan.tuned], registry)
+    shapes = _probe_tasks(plan.first_phase() + [g.template for g in plan.tuned], registry)
 
     out = Path(args.out or Path("results") / profile.name)
     if out.exists() and not out.is_dir():
@@ -196,6 +196,7 @@ def cmd_run(args, registry) -> int:
         )
     env = environment(device, dtype)
     run = RunContext(registry, device, dtype, env)
+    builds = _start_builds(shapes) if device.type == "cpu" and not args.ray_address else []
     if workers == 1 and not args.ray_address:
         pool: InProcessPool | RayPool = InProcessPool(run)
         how = f"{_n(env['threads'], 'thread')}, in this process"
@@ -247,6 +248,8 @@ def cmd_run(args, registry) -> int:
         )
     finally:
         pool.close()
+        for thread in builds:  # never leave a build half-done (its lock file would stall the next run)
+            thread.join()
     print(
         f"done in {time.perf_counter() - start:.1f}s: {counts['ok']} ok, {counts['diverged']} diverged, "
         f"{counts['failed']} failed, {counts['skipped']} already finished (skipped)",
@@ -278,16 +281,40 @@ def _check_workers(args) -> int | None:
     return args.workers
 
 
-def _probe_tasks(jobs, registry) -> None:
+def _start_builds(shapes: list[tuple]) -> list:
+    """Build what the run's models compile (the C++ loops) in this process, one thread per model, while
+    Ray starts and the first jobs queue: a job that needs a build waits on its lock instead of building
+    it alone on a core while the other waits behind a timing job. A model that fails here fails in its
+    job, recorded (the job builds again)."""
+    import contextlib
+    import threading
+
+    from suite.models.capabilities import prepare
+    from suite.models.sizing import build
+
+    def one(model, spec, layers, options) -> None:
+        with contextlib.suppress(Exception):
+            prepare(build(model, spec, model.width_step * 8, layers, options))
+
+    first = {shape[0].name: shape for shape in shapes}  # one build per model
+    threads = [threading.Thread(target=one, args=shape, daemon=True) for shape in first.values()]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def _probe_tasks(jobs, registry) -> list[tuple]:
     """Every task config is built and probed once before the results directory is touched, and every
     model of it built on the meta device (no memory): a model that cannot run the task (e.g. a learned
-    position table shorter than the test sequences) stops the run here, in one line."""
+    position table shorter than the test sequences) stops the run here, in one line. Returns what was
+    built: (model spec, task spec, layers, options)."""
     from suite.interfaces import Task
     from suite.models.sizing import probe_build
     from suite.registry import check_task_instance
 
     probed: dict[tuple, Task] = {}
-    built = set()
+    built: set[tuple] = set()
+    shapes: list[tuple] = []
     for job in jobs:
         if job.kind not in ("train", "throughput"):
             continue
@@ -301,12 +328,15 @@ def _probe_tasks(jobs, registry) -> None:
         shape = (*where, job.model, str(job.model_options), job.layers)
         if shape not in built:
             built.add(shape)
+            model, spec = registry.model(job.model), probed[where].spec
             try:
-                probe_build(registry.model(job.model), probed[where].spec, job.layers, job.model_options)
+                probe_build(model, spec, job.layers, job.model_options)
             except SuiteError:
                 raise  # a refusal (e.g. a position table too short for the task): bad input, exit 2
             except Exception:
-                pass
+                continue
+            shapes.append((model, spec, job.layers, job.model_options))
+    return shapes
 
 
 def cmd_report(args, registry) -> int:
