@@ -196,7 +196,6 @@ def cmd_run(args, registry) -> int:
         )
     env = environment(device, dtype)
     run = RunContext(registry, device, dtype, env)
-    builds = _start_builds(shapes) if device.type == "cpu" and not args.ray_address else []
     if workers == 1 and not args.ray_address:
         pool: InProcessPool | RayPool = InProcessPool(run)
         how = f"{_n(env['threads'], 'thread')}, in this process"
@@ -215,6 +214,8 @@ def cmd_run(args, registry) -> int:
         p = pool.placement
         where = f"Ray cluster {args.ray_address}, {len(p.nodes)} nodes" if args.ray_address else "local Ray"
         how = f"{_n(p.slots, 'worker')} x {_n(p.threads, 'thread')} ({where}; timing jobs run alone)"
+    # once the run is sure to start (a refusal above must not wait on a build, nor leave one half-done)
+    builds = _start_builds(shapes) if device.type == "cpu" and not args.ray_address else []
     try:
         store = ResultsStore(out)
         store.open_for_append()
