@@ -136,22 +136,41 @@ def _build(
         )
 
 
-def extension():
-    """The compiled module, or None if it cannot be built here (the error is kept, and logged once)."""
-    with _lock:
-        if _state["module"] is None and _state["error"] is None:
+def load_once(state: dict, lock: threading.Lock, load, what: str, instead: str):
+    """The module in `state`, built by `load()` at the first call (under `lock`), or None when it cannot be
+    built here: the error is kept in `state` and logged once, in one line saying what runs `instead`.
+    `state` holds "module", "error" and "seconds" (the time the build, or the load of a cached one, took)."""
+    with lock:
+        if state["module"] is None and state["error"] is None:
             start = time.perf_counter()
             try:
-                _state["module"] = _load()
+                state["module"] = load()
             except Exception as exc:  # no compiler / headers: fall back, and say so
-                _state["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-                log.warning(
-                    "lstm-bench: the C++ fast path did not build (%s); the LSTMs and GRU run their "
-                    "Python loops instead",
-                    _state["error"],
-                )
-            _state["seconds"] = time.perf_counter() - start
-        return _state["module"]
+                state["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                log.warning("lstm-bench: %s did not build (%s); %s", what, state["error"], instead)
+            state["seconds"] = time.perf_counter() - start
+        return state["module"]
+
+
+def prepare_once(state: dict, get) -> float:
+    """A model's prepare(): build (or load the cached build of) a module before any clock starts; the
+    seconds this call spent, 0.0 when the module was already loaded (or failed) in this process."""
+    if state["module"] is not None or state["error"] is not None:
+        return 0.0
+    start = time.perf_counter()
+    get()
+    return time.perf_counter() - start
+
+
+def extension():
+    """The compiled module, or None if it cannot be built here (the error is kept, and logged once)."""
+    return load_once(
+        _state,
+        _lock,
+        lambda: _load(),
+        "the C++ fast path",
+        "the LSTMs and GRU run their Python loops instead",
+    )
 
 
 def build_seconds() -> float | None:
@@ -355,11 +374,7 @@ class CompiledLoop:
         runs in Python there, and nothing is built (a C++ build would only cost a GPU run minutes)."""
         if self.layer_weights(0)[1].device.type != "cpu":  # W_hh of the first layer
             return None
-        if _state["module"] is not None or _state["error"] is not None:
-            return 0.0
-        start = time.perf_counter()
-        extension()
-        return time.perf_counter() - start
+        return prepare_once(_state, extension)
 
     def backend(self, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> str:
         device = device or torch.device("cpu")

@@ -12,9 +12,7 @@ a GPU, or in another dtype, the reference loop runs: backend() says which, one w
 
 from __future__ import annotations
 
-import logging
 import threading
-import time
 from pathlib import Path
 
 import torch
@@ -26,24 +24,17 @@ _SOURCES = (Path(__file__).parent / "csrc" / "slstm.cpp",)
 _lock = threading.Lock()
 _state: dict = {"module": None, "error": None, "seconds": None}
 _DTYPES = (torch.float32, torch.float64)
-log = logging.getLogger("lstm_bench")
 
 
 def extension():
     """The compiled module, or None if it cannot be built here (the error is kept, and logged once)."""
-    with _lock:
-        if _state["module"] is None and _state["error"] is None:
-            start = time.perf_counter()
-            try:
-                _state["module"] = lstm_fast._load(_SOURCES, "lstm_bench_slstm")
-            except Exception as exc:  # no compiler / headers: fall back, and say so
-                _state["error"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-                log.warning(
-                    "lstm-bench: the sLSTM's C++ loop did not build (%s); it runs its Python loop instead",
-                    _state["error"],
-                )
-            _state["seconds"] = time.perf_counter() - start
-        return _state["module"]
+    return lstm_fast.load_once(
+        _state,
+        _lock,
+        lambda: lstm_fast._load(_SOURCES, "lstm_bench_slstm"),
+        "the sLSTM's C++ loop",
+        "it runs its Python loop instead",
+    )
 
 
 class SLSTMFunction(torch.autograd.Function):
@@ -109,11 +100,7 @@ class FastSLSTMCell(SLSTMCell):
     def prepare(self) -> float:
         """Build (or load the cached build of) the extension before any clock starts; the seconds this call
         spent, 0.0 when it was already loaded in this process."""
-        if _state["module"] is not None or _state["error"] is not None:
-            return 0.0
-        start = time.perf_counter()
-        extension()
-        return time.perf_counter() - start
+        return lstm_fast.prepare_once(_state, extension)
 
     def backend(self, device: torch.device | None = None, dtype: torch.dtype = torch.float32) -> str:
         device = device or torch.device("cpu")
