@@ -214,8 +214,15 @@ def cmd_run(args, registry) -> int:
         p = pool.placement
         where = f"Ray cluster {args.ray_address}, {len(p.nodes)} nodes" if args.ray_address else "local Ray"
         how = f"{_n(p.slots, 'worker')} x {_n(p.threads, 'thread')} ({where}; timing jobs run alone)"
-    # once the run is sure to start (a refusal above must not wait on a build, nor leave one half-done)
-    builds = _start_builds(shapes) if device.type == "cpu" and not args.ray_address else []
+    # once the run is sure to start (a refusal above must not wait on a build, nor leave one half-done),
+    # for the models of the jobs that will run (a resumed run with nothing left builds nothing)
+    builds: list = []
+
+    def start_builds(queue: list) -> None:
+        if device.type == "cpu" and not args.ray_address:
+            models = {job.model for job in queue}
+            builds.extend(_start_builds([shape for shape in shapes if shape[0].name in models]))
+
     try:
         store = ResultsStore(out)
         store.open_for_append()
@@ -245,7 +252,13 @@ def cmd_run(args, registry) -> int:
         start = time.perf_counter()
         # tuning points and fixed jobs first; each tuned group's seeds as soon as its own points are in
         counts = execute(
-            plan.first_phase(), store, pool, plan.follow_ups, args.retry_failed, not args.no_progress
+            plan.first_phase(),
+            store,
+            pool,
+            plan.follow_ups,
+            args.retry_failed,
+            not args.no_progress,
+            starting=start_builds,
         )
     finally:
         pool.close()

@@ -368,9 +368,11 @@ def execute(
     follow_ups=None,
     retry_failed: bool = False,
     show_progress: bool = True,
+    starting=None,
 ) -> dict:
     """Run every job not already in the store on `pool`; `follow_ups(settled records by key)` may add
-    jobs as results arrive (the seeds of a tuned group once its tuning points are in). Returns counts."""
+    jobs as results arrive (the seeds of a tuned group once its tuning points are in); `starting(queue)`
+    hears which jobs will run, once, before the first starts. Returns counts."""
     latest = {r["key"]: r for r in store.records()}
     rerun = {key for key, r in latest.items() if retry_failed and r.get("status") == "failed"}
     settled = {key: r for key, r in latest.items() if key not in rerun}
@@ -392,6 +394,8 @@ def execute(
     add(jobs)
     if follow_ups:
         add(follow_ups(settled))
+    if starting is not None:
+        starting(list(queue))
     progress = Progress(show_progress)
     if isinstance(pool, InProcessPool) and show_progress:
         pool.progress = progress.steps

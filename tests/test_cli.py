@@ -29,6 +29,17 @@ def test_smoke_rerun_skips_everything(smoke_run):
     assert len(keys) == len(set(keys)) and set(df["status"]) <= {"ok", "diverged"}
 
 
+def test_a_run_builds_only_for_the_jobs_it_will_run(smoke_run, monkeypatch, capsys):
+    """The driver's C++ builds (cli._start_builds) cover the models of the jobs that will run: a resumed
+    run with nothing left builds nothing (a cold build would cost it half a minute)."""
+    from suite import cli
+
+    asked: list[list] = []
+    monkeypatch.setattr(cli, "_start_builds", lambda shapes: asked.append(shapes) or [])
+    assert cli.main(["run", "--profile", "smoke", "--out", str(smoke_run), "--no-progress"]) == 0
+    assert asked == [[]], asked
+
+
 @pytest.mark.slow
 def test_kill_9_then_resume_gives_the_uninterrupted_records(tmp_path):
     ref = tmp_path / "ref"
