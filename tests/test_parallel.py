@@ -381,16 +381,9 @@ def test_dry_run_lists_new_and_finished_jobs_and_writes_nothing(tmp_path):
     assert not fresh.exists()
 
 
-def test_the_estimate_learns_costs_from_this_commits_records_only(registry):
-    """Records of other code are no hint: a kernel made 3x faster must not be costed at the old speed."""
-    from dataclasses import asdict
-
-    import torch
-
-    from suite.estimate import Costs, _signature
-    from suite.executor import RunContext
-
-    job = Job(
+def _gru_job(recipe: dict) -> Job:
+    """A small training job for the estimate's tests."""
+    return Job(
         kind="train",
         experiment="e",
         task="adding",
@@ -400,8 +393,20 @@ def test_the_estimate_learns_costs_from_this_commits_records_only(registry):
         model_options={},
         param_budget=2000,
         layers=None,
-        recipe={"steps": 100},
+        recipe=recipe,
     )
+
+
+def test_the_estimate_learns_costs_from_this_commits_records_only(registry):
+    """Records of other code are no hint: a kernel made 3x faster must not be costed at the old speed."""
+    from dataclasses import asdict
+
+    import torch
+
+    from suite.estimate import Costs, _signature
+    from suite.executor import RunContext
+
+    job = _gru_job({"steps": 100})
     env = {"host": "h", "threads": 2, "dtype": "float32", "device": "cpu"}
 
     def record(commit, train_seconds):
@@ -441,18 +446,7 @@ def test_the_estimate_costs_runs_that_stop_early_at_the_share_of_the_cap_earlier
     from suite.executor import RunContext
 
     recipe = {"steps": 1000, "until_solved": True, "eval_every": 1000}
-    job = Job(
-        kind="train",
-        experiment="e",
-        task="adding",
-        model="gru",
-        seed=0,
-        task_params={"seq_len": 25},
-        model_options={},
-        param_budget=2000,
-        layers=None,
-        recipe=recipe,
-    )
+    job = _gru_job(recipe)
     env = {"host": "h", "threads": 2, "dtype": "float32", "device": "cpu", "commit": "c"}
     stopped = [
         {**asdict(job), "status": "ok", "env": env, "wall_seconds": s * 0.01, "train_seconds": s * 0.01,

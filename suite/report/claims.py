@@ -269,7 +269,7 @@ def claim_variants(table: pd.DataFrame) -> dict:
             (g["family"] == "lstm-variant") & (g["architecture"] != ref["architecture"])
         ].iterrows():
             pairs.append((config, tables.side(var), reference))
-    alpha = stats.ALPHA / max(1, len(pairs))  # plan more seeds for Holm's strictest step
+    alpha = stats.strictest_alpha(len(pairs))
     tests = [_by_much(v, r, alpha) for _, v, r in pairs]
     stats.holm([t["much"] for t in tests])
     stats.holm([t["not"] for t in tests])

@@ -245,12 +245,18 @@ def versus_baseline(values, baseline: float | None, *, log: bool, higher_is_bett
     return {**out, "testable": True, "p": p, "learned": p < ALPHA}
 
 
+def strictest_alpha(tests: int) -> float:
+    """The level of Holm's first (strictest) step over `tests` comparisons: seeds planned at it decide
+    however the others turn out."""
+    return ALPHA / max(1, tests)
+
+
 def n_to_decide(a, b, margin: Margin, alpha: float = ALPHA) -> int | None:
     """Seeds per side that would decide at POWER, at the observed spread (pooled sd) and difference:
     a Welch test of the observed difference where it exceeds the margin, else an equivalence test
     (TOST, approximated by its one-sided test at the margin less the observed difference). None when
-    there is no spread to plan with. `alpha`: ALPHA over the number of tests in a Holm family (its
-    strictest step), or the plan names the n that decides one test alone."""
+    there is no spread to plan with. `alpha`: strictest_alpha(tests in the Holm family), or the plan
+    names the n that decides one test alone."""
     x, y = _finite(a), _finite(b)
     if margin.log:
         if (x <= 0).any() or (y <= 0).any():

@@ -106,7 +106,7 @@ def judge(pairs: list[tuple[Side, Side]], names: tuple[str, str] = ("LSTM", "Tra
         plans.append((a, b, steps, x, y, margin, stats.welch(x, y, log=log), stats.equivalence(x, y, margin)))
     stats.holm([p[6] for p in plans])
     stats.holm([p[7] for p in plans])
-    alpha = stats.ALPHA / max(1, len(plans))  # plan more seeds for Holm's strictest step
+    alpha = stats.strictest_alpha(len(plans))
     return [_decide(*plan, names, alpha) for plan in plans]
 
 
