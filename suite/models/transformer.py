@@ -1,5 +1,7 @@
-"""Our own small Transformer: pre-LayerNorm blocks, multi-head attention through
-F.scaled_dot_product_attention, GELU MLP, positions learned / sinusoidal / rotary (RoPE) / ALiBi / none.
+"""Our own small Transformer: pre-LayerNorm blocks, multi-head attention, GELU MLP, positions learned /
+sinusoidal / rotary (RoPE) / ALiBi / none. On the CPU, attention (for heads up to 16 wide), LayerNorm and
+GELU run compiled kernels with the library ops' functions (suite/models/transformer_fast.py); elsewhere
+F.scaled_dot_product_attention, nn.LayerNorm and nn.GELU.
 
     x = x + pos                                  (learned or sinusoidal; RoPE rotates q, k instead;
                                                   ALiBi adds −m_h·|i − j| to the scores; "none" adds nothing)
@@ -20,11 +22,14 @@ length; the sinusoidal table is computed for max_len, which callers set to the l
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from suite.models import transformer_fast
+from suite.models.transformer_fast import GELU, LayerNorm
 
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 
@@ -39,34 +44,19 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
 
 
 def rope(x: torch.Tensor, start: int) -> torch.Tensor:
-    """Rotate pairs of channels of q or k (B, heads, T, d_head) by position-dependent angles."""
+    """Rotate pairs of channels of q or k (B, T, heads, d_head) by position-dependent angles."""
     d = x.shape[-1]
-    T = x.shape[-2]
+    T = x.shape[1]
     inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    angles = torch.arange(start, start + T, device=x.device, dtype=torch.float32)[:, None] * inv
+    angles = torch.arange(start, start + T, device=x.device, dtype=torch.float32)[:, None, None] * inv
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
-def alibi_slopes(heads: int) -> torch.Tensor:
-    """Press et al. (2022): a geometric sequence 2^(−8/heads), 2^(−16/heads), ... one per head."""
-    return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
-
-
-def alibi_bias(slopes: torch.Tensor, q_start: int, T: int, S: int, causal: bool, dtype) -> torch.Tensor:
-    """(heads, T, S) additive scores −m_h·|i − j| for queries at q_start.. and keys at 0..S−1; −inf above
-    the diagonal when causal (SDPA takes no is_causal beside an explicit mask)."""
-    i = torch.arange(q_start, q_start + T, device=slopes.device)[:, None]
-    j = torch.arange(S, device=slopes.device)[None, :]
-    bias = -slopes[:, None, None] * (i - j).abs()
-    if causal:
-        bias = bias.masked_fill(j > i, float("-inf"))
-    return bias.to(dtype)
-
-
 class Attention(nn.Module):
     slopes: torch.Tensor | None  # ALiBi's per-head slopes (a buffer), None without ALiBi
+    fast = True  # False: always SDPA (flop_twin() counts FLOPs on that; the kernel is opaque to the counter)
 
     def __init__(self, d_model, heads, dropout, positions: str = "learned"):
         super().__init__()
@@ -75,34 +65,34 @@ class Attention(nn.Module):
         self.use_rope = positions == "rope"
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.out = nn.Linear(d_model, d_model)
-        slopes = alibi_slopes(heads) if positions == "alibi" else None
+        slopes = transformer_fast.alibi_slopes(heads) if positions == "alibi" else None
         self.register_buffer("slopes", slopes, persistent=False)
 
     def forward(self, x, causal: bool, cache=None, start: int = 0):
         B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).view(B, T, 3, self.heads, D // self.heads)
+        dropout = self.dropout if self.training else 0.0
+        if not self.use_rope and cache is None and self.fast:  # the kernel reads q, k, v in place
+            y = transformer_fast.attention_packed(qkv, causal, self.slopes, dropout)
+            return self.out(y.reshape(B, T, D))
+        q, k, v = qkv.unbind(2)  # (B, T, heads, d_head)
         if self.use_rope:
             q, k = rope(q, start), rope(k, start)
         if cache is not None:  # incremental decoding: attend to every cached position
             if cache[0] is not None:
-                k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)
+                k, v = torch.cat([cache[0], k], 1), torch.cat([cache[1], v], 1)
             cache[0], cache[1] = k, v
-            causal = causal and T > 1
-        bias = None
-        if self.slopes is not None:  # ALiBi: the causal mask goes into the bias
-            bias, causal = alibi_bias(self.slopes, start, T, k.shape[2], causal, q.dtype), False
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
-        )
-        return self.out(y.transpose(1, 2).reshape(B, T, D))
+        attend = transformer_fast.attention if self.fast else transformer_fast.sdpa
+        y = attend(q, k, v, causal, self.slopes, dropout)
+        return self.out(y.reshape(B, T, D))
 
 
 class Block(nn.Module):
     def __init__(self, d_model, heads, dropout, positions: str = "learned"):
         super().__init__()
-        self.ln1, self.ln2 = nn.LayerNorm(d_model), nn.LayerNorm(d_model)
+        self.ln1, self.ln2 = LayerNorm(d_model), LayerNorm(d_model)
         self.attn = Attention(d_model, heads, dropout, positions)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Linear(4 * d_model, d_model))
+        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), GELU(), nn.Linear(4 * d_model, d_model))
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, causal, cache=None, start=0):
@@ -131,7 +121,7 @@ class Transformer(nn.Module):
         if positions == "sinusoidal":
             self.register_buffer("table", sinusoidal_table(max_len, d_model), persistent=False)
         self.blocks = nn.ModuleList(Block(d_model, heads, dropout, positions) for _ in range(layers))
-        self.ln_f = nn.LayerNorm(d_model)
+        self.ln_f = LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
         self._init(layers)
 
@@ -148,6 +138,33 @@ class Transformer(nn.Module):
                 nn.init.zeros_(p)
         if self.pos is not None:
             nn.init.normal_(self.pos, 0.0, 0.02)
+
+    def _attention(self) -> Attention:
+        block = self.blocks[0]
+        assert isinstance(block, Block)
+        return block.attn
+
+    def _d_head(self) -> int:
+        attn = self._attention()
+        return attn.qkv.in_features // attn.heads
+
+    def prepare(self) -> float | None:
+        """Build the C++ kernels (transformer_fast) before any clock starts."""
+        return transformer_fast.prepare()
+
+    def backend(self, device: torch.device, dtype: torch.dtype) -> str:
+        probe = torch.empty(0, 0, 0, self._d_head(), device=device, dtype=dtype)
+        attention = transformer_fast.kernel_name(probe, self._attention().dropout if self.training else 0.0)
+        kernels = "C++ LayerNorm and GELU" if transformer_fast.compiled_applies(probe[..., :1]) else "ATen"
+        return f"{device.type}: ATen GEMM, {kernels}, attention: {attention}"
+
+    def flop_twin(self) -> nn.Module:
+        """The same weights on the library's ops (attention through SDPA, which the FLOP counter sees)."""
+        twin = copy.deepcopy(self)
+        for module in twin.modules():
+            if isinstance(module, (Attention, LayerNorm, GELU)):
+                module.fast = False
+        return twin
 
     def lookup_parameters(self):
         """The learned position table: its size follows max_len, so it is kept out of the size budget."""

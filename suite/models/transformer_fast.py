@@ -1,0 +1,208 @@
+"""The small Transformer's CPU kernels (csrc/transformer.cpp), each with a hand-derived backward, built at
+first use and cached like the LSTMs' fast path (suite/models/lstm_fast.py's build helper):
+
+    attention(q, k, v, causal=True, slopes=None)     q (B, T, heads, d_head), k and v (B, S, heads, d_head)
+                                                     -> (B, T, heads, d_head)
+    LayerNorm(d)                                     nn.LayerNorm's parameters and function
+    GELU()                                           nn.GELU's function (the exact form)
+
+attention is F.scaled_dot_product_attention's function (scale 1/√d_head, queries the last T of S positions
+when causal, ALiBi's −m_h·|i − j| when slopes are given) in the (B, T, heads, d_head) layout of the fused
+QKV projection, so q, k and v are views and the output needs no transpose. Each runs where it is faster
+than the library's op, measured interleaved (benchmarks/test_bench_transformer_ops.py): float32 or float64
+on the CPU (and for attention d_head ≤ MAX_HEAD_DIM, no dropout). Elsewhere, or with `fast` False (the
+FLOP counter's twin), the library op runs; kernel_name() says which attention a call gets.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from suite.models import lstm_fast
+
+# Beyond this the flash kernel's blocking over d_head pays and ours does not.
+MAX_HEAD_DIM = 16
+_SOURCES = (Path(__file__).parent / "csrc" / "transformer.cpp",)
+_lock = threading.Lock()
+_state: dict = {"module": None, "error": None, "seconds": None}
+_DTYPES = (torch.float32, torch.float64)
+
+
+def extension():
+    """The compiled module, or None if it cannot be built here (the error is kept, and logged once)."""
+    return lstm_fast.load_once(
+        _state,
+        _lock,
+        lambda: lstm_fast._load(_SOURCES, "lstm_bench_transformer"),
+        "the Transformer's C++ kernels",
+        "attention, LayerNorm and GELU run the library's ops instead",
+    )
+
+
+def prepare() -> float:
+    """Build (or load the cached build of) the kernel before any clock starts; the seconds it took."""
+    return lstm_fast.prepare_once(_state, extension)
+
+
+def _on_cpu(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in _DTYPES and _state["error"] is None
+
+
+def compiled_applies(q: torch.Tensor, dropout: float = 0.0) -> bool:
+    """Whether attention on q runs the compiled kernel (no build is started by asking)."""
+    return _on_cpu(q) and q.shape[-1] <= MAX_HEAD_DIM and dropout == 0.0
+
+
+def kernel_name(q: torch.Tensor, dropout: float = 0.0) -> str:
+    return "small-head C++ kernel" if compiled_applies(q, dropout) and extension() else "SDPA"
+
+
+class SmallHeadAttention(torch.autograd.Function):
+    """q, k, v (B, T or S, heads, d_head) -> out (B, T, heads, d_head)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, slopes, causal: bool):
+        out, lse = extension().attention_forward(q, k, v, slopes, causal)
+        ctx.save_for_backward(q, k, v, out, lse, slopes)
+        ctx.causal = causal
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, out, lse, slopes = ctx.saved_tensors
+        dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+        extension().attention_backward(dout, q, k, v, out, lse, slopes, ctx.causal, dq, dk, dv)
+        return dq, dk, dv, None, None
+
+
+class PackedSmallHeadAttention(torch.autograd.Function):
+    """The fused projection's qkv (B, T, 3, heads, d_head) -> out (B, T, heads, d_head); its gradient is
+    written as one tensor (no stack of three in the backward)."""
+
+    @staticmethod
+    def forward(ctx, qkv, slopes, causal: bool):
+        out, lse = extension().attention_forward(*qkv.unbind(2), slopes, causal)
+        ctx.save_for_backward(qkv, out, lse, slopes)
+        ctx.causal = causal
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        qkv, out, lse, slopes = ctx.saved_tensors
+        dqkv = qkv.new_empty(qkv.shape)
+        extension().attention_backward(dout, *qkv.unbind(2), out, lse, slopes, ctx.causal, *dqkv.unbind(2))
+        return dqkv, None, None
+
+
+def attention(q, k, v, causal: bool = True, slopes: torch.Tensor | None = None, dropout: float = 0.0):
+    """softmax(q kᵀ / √d_head + bias + causal mask) v over (B, T, heads, d_head) tensors."""
+    if compiled_applies(q, dropout) and extension() is not None:
+        return SmallHeadAttention.apply(q, k, v, slopes, causal)
+    return sdpa(q, k, v, causal, slopes, dropout)
+
+
+def attention_packed(qkv, causal: bool = True, slopes: torch.Tensor | None = None, dropout: float = 0.0):
+    """attention() on the fused projection's output qkv (B, T, 3, heads, d_head)."""
+    if compiled_applies(qkv, dropout) and extension() is not None:
+        return PackedSmallHeadAttention.apply(qkv, slopes, causal)
+    q, k, v = qkv.unbind(2)
+    return sdpa(q, k, v, causal, slopes, dropout)
+
+
+def sdpa(q, k, v, causal: bool = True, slopes: torch.Tensor | None = None, dropout: float = 0.0):
+    """The same function through F.scaled_dot_product_attention (the oracle, and the path elsewhere)."""
+    T, S = q.shape[1], k.shape[1]
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, d_head)
+    bias = None
+    if (
+        slopes is not None
+    ):  # ALiBi: the causal mask goes into the bias (SDPA takes no is_causal beside a mask)
+        bias, causal = alibi_bias(slopes, S - T, T, S, causal, q.dtype), False
+    elif causal and T != S:  # queries are the last T positions: is_causal would align them with the first
+        bias, causal = causal_bias(S - T, T, S, q.device, q.dtype), False
+    y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, is_causal=causal, dropout_p=dropout)
+    return y.transpose(1, 2)
+
+
+def causal_bias(q_start: int, T: int, S: int, device, dtype) -> torch.Tensor:
+    i = torch.arange(q_start, q_start + T, device=device)[:, None]
+    j = torch.arange(S, device=device)[None, :]
+    return torch.zeros(T, S, device=device, dtype=dtype).masked_fill(j > i, float("-inf"))
+
+
+def alibi_bias(slopes: torch.Tensor, q_start: int, T: int, S: int, causal: bool, dtype) -> torch.Tensor:
+    """(heads, T, S) additive scores −m_h·|i − j| for queries at q_start.. and keys at 0..S−1; −inf above
+    the diagonal when causal."""
+    i = torch.arange(q_start, q_start + T, device=slopes.device)[:, None]
+    j = torch.arange(S, device=slopes.device)[None, :]
+    bias = -slopes.to(dtype)[:, None, None] * (i - j).abs()
+    if causal:
+        bias = bias.masked_fill(j > i, float("-inf"))
+    return bias
+
+
+def alibi_slopes(heads: int) -> torch.Tensor:
+    """Press et al. (2022): a geometric sequence 2^(−8/heads), 2^(−16/heads), ... one per head."""
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
+
+
+class LayerNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float):
+        y, mean, rstd = extension().layer_norm_forward(x, weight, bias, eps)
+        ctx.save_for_backward(x, mean, rstd, weight)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, mean, rstd, weight = ctx.saved_tensors
+        dx, dw, db = extension().layer_norm_backward(dy, x, mean, rstd, weight)
+        return dx, dw, db, None
+
+
+class LayerNorm(nn.LayerNorm):
+    """nn.LayerNorm (over the last dimension, with weight and bias) through the compiled kernel on the CPU."""
+
+    fast = True
+
+    def forward(self, x):
+        if not (
+            self.fast
+            and _on_cpu(x)
+            and x.is_contiguous()
+            and self.weight is not None
+            and self.bias is not None
+        ):
+            return super().forward(x)
+        if extension() is None:
+            return super().forward(x)
+        return LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
+
+
+class GELUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y, dydx = extension().gelu_forward(x, ctx.needs_input_grad[0])
+        ctx.save_for_backward(dydx)
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        (dydx,) = ctx.saved_tensors
+        return dy * dydx
+
+
+class GELU(nn.GELU):
+    """nn.GELU (exact form) through the compiled kernel on the CPU."""
+
+    fast = True
+
+    def forward(self, x):
+        if not (self.fast and _on_cpu(x)) or extension() is None:
+            return super().forward(x)
+        return GELUFunction.apply(x)

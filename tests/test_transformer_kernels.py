@@ -1,0 +1,171 @@
+"""The Transformer's compiled CPU kernels (suite/models/transformer_fast.py) against the library ops that
+define their functions: attention against F.scaled_dot_product_attention (causal or not, ALiBi, queries at an
+offset as in decoding, uneven lengths that leave a vector's lanes spare), LayerNorm against F.layer_norm,
+GELU against F.gelu; each backward by gradcheck in float64; the whole model against its flop twin (the same
+weights on the library ops), and the fallback when the kernel cannot run."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from suite.models import transformer_fast
+from suite.models.transformer import Transformer
+from suite.models.transformer_fast import GELU, LayerNorm, attention, attention_packed, sdpa
+
+TOL = {torch.float32: 2e-5, torch.float64: 1e-10}
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _built():
+    if transformer_fast.extension() is None:
+        pytest.skip(f"no C++ build here: {transformer_fast._state['error']}")
+
+
+def _qkv(B, T, S, H, D, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(B, n, H, D, generator=g, dtype=dtype, requires_grad=True) for n in (T, S, S)]
+
+
+def _forward_and_grads(fn, q, k, v, *args):
+    out = fn(q, k, v, *args)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(9), dtype=out.dtype)
+    grads = torch.autograd.grad((out * weights).sum(), (q, k, v))
+    return out, grads
+
+
+SHAPES = [  # (causal, T, S, d_head): queries at an offset (T < S) are decoding's case, so causal
+    *[(causal, 37, 37, 7) for causal in (True, False)],
+    *[(causal, 64, 64, 16) for causal in (True, False)],
+    (True, 1, 23, 8),
+    (True, 5, 19, 3),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("alibi", [False, True])
+@pytest.mark.parametrize("causal,T,S,D", SHAPES)
+def test_attention_matches_sdpa(dtype, alibi, causal, T, S, D):
+    H = 3
+    q, k, v = _qkv(5, T, S, H, D, dtype)
+    slopes = transformer_fast.alibi_slopes(H) if alibi else None
+    assert transformer_fast.compiled_applies(q)
+    got, got_grads = _forward_and_grads(attention, q, k, v, causal, slopes)
+    want, want_grads = _forward_and_grads(sdpa, q, k, v, causal, slopes)
+    assert (got - want).abs().max() < TOL[dtype]
+    for a, b in zip(got_grads, want_grads):
+        assert (a - b).abs().max() < TOL[dtype] * 10
+
+
+def test_attention_packed_matches_separate_tensors():
+    qkv = torch.randn(4, 29, 3, 2, 14, requires_grad=True)
+    out = attention_packed(qkv, True)
+    (grad,) = torch.autograd.grad(out.square().sum(), qkv)
+    q, k, v = (t.detach().clone().requires_grad_() for t in qkv.unbind(2))
+    want = sdpa(q, k, v, True)
+    want_grads = torch.autograd.grad(want.square().sum(), (q, k, v))
+    assert (out - want).abs().max() < 2e-5
+    assert (grad - torch.stack(want_grads, 2)).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("causal,alibi", [(True, False), (False, True), (True, True)])
+def test_attention_gradcheck(causal, alibi):
+    q, k, v = _qkv(2, 6, 6, 2, 5, torch.float64)
+    slopes = transformer_fast.alibi_slopes(2).double() if alibi else None
+    assert torch.autograd.gradcheck(lambda q, k, v: attention(q, k, v, causal, slopes), (q, k, v))
+
+
+def test_wide_heads_and_dropout_run_sdpa():
+    q = torch.zeros(1, 4, 2, transformer_fast.MAX_HEAD_DIM + 1)
+    assert not transformer_fast.compiled_applies(q)
+    assert transformer_fast.kernel_name(q) == "SDPA"
+    assert not transformer_fast.compiled_applies(q[..., :8], dropout=0.1)
+    assert transformer_fast.kernel_name(q[..., :8]) == "small-head C++ kernel"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layer_norm_matches_library(dtype):
+    g = torch.Generator().manual_seed(0)
+    x = (3 * torch.randn(41, 7, 28, generator=g, dtype=dtype) + 1).requires_grad_()
+    ln = LayerNorm(28).to(dtype)
+    with torch.no_grad():
+        ln.weight.normal_(generator=g), ln.bias.normal_(generator=g)
+    dy = torch.randn(x.shape, generator=g, dtype=dtype)
+    got = ln(x)
+    got_grads = torch.autograd.grad(got, (x, ln.weight, ln.bias), dy)
+    want = F.layer_norm(x, (28,), ln.weight, ln.bias, ln.eps)
+    want_grads = torch.autograd.grad(want, (x, ln.weight, ln.bias), dy)
+    assert (got - want).abs().max() < TOL[dtype]
+    for a, b in zip(got_grads, want_grads):  # ∂γ, ∂β sum 287 rows: relative to their size
+        assert (a - b).abs().max() < TOL[dtype] * 10 * max(1.0, b.abs().max().item())
+
+
+def test_layer_norm_gradcheck():
+    g = torch.Generator().manual_seed(0)
+    x, w, b = (
+        torch.randn(n, generator=g, dtype=torch.float64).requires_grad_() for n in ((5, 6), (6,), (6,))
+    )
+    apply = transformer_fast.LayerNormFunction.apply
+    assert torch.autograd.gradcheck(lambda x, w, b: apply(x, w, b, 1e-5), (x, w, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gelu_matches_library(dtype):
+    x = torch.linspace(-12, 12, 20011, dtype=dtype, requires_grad=True)  # an odd count: a vector's tail too
+    (got_grad,) = torch.autograd.grad(GELU()(x).sum(), x)
+    (want_grad,) = torch.autograd.grad(F.gelu(x).sum(), x)
+    with torch.no_grad():
+        assert (GELU()(x) - F.gelu(x)).abs().max() < 1e-6 * 12  # erf's 1.5e-7, times |x| up to 12
+    assert (got_grad - want_grad).abs().max() < 1e-6
+
+
+def test_gelu_gradcheck():
+    x = torch.randn(40, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(GELU(), (x,))
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope", "alibi", "none"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_model_matches_its_flop_twin(positions, causal):
+    """The whole Transformer on its kernels against the same weights on the library ops."""
+    torch.manual_seed(0)
+    model = Transformer(
+        28, 2, 2 if positions == "rope" else 4, max_len=64, positions=positions, causal=causal
+    )
+    model = model.double()
+    twin = model.flop_twin()
+    assert all(not m.fast for m in twin.modules() if hasattr(m, "fast"))
+    x = torch.randn(3, 50, 28, dtype=torch.float64)
+    got, want = model(x)[0], twin(x)[0]
+    assert (got - want).abs().max() < 1e-10
+    got_grads = torch.autograd.grad(got.square().sum(), list(model.parameters()))
+    want_grads = torch.autograd.grad(want.square().sum(), list(twin.parameters()))
+    for a, b in zip(got_grads, want_grads):
+        assert (a - b).abs().max() < 1e-9
+
+
+def test_decoding_with_the_kernel_matches_the_full_sequence():
+    torch.manual_seed(0)
+    model = Transformer(28, 2, 2, max_len=64, positions="rope").eval()
+    x = torch.randn(2, 20, 28)
+    with torch.no_grad():
+        full = model(x)[0]
+        state, steps = model.init_step_state(2, x), []
+        for t in range(20):
+            out, state = model.step(x[:, t], state)
+            steps.append(out)
+    assert (torch.stack(steps, 1) - full).abs().max() < 1e-5
+
+
+def test_backend_names_the_kernels():
+    model = Transformer(28, 2, 4)
+    label = model.backend(torch.device("cpu"), torch.float32)
+    assert "C++ LayerNorm and GELU" in label and "small-head C++ kernel" in label
+    assert "SDPA" in Transformer(64, 1, 2).backend(torch.device("cpu"), torch.float32)  # d_head 32
