@@ -125,6 +125,20 @@ def test_the_fused_optimizer_gives_the_for_loop_optimizers_run(registry, monkeyp
     _same_run(fused, loop)
 
 
+@pytest.mark.parametrize("lr", [3e-3, 1e6], ids=["trains", "diverges"])
+def test_the_transformers_kernels_give_the_library_ops_run(registry, monkeypatch, lr):
+    """Our Transformer on its C++ kernels (attention, LayerNorm, MLP) against the same job on the library's
+    ops: same steps, same stopping step, metrics within TOLERANCE; each record names what ran."""
+    run = _context(registry)
+    kernels = run_job(_job(lr=lr, steps=40), run)
+    monkeypatch.setenv("LSTM_BENCH_TRANSFORMER_KERNELS", "off")
+    library = run_job(_job(lr=lr, steps=40), run)
+    assert "attention: small-head C++ kernel" in kernels["backend"] and "C++ LayerNorm" in kernels["backend"]
+    assert "attention: SDPA" in library["backend"] and "C++" not in library["backend"]
+    assert (kernels["status"] == "diverged") == (lr > 1)
+    _same_run(kernels, library)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lr", [3e-3, 1e6], ids=["trains", "diverges"])
 def test_a_compiled_run_gives_the_eager_runs_metrics(registry, lr):

@@ -1,8 +1,8 @@
 """The Transformer's compiled CPU kernels (suite/models/transformer_fast.py) against the library ops that
 define their functions: attention against F.scaled_dot_product_attention (causal or not, ALiBi, queries at an
 offset as in decoding, uneven lengths that leave a vector's lanes spare), LayerNorm against F.layer_norm,
-GELU against F.gelu; each backward by gradcheck in float64; the whole model against its flop twin (the same
-weights on the library ops), and the fallback when the kernel cannot run."""
+the MLP against Linear, F.gelu, Linear; each backward by gradcheck in float64; the whole model against its
+flop twin (the same weights on the library ops), and the fallback when the kernel cannot run."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from suite.models import transformer_fast
 from suite.models.transformer import Transformer
-from suite.models.transformer_fast import GELU, LayerNorm, attention, attention_packed, sdpa
+from suite.models.transformer_fast import MLP, LayerNorm, attention, attention_packed, sdpa
 
 TOL = {torch.float32: 2e-5, torch.float64: 1e-10}
 
@@ -117,18 +117,43 @@ def test_layer_norm_gradcheck():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_gelu_matches_library(dtype):
-    x = torch.linspace(-12, 12, 20011, dtype=dtype, requires_grad=True)  # an odd count: a vector's tail too
-    (got_grad,) = torch.autograd.grad(GELU()(x).sum(), x)
+@pytest.mark.parametrize("tokens", [1, 300])  # 300: chunks of 128 rows, the last one short
+def test_mlp_matches_linear_gelu_linear(dtype, tokens):
+    torch.manual_seed(0)
+    mlp = MLP(28, 112).to(dtype)
+    x = (3 * torch.randn(tokens, 28, dtype=dtype)).requires_grad_()  # GELU's whole range, tails included
+    dy = torch.randn(tokens, 28, dtype=dtype)
+    got = mlp(x)
+    got_grads = torch.autograd.grad(got, [x, *mlp.parameters()], dy)
+    want = mlp[2](F.gelu(mlp[0](x)))  # the library's ops on the same parameters
+    want_grads = torch.autograd.grad(want, [x, *mlp.parameters()], dy)
+    assert (got - want).abs().max() < TOL[dtype]
+    for a, b in zip(got_grads, want_grads):  # weight gradients sum 300 rows: relative to their size
+        assert (a - b).abs().max() < TOL[dtype] * 10 * max(1.0, b.abs().max().item())
+
+
+def test_mlp_gelu_over_its_range():
+    """GELU inside the kernel (erf by Abramowitz & Stegun) against F.gelu, value and derivative, on a
+    one-unit MLP whose hidden value is x itself."""
+    mlp = MLP(1, 1)
+    with torch.no_grad():
+        for linear in (mlp[0], mlp[2]):
+            linear.weight.fill_(1.0), linear.bias.zero_()
+    x = torch.linspace(-12, 12, 20011).reshape(-1, 1).requires_grad_()
+    (got_grad,) = torch.autograd.grad(mlp(x).sum(), x)
     (want_grad,) = torch.autograd.grad(F.gelu(x).sum(), x)
     with torch.no_grad():
-        assert (GELU()(x) - F.gelu(x)).abs().max() < 1e-6 * 12  # erf's 1.5e-7, times |x| up to 12
+        assert (mlp(x) - F.gelu(x)).abs().max() < 1.5e-6
     assert (got_grad - want_grad).abs().max() < 1e-6
 
 
-def test_gelu_gradcheck():
-    x = torch.randn(40, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(GELU(), (x,))
+def test_mlp_gradcheck():
+    torch.manual_seed(0)
+    mlp = MLP(3, 5).double()
+    x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().requires_grad_() for p in mlp.parameters()]
+    apply = transformer_fast.MLPFunction.apply
+    assert torch.autograd.gradcheck(lambda x, *p: apply(x, *p), (x, *params))
 
 
 @pytest.mark.parametrize("positions", ["learned", "rope", "alibi", "none"])
@@ -167,5 +192,5 @@ def test_decoding_with_the_kernel_matches_the_full_sequence():
 def test_backend_names_the_kernels():
     model = Transformer(28, 2, 4)
     label = model.backend(torch.device("cpu"), torch.float32)
-    assert "C++ LayerNorm and GELU" in label and "small-head C++ kernel" in label
+    assert "C++ LayerNorm and MLP" in label and "small-head C++ kernel" in label
     assert "SDPA" in Transformer(64, 1, 2).backend(torch.device("cpu"), torch.float32)  # d_head 32

@@ -1,7 +1,7 @@
 """Our own small Transformer: pre-LayerNorm blocks, multi-head attention, GELU MLP, positions learned /
 sinusoidal / rotary (RoPE) / ALiBi / none. On the CPU, attention (for heads up to 16 wide), LayerNorm and
-GELU run compiled kernels with the library ops' functions (suite/models/transformer_fast.py); elsewhere
-F.scaled_dot_product_attention, nn.LayerNorm and nn.GELU.
+the MLP run compiled kernels with the library ops' functions (suite/models/transformer_fast.py); elsewhere
+F.scaled_dot_product_attention, nn.LayerNorm and nn.Linear / nn.GELU.
 
     x = x + pos                                  (learned or sinusoidal; RoPE rotates q, k instead;
                                                   ALiBi adds −m_h·|i − j| to the scores; "none" adds nothing)
@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 
 from suite.models import transformer_fast
-from suite.models.transformer_fast import GELU, LayerNorm
+from suite.models.transformer_fast import MLP, LayerNorm
 
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 
@@ -92,7 +92,7 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = LayerNorm(d_model), LayerNorm(d_model)
         self.attn = Attention(d_model, heads, dropout, positions)
-        self.mlp = nn.Sequential(nn.Linear(d_model, 4 * d_model), GELU(), nn.Linear(4 * d_model, d_model))
+        self.mlp = MLP(d_model, 4 * d_model)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, causal, cache=None, start=0):
@@ -155,14 +155,14 @@ class Transformer(nn.Module):
     def backend(self, device: torch.device, dtype: torch.dtype) -> str:
         probe = torch.empty(0, 0, 0, self._d_head(), device=device, dtype=dtype)
         attention = transformer_fast.kernel_name(probe, self._attention().dropout if self.training else 0.0)
-        kernels = "C++ LayerNorm and GELU" if transformer_fast.compiled_applies(probe[..., :1]) else "ATen"
+        kernels = "C++ LayerNorm and MLP" if transformer_fast.compiled_applies(probe[..., :1]) else "ATen"
         return f"{device.type}: ATen GEMM, {kernels}, attention: {attention}"
 
     def flop_twin(self) -> nn.Module:
         """The same weights on the library's ops (attention through SDPA, which the FLOP counter sees)."""
         twin = copy.deepcopy(self)
         for module in twin.modules():
-            if isinstance(module, (Attention, LayerNorm, GELU)):
+            if isinstance(module, (Attention, LayerNorm, MLP)):
                 module.fast = False
         return twin
 

@@ -4,18 +4,21 @@ first use and cached like the LSTMs' fast path (suite/models/lstm_fast.py's buil
     attention(q, k, v, causal=True, slopes=None)     q (B, T, heads, d_head), k and v (B, S, heads, d_head)
                                                      -> (B, T, heads, d_head)
     LayerNorm(d)                                     nn.LayerNorm's parameters and function
-    GELU()                                           nn.GELU's function (the exact form)
+    MLP(d, hidden)                                   nn.Sequential(Linear, GELU (exact), Linear): the same
+                                                     parameters, names and function
 
 attention is F.scaled_dot_product_attention's function (scale 1/√d_head, queries the last T of S positions
 when causal, ALiBi's −m_h·|i − j| when slopes are given) in the (B, T, heads, d_head) layout of the fused
 QKV projection, so q, k and v are views and the output needs no transpose. Each runs where it is faster
 than the library's op, measured interleaved (benchmarks/test_bench_transformer_ops.py): float32 or float64
 on the CPU (and for attention d_head ≤ MAX_HEAD_DIM, no dropout). Elsewhere, or with `fast` False (the
-FLOP counter's twin), the library op runs; kernel_name() says which attention a call gets.
+FLOP counter's twin), or with LSTM_BENCH_TRANSFORMER_KERNELS=off, the library op runs; kernel_name() says
+which attention a call gets, and the model's backend() names both.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -40,7 +43,7 @@ def extension():
         _lock,
         lambda: lstm_fast._load(_SOURCES, "lstm_bench_transformer"),
         "the Transformer's C++ kernels",
-        "attention, LayerNorm and GELU run the library's ops instead",
+        "attention, LayerNorm and the MLP run the library's ops instead",
     )
 
 
@@ -49,8 +52,17 @@ def prepare() -> float:
     return lstm_fast.prepare_once(_state, extension)
 
 
+# "off": the library's ops everywhere (an A/B switch; the records' backend says which ran)
+SWITCH = "LSTM_BENCH_TRANSFORMER_KERNELS"
+
+
 def _on_cpu(x: torch.Tensor) -> bool:
-    return x.device.type == "cpu" and x.dtype in _DTYPES and _state["error"] is None
+    return (
+        x.device.type == "cpu"
+        and x.dtype in _DTYPES
+        and _state["error"] is None
+        and os.environ.get(SWITCH, "on") != "off"
+    )
 
 
 def compiled_applies(q: torch.Tensor, dropout: float = 0.0) -> bool:
@@ -184,25 +196,33 @@ class LayerNorm(nn.LayerNorm):
         return LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
 
 
-class GELUFunction(torch.autograd.Function):
+class MLPFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):
-        y, dydx = extension().gelu_forward(x, ctx.needs_input_grad[0])
-        ctx.save_for_backward(dydx)
+    def forward(ctx, x, w1, b1, w2, b2):
+        y, h = extension().mlp_forward(x, w1, b1, w2, b2)
+        ctx.save_for_backward(x, h, w1, w2)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        (dydx,) = ctx.saved_tensors
-        return dy * dydx
+        x, h, w1, w2 = ctx.saved_tensors
+        return tuple(extension().mlp_backward(dy, x, h, w1, w2))
 
 
-class GELU(nn.GELU):
-    """nn.GELU (exact form) through the compiled kernel on the CPU."""
+class MLP(nn.Sequential):
+    """nn.Sequential(Linear(d, hidden), GELU(), Linear(hidden, d)) (its parameters, names and function), run
+    chunk by chunk through the compiled kernel on the CPU."""
 
     fast = True
+
+    def __init__(self, d_model: int, hidden: int):
+        super().__init__(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model))
 
     def forward(self, x):
         if not (self.fast and _on_cpu(x)) or extension() is None:
             return super().forward(x)
-        return GELUFunction.apply(x)
+        fc1, fc2 = self[0], self[2]
+        y = MLPFunction.apply(
+            x.reshape(-1, x.shape[-1]).contiguous(), fc1.weight, fc1.bias, fc2.weight, fc2.bias
+        )
+        return y.view(*x.shape[:-1], y.shape[-1])

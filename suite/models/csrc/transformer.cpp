@@ -1,7 +1,7 @@
 // The small Transformer's CPU kernels, each a forward and a hand-derived backward that transformer_fast.py
 // wraps in an autograd.Function; the library op computing the same function is each one's oracle in the
 // tests: softmax attention for small heads (F.scaled_dot_product_attention), LayerNorm over the last
-// dimension (F.layer_norm) and GELU (F.gelu, exact form).
+// dimension (F.layer_norm) and the MLP Linear -> GELU (exact form) -> Linear (nn.Sequential of those).
 //
 // ---- attention ------------------------------------------------------------------------------------------
 //
@@ -92,24 +92,35 @@ inline V<scalar_t> lane_index() {
 
 constexpr float kMasked = -1e30f;  // a finite "minus infinity": -ffast-math assumes there are none
 
-// One (batch row, head), gathered once into row-major (positions, D) arrays of its own: q pre-scaled by
-// 1/√d, and (backward) dout, out. Rows past T or S stay zero: they fill the last vector's spare lanes.
+// One (batch row, head) of a (B, positions, H, D) tensor with any strides (View), gathered once into arrays
+// of its own, row-major (positions, D) for broadcasts along d and transposed (D, positions) for vectors of
+// positions: q pre-scaled by 1/√d, and (backward) dout, out. Positions past T or S stay zero: they fill the
+// last vector's spare lanes.
+template <typename scalar_t>
+struct View {
+  scalar_t* data;
+  int64_t s0, s1, s2, s3;
+  View(const at::Tensor& x) : data(x.data_ptr<scalar_t>()), s0(x.stride(0)), s1(x.stride(1)), s2(x.stride(2)),
+                              s3(x.stride(3)) {}
+  scalar_t& at(int64_t b, int64_t i, int64_t h, int64_t d) const { return data[b * s0 + i * s1 + h * s2 + d * s3]; }
+};
+
 template <typename scalar_t>
 struct Rows {
-  int64_t n, D;
-  std::vector<scalar_t> a;
-  Rows(int64_t n_, int64_t D_) : n(n_), D(D_), a(small_gemm::round_up(n_, kL<scalar_t>) * D_) {}
-  template <class Acc>
-  void gather(const Acc& x, int64_t h, scalar_t scale = 1) {
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t d = 0; d < D; ++d) a[i * D + d] = x[i][h][d] * scale;
+  int64_t n, np, D;
+  std::vector<scalar_t> a, t;
+  Rows(int64_t n_, int64_t D_)
+      : n(n_), np(small_gemm::round_up(n_, kL<scalar_t>)), D(D_), a(np * D_), t(np * D_) {}
+  void gather(const View<scalar_t>& x, int64_t b, int64_t h, scalar_t scale = 1) {
+    for (int64_t i = 0; i < n; ++i) {
+      const scalar_t* src = &x.at(b, i, h, 0);
+      for (int64_t d = 0; d < D; ++d) a[i * D + d] = t[d * np + i] = src[d * x.s3] * scale;
+    }
   }
   const scalar_t* row(int64_t i) const { return &a[i * D]; }
-  // column d of rows [i0, i0 + L) as one vector (its lanes are L positions)
+  // column d of positions [i0, i0 + L) as one vector (its lanes are L positions)
   V<scalar_t> column(int64_t i0, int64_t d) const {
-    V<scalar_t> v;
-    for (int l = 0; l < kL<scalar_t>; ++l) v[l] = a[(i0 + l) * D + d];
-    return v;
+    return small_gemm::vload<scalar_t, kVB<scalar_t>>(&t[d * np + i0]);
   }
 };
 
@@ -243,11 +254,13 @@ void backward_keys(const Rows<scalar_t>& q, const Rows<scalar_t>& k, const Rows<
   }
 }
 
-// Scatter a head's (positions, D) rows into x[b][:, h, :].
-template <typename scalar_t, class Acc>
-void scatter(const scalar_t* rows, int64_t n, int64_t D, Acc x, int64_t h) {
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t d = 0; d < D; ++d) x[i][h][d] = rows[i * D + d];
+// Scatter a head's (positions, D) rows into x[b, :, h, :].
+template <typename scalar_t>
+void scatter(const scalar_t* rows, int64_t n, int64_t D, const View<scalar_t>& x, int64_t b, int64_t h) {
+  for (int64_t i = 0; i < n; ++i) {
+    scalar_t* dst = &x.at(b, i, h, 0);
+    for (int64_t d = 0; d < D; ++d) dst[d * x.s3] = rows[i * D + d];
+  }
 }
 
 template <typename scalar_t>
@@ -261,10 +274,7 @@ void forward_kernel(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor
                     bool causal, at::Tensor& out_, at::Tensor& lse_) {
   const int64_t B = q_.size(0), T = q_.size(1), H = q_.size(2), S = k_.size(1);
   const scalar_t scale = scalar_t(1.0 / std::sqrt(double(D)));
-  auto q = q_.accessor<scalar_t, 4>();
-  auto k = k_.accessor<scalar_t, 4>();
-  auto v = v_.accessor<scalar_t, 4>();
-  auto out = out_.accessor<scalar_t, 4>();
+  const View<scalar_t> q(q_), k(k_), v(v_), out(out_);
   scalar_t* lse = lse_.data_ptr<scalar_t>();
   const scalar_t* slopes = slopes_.defined() ? slopes_.data_ptr<scalar_t>() : nullptr;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
@@ -272,9 +282,9 @@ void forward_kernel(const at::Tensor& q_, const at::Tensor& k_, const at::Tensor
     std::vector<scalar_t> sbuf(S * kL<scalar_t>);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      qr.gather(q[b], h, scale), kr.gather(k[b], h), vr.gather(v[b], h);
+      qr.gather(q, b, h, scale), kr.gather(k, b, h), vr.gather(v, b, h);
       forward_head<scalar_t, D>(qr, kr, vr, geometry(q_, k_, causal, slopes, h), sbuf, o.a.data(), lse + bh * T);
-      scatter(o.a.data(), T, D, out[b], h);
+      scatter(o.a.data(), T, D, out, b, h);
     }
   });
 }
@@ -285,14 +295,7 @@ void backward_kernel(const at::Tensor& dout_, const at::Tensor& q_, const at::Te
                      at::Tensor& dq_, at::Tensor& dk_, at::Tensor& dv_) {
   const int64_t B = q_.size(0), T = q_.size(1), H = q_.size(2), S = k_.size(1);
   const scalar_t scale = scalar_t(1.0 / std::sqrt(double(D)));
-  auto dout = dout_.accessor<scalar_t, 4>();
-  auto q = q_.accessor<scalar_t, 4>();
-  auto k = k_.accessor<scalar_t, 4>();
-  auto v = v_.accessor<scalar_t, 4>();
-  auto out = out_.accessor<scalar_t, 4>();
-  auto dq = dq_.accessor<scalar_t, 4>();
-  auto dk = dk_.accessor<scalar_t, 4>();
-  auto dv = dv_.accessor<scalar_t, 4>();
+  const View<scalar_t> dout(dout_), q(q_), k(k_), v(v_), out(out_), dq(dq_), dk(dk_), dv(dv_);
   const scalar_t* lse = lse_.data_ptr<scalar_t>();
   const scalar_t* slopes = slopes_.defined() ? slopes_.data_ptr<scalar_t>() : nullptr;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
@@ -300,13 +303,13 @@ void backward_kernel(const at::Tensor& dout_, const at::Tensor& q_, const at::Te
     std::vector<scalar_t> delta(T);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
-      qr.gather(q[b], h, scale), kr.gather(k[b], h), vr.gather(v[b], h);
-      gr.gather(dout[b], h), o.gather(out[b], h);
+      qr.gather(q, b, h, scale), kr.gather(k, b, h), vr.gather(v, b, h);
+      gr.gather(dout, b, h), o.gather(out, b, h);
       const Geometry<scalar_t> g = geometry(q_, k_, causal, slopes, h);
       backward_queries<scalar_t, D>(qr, kr, vr, gr, o, lse + bh * T, g, scale, delta.data(), dqr.a.data());
       backward_keys<scalar_t, D>(qr, kr, vr, gr, lse + bh * T, delta.data(), g, dkr.a.data(), dvr.a.data());
-      scatter(dqr.a.data(), T, D, dq[b], h);
-      scatter(dkr.a.data(), S, D, dk[b], h), scatter(dvr.a.data(), S, D, dv[b], h);
+      scatter(dqr.a.data(), T, D, dq, b, h);
+      scatter(dkr.a.data(), S, D, dk, b, h), scatter(dvr.a.data(), S, D, dv, b, h);
     }
   });
 }
@@ -455,17 +458,27 @@ std::vector<at::Tensor> layer_norm_backward(const at::Tensor& dy_, const at::Ten
   return {dx, sums[0], sums[1]};
 }
 
-// ---- GELU, the exact form x Φ(x) ---------------------------------------------------------------------
+// ---- the MLP: y = W2 GELU(W1 x + b1) + b2, GELU in its exact form x Φ(x) ------------------------------
 //
-// Why: torch's CPU gelu and gelu_backward took 0.24 and 0.40 ms on 3,200 x 112 values (a tenth of a T=100
-// training step). erf by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5e-7, below float32's resolution
-// of Φ near 1) on whole vectors, with the exp above:
+// Why: at d_model 28 the hidden activations (tokens x 112) are the step's largest tensors, and the library's
+// MLP passes over them op by op: the GEMM writes h, GELU reads it and writes a, the next GEMM reads a, and
+// the backward as many again (gelu and gelu_backward alone took 0.24 and 0.40 ms on 3,200 x 112 values, a
+// tenth of a T=100 training step). Here the tokens go through in chunks of kChunk rows, one chunk per
+// thread at a time, and each chunk's h, a and their gradients stay in the core's cache between the GEMMs
+// (small_gemm.h's kernels); only h is kept for the backward, and a = GELU(h) and GELU'(h)
+// are recomputed there. Each thread sums its chunks' weight gradients apart; the threads' sums are added
+// at the end.
+//   forward:  h = x W1ᵀ + b1, a = GELU(h), y = a W2ᵀ + b2
+//   backward: ∂W2 = Σ dyᵀ a, ∂b2 = Σ dy, dh = (dy W2) ⊙ GELU'(h), ∂W1 = Σ dhᵀ x, ∂b1 = Σ dh, dx = dh W1
+// GELU by Abramowitz & Stegun 7.1.26 for erf (absolute error ≤ 1.5e-7, below float32's resolution of Φ
+// near 1) on whole vectors, with the exp above:
 //   Φ(x) = (1 + erf(x / √2)) / 2,  erf(z) = sign(z) (1 − t (a1 + t (a2 + ... a5)) e^(−z²)), t = 1 / (1 + p|z|)
 //   GELU'(x) = Φ(x) + x φ(x), φ(x) = e^(−x²/2) / √(2π): the same exponential.
 // double (the tests' gradchecks): the library's erf.
 
-// 1/a for a ≥ 1: the hardware's 14-bit estimate and one Newton step (~1e-8 relative), where a vector
-// division would cost 16 cycles a zmm register on a Xeon.
+constexpr int64_t kChunk = 128;  // rows: 128 x 112 floats of h, a, and their gradients fit in L2 together
+
+// 1/a for a ≥ 1: the hardware's 14-bit estimate and one Newton step (~1e-8 relative).
 inline V<float> reciprocal(V<float> a) {
 #if defined(__AVX512F__)
   if constexpr (kL<float> == 16) {
@@ -478,60 +491,154 @@ inline V<float> reciprocal(V<float> a) {
   return 1.0f / a;
 }
 
-template <class Vs>
-inline void phi_and_density(Vs x, Vs& Phi, Vs& density) {
+inline void phi_and_density(V<float> x, V<float>& Phi, V<float>& density) {
+  using Vs = V<float>;
   const Vs z = x * 0.70710678118654752f, az = z < 0 ? -z : z;
   const Vs e = vexp(-z * z);
   const Vs t = reciprocal(1.0f + 0.3275911f * az);
-  const Vs poly = t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
+  const Vs poly =
+      t * (0.254829592f + t * (-0.284496736f + t * (1.421413741f + t * (-1.453152027f + t * 1.061405429f))));
   const Vs erf_abs = 1.0f - poly * e;
   Phi = 0.5f + 0.5f * (z < 0 ? -erf_abs : erf_abs);
   density = e * 0.39894228040143268f;
 }
 
-template <typename scalar_t, class F>
-void over_values(int64_t n, F&& f) {  // f(begin, end) on whole vectors, then the tail one value at a time
-  at::parallel_for(0, n, 16384, [&](int64_t a, int64_t b) { f(a, b); });
+// a = GELU(h) over n values; with dh given, also dh ⊙= GELU'(h) (dh holds dy W2 on entry).
+inline void gelu_values(const float* h, int64_t n, float* a, float* dh) {
+  constexpr int L = kL<float>;
+  int64_t i = 0;
+  for (; i + L <= n; i += L) {
+    const V<float> v = small_gemm::vload<float, kVB<float>>(h + i);
+    V<float> Phi, density;
+    phi_and_density(v, Phi, density);
+    if (a) small_gemm::vstore<float, kVB<float>>(a + i, v * Phi);
+    if (dh) {
+      const V<float> g = small_gemm::vload<float, kVB<float>>(dh + i);
+      small_gemm::vstore<float, kVB<float>>(dh + i, g * (Phi + v * density));
+    }
+  }
+  for (; i < n; ++i) {
+    const float Phi = 0.5f * (1.0f + std::erf(h[i] * float(M_SQRT1_2)));
+    if (a) a[i] = h[i] * Phi;
+    if (dh) dh[i] *= Phi + h[i] * std::exp(-0.5f * h[i] * h[i]) * 0.39894228040143268f;
+  }
+}
+inline void gelu_values(const double* h, int64_t n, double* a, double* dh) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double Phi = 0.5 * (1.0 + std::erf(h[i] * M_SQRT1_2));
+    if (a) a[i] = h[i] * Phi;
+    if (dh) dh[i] *= Phi + h[i] * std::exp(-0.5 * h[i] * h[i]) * 0.39894228040143268;
+  }
 }
 
-// y = GELU(x) and, when `derivative`, GELU'(x) beside it (the backward is then one product: the erf and the
-// exponential are computed once, here, where they are shared).
-std::vector<at::Tensor> gelu_forward(const at::Tensor& x_, bool derivative) {
-  const at::Tensor x = x_.contiguous();
-  at::Tensor y = at::empty_like(x), dydx = derivative ? at::empty_like(x) : at::Tensor();
-  const int64_t n = x.numel();
-  if (x.scalar_type() == at::kDouble) {
-    const double* xp = x.data_ptr<double>();
-    double *yp = y.data_ptr<double>(), *dp = derivative ? dydx.data_ptr<double>() : nullptr;
-    over_values<double>(n, [&](int64_t a, int64_t b) {
-      for (int64_t i = a; i < b; ++i) {
-        const double Phi = 0.5 * (1.0 + std::erf(xp[i] * M_SQRT1_2));
-        yp[i] = xp[i] * Phi;
-        if (dp) dp[i] = Phi + xp[i] * std::exp(-0.5 * xp[i] * xp[i]) * 0.39894228040143268;
+// B (K x N) with element (k, n) at b[k * stride_k + n * stride_n], packed for small_gemm::gemm.
+template <typename scalar_t>
+std::vector<scalar_t> packed(const scalar_t* b, int64_t K, int64_t N, int64_t stride_k, int64_t stride_n) {
+  std::vector<scalar_t> out(small_gemm::packed_size<scalar_t>(K, N));
+  small_gemm::pack<scalar_t>(b, K, N, stride_k, stride_n, out.data());
+  return out;
+}
+
+// The GEMMs are small_gemm.h's register-blocked kernels (the LSTM's), on weights packed once per call: at
+// these sizes a library GEMM per chunk cost more in dispatch and packing than in arithmetic.
+template <typename scalar_t>
+void mlp_forward_kernel(const scalar_t* x, const scalar_t* w1, const scalar_t* b1, const scalar_t* w2,
+                        const scalar_t* b2, int64_t N, int64_t C, int64_t F, scalar_t* h, scalar_t* y) {
+  const int64_t PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
+  const std::vector<scalar_t> w1t = packed(w1, C, F, 1, C), w2t = packed(w2, F, C, 1, F);  // W1ᵀ, W2ᵀ
+  at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<scalar_t> a(kChunk * PF), out(kChunk * PC);
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
+      small_gemm::gemm<scalar_t>(rows, F, C, x + r0 * C, C, w1t.data(), a.data(), PF, false);
+      for (int64_t r = 0; r < rows; ++r) {
+        scalar_t *hr = h + (r0 + r) * F, *ar = a.data() + r * PF;
+        for (int64_t f = 0; f < F; ++f) hr[f] = ar[f] + b1[f];
+        gelu_values(hr, F, ar, nullptr);
       }
-    });
-    return {y, dydx};
-  }
-  TORCH_CHECK(x.scalar_type() == at::kFloat, "gelu: float32 or float64");
-  const float* xp = x.data_ptr<float>();
-  float *yp = y.data_ptr<float>(), *dp = derivative ? dydx.data_ptr<float>() : nullptr;
-  constexpr int L = kL<float>;
-  over_values<float>(n, [&](int64_t a, int64_t b) {
-    int64_t i = a;
-    for (; i + L <= b; i += L) {
-      const V<float> v = small_gemm::vload<float, kVB<float>>(xp + i);
-      V<float> Phi, density;
-      phi_and_density(v, Phi, density);
-      small_gemm::vstore<float, kVB<float>>(yp + i, v * Phi);
-      if (dp) small_gemm::vstore<float, kVB<float>>(dp + i, Phi + v * density);
-    }
-    for (; i < b; ++i) {
-      const float Phi = 0.5f * (1.0f + std::erf(xp[i] * float(M_SQRT1_2)));
-      yp[i] = xp[i] * Phi;
-      if (dp) dp[i] = Phi + xp[i] * std::exp(-0.5f * xp[i] * xp[i]) * 0.39894228040143268f;
+      small_gemm::gemm<scalar_t>(rows, C, F, a.data(), PF, w2t.data(), out.data(), PC, false);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < C; ++k) y[(r0 + r) * C + k] = out[r * PC + k] + b2[k];
     }
   });
-  return {y, dydx};
+}
+
+// Gradients of the weights and biases: each thread adds its chunks into its own slice of dw1 (threads, F,
+// PC), db1 (threads, F), dw2 (threads, C, PF), db2 (threads, C), zero on entry.
+template <typename scalar_t>
+void mlp_backward_kernel(const scalar_t* dy, const scalar_t* x, const scalar_t* h, const scalar_t* w1,
+                         const scalar_t* w2, int64_t N, int64_t C, int64_t F, scalar_t* dx, scalar_t* dw1,
+                         scalar_t* db1, scalar_t* dw2, scalar_t* db2) {
+  const int64_t PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
+  const std::vector<scalar_t> w2p = packed(w2, C, F, F, 1), w1p = packed(w1, F, C, C, 1);  // W2, W1
+  at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+    const int t = at::get_thread_num();
+    scalar_t *gw1 = dw1 + t * F * PC, *gb1 = db1 + t * F, *gw2 = dw2 + t * C * PF, *gb2 = db2 + t * C;
+    std::vector<scalar_t> a(kChunk * PF), dh(kChunk * PF), out(kChunk * PC);
+    std::vector<scalar_t> lhs(small_gemm::packed_columns_size<scalar_t>(std::max(C, F), kChunk));
+    std::vector<scalar_t> rhs(small_gemm::packed_size<scalar_t>(kChunk, std::max(C, F)));
+    for (int64_t c = c0; c < c1; ++c) {
+      const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
+      const scalar_t *dyc = dy + r0 * C, *xc = x + r0 * C;
+      small_gemm::gemm<scalar_t>(rows, F, C, dyc, C, w2p.data(), dh.data(), PF, false);  // dy W2
+      for (int64_t r = 0; r < rows; ++r) gelu_values(h + (r0 + r) * F, F, a.data() + r * PF, dh.data() + r * PF);
+      small_gemm::gemm<scalar_t>(rows, C, F, dh.data(), PF, w1p.data(), out.data(), PC, false);  // dh W1
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t k = 0; k < C; ++k) dx[(r0 + r) * C + k] = out[r * PC + k];
+      // ∂W2 += dyᵀ a: A = dyᵀ (C x rows), whose column k is row k of dy
+      small_gemm::pack_columns<scalar_t>(C, rows, [&](int64_t k) { return dyc + k * C; }, lhs.data());
+      small_gemm::pack<scalar_t>(a.data(), rows, F, PF, 1, rhs.data());
+      small_gemm::gemm_packed<scalar_t>(C, F, rows, lhs.data(), rhs.data(), gw2, PF, true);
+      // ∂W1 += dhᵀ x
+      small_gemm::pack_columns<scalar_t>(F, rows, [&](int64_t k) { return dh.data() + k * PF; }, lhs.data());
+      small_gemm::pack<scalar_t>(xc, rows, C, C, 1, rhs.data());
+      small_gemm::gemm_packed<scalar_t>(F, C, rows, lhs.data(), rhs.data(), gw1, PC, true);
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t f = 0; f < F; ++f) gb1[f] += dh[r * PF + f];
+        for (int64_t k = 0; k < C; ++k) gb2[k] += dyc[r * C + k];
+      }
+    }
+  });
+}
+
+void check_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "mlp: x must be (tokens, d_model), contiguous");
+  TORCH_CHECK(w1.is_contiguous() && w2.is_contiguous(), "mlp: contiguous weights");
+  TORCH_CHECK(w1.size(1) == x.size(1) && w2.size(0) == x.size(1) && w2.size(1) == w1.size(0), "mlp: shapes");
+}
+
+// x (N, C) -> y (N, C), h = x W1ᵀ + b1 (N, F) (kept for the backward)
+std::vector<at::Tensor> mlp_forward(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
+                                    const at::Tensor& w2, const at::Tensor& b2) {
+  check_mlp(x, w1, w2);
+  const int64_t N = x.size(0), C = x.size(1), F = w1.size(0);
+  at::Tensor h = at::empty({N, F}, x.options()), y = at::empty({N, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_forward", [&] {
+    mlp_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
+                                 w2.data_ptr<scalar_t>(), b2.data_ptr<scalar_t>(), N, C, F, h.data_ptr<scalar_t>(),
+                                 y.data_ptr<scalar_t>());
+  });
+  return {y, h};
+}
+
+// -> dx, dW1, db1, dW2, db2
+std::vector<at::Tensor> mlp_backward(const at::Tensor& dy_, const at::Tensor& x, const at::Tensor& h,
+                                     const at::Tensor& w1, const at::Tensor& w2) {
+  check_mlp(x, w1, w2);
+  const at::Tensor dy = dy_.contiguous();
+  const int64_t N = x.size(0), C = x.size(1), F = w1.size(0), threads = at::get_num_threads();
+  at::Tensor dx = at::empty_like(x);
+  at::Tensor dw1, db1, dw2, db2;
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_backward", [&] {
+    const int64_t PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
+    dw1 = at::zeros({threads, F, PC}, x.options()), db1 = at::zeros({threads, F}, x.options());
+    dw2 = at::zeros({threads, C, PF}, x.options()), db2 = at::zeros({threads, C}, x.options());
+    mlp_backward_kernel<scalar_t>(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
+                                  w1.data_ptr<scalar_t>(), w2.data_ptr<scalar_t>(), N, C, F,
+                                  dx.data_ptr<scalar_t>(), dw1.data_ptr<scalar_t>(), db1.data_ptr<scalar_t>(),
+                                  dw2.data_ptr<scalar_t>(), db2.data_ptr<scalar_t>());
+  });
+  return {dx, dw1.sum(0).narrow(1, 0, C), db1.sum(0), dw2.sum(0).narrow(1, 0, F), db2.sum(0)};
 }
 
 }  // namespace
@@ -541,5 +648,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_backward", &backward, "small-head softmax attention, backward, into (dq, dk, dv)");
   m.def("layer_norm_forward", &layer_norm_forward, "LayerNorm over the last dimension: (y, mean, rstd)");
   m.def("layer_norm_backward", &layer_norm_backward, "LayerNorm, backward: (dx, dw, db)");
-  m.def("gelu_forward", &gelu_forward, "GELU (exact): (y, GELU'(x) when asked)");
+  m.def("mlp_forward", &mlp_forward, "W2 GELU(W1 x + b1) + b2: (y, h)");
+  m.def("mlp_backward", &mlp_backward, "the MLP's backward: (dx, dW1, db1, dW2, db2)");
 }
