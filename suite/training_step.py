@@ -24,10 +24,12 @@ Why eager is the default (measured at 1 thread, CPU time, on an Intel Xeon with 
 parameter budgets): compiling cut a d_model-28 Transformer's step by 9-18% (T = 64-120), hf-gpt2's by
 0-20%, and made lstm-fast's 10% slower (its C++ op breaks the graph), for 30-60 s of compile per process
 and shape (5-25 s from a warm Inductor cache): it does not pay back in a 200-2,000-step run. What a small
-Transformer's step spends its time on is per-head attention (SDPA's flash kernel at d_head 7: a third
-of the step at T=64, more beyond; bmm + softmax formulations were slower), GEMMs and elementwise kernels.
-Horizontal fusion (several runs stacked into one model) is not done for the same reason: those kernels'
-cost grows with every stacked run; only the per-op dispatch, about a fifth of the step, would be shared.
+Transformer's step spent its time on was per-head attention (SDPA's flash kernel at d_head 7: a third of
+the step at T=64, more beyond; bmm + softmax formulations were slower), LayerNorm's backward, GELU and
+small GEMMs: our Transformer now runs its own kernels for those on the CPU
+(suite/models/transformer_fast.py; T=100, B=32: 18.5 -> 10.5 ms a step). Horizontal fusion (several runs
+stacked into one model) is not done: the kernels' cost grows with every stacked run, and only the per-op
+dispatch, about a fifth of the step, would be shared.
 """
 
 from __future__ import annotations

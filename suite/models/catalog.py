@@ -191,7 +191,7 @@ MODELS: list[ModelSpec] = [
         "transformer",
         "transformer",
         _transformer,
-        "our pre-LN causal Transformer (learned positions, SDPA attention)",
+        "our pre-LN causal Transformer (learned positions; own attention, LayerNorm, MLP kernels on a CPU)",
         "ours",
         default_layers=2,
         width_step=4,
