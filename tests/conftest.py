@@ -46,3 +46,14 @@ def smoke_run(tmp_path_factory):
     proc = suite("run", "--profile", "smoke", "--out", out, "--threads", "1", "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return out
+
+
+@pytest.fixture
+def two_threads():
+    """torch at 2 threads for the test (the compiled kernels' parallel paths), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

@@ -18,12 +18,8 @@ TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 B = 9  # two threads split 9 rows 5 + 4: both slices and an uneven split are exercised
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+# two threads split a batch unevenly: both slices and the split are exercised
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 def _pair(cell, dtype, I=5, H=7, layers=2, seed=0):

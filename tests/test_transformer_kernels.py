@@ -15,12 +15,8 @@ from suite.models.transformer_fast import MLP, LayerNorm, attention, attention_p
 TOL = {torch.float32: 2e-5, torch.float64: 1e-10}
 
 
-@pytest.fixture(autouse=True)
-def _two_threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+# two threads split a batch unevenly: both slices and the split are exercised
+pytestmark = pytest.mark.usefixtures("two_threads")
 
 
 @pytest.fixture(scope="module", autouse=True)

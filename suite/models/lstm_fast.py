@@ -49,7 +49,7 @@ from suite.models.lstm_manual_bptt import LSTMLayerFunction, run_layers
 
 _CSRC = Path(__file__).parent / "csrc"
 _SOURCES = (_CSRC / "lstm_fast.cpp",)
-_HEADERS = (_CSRC / "small_gemm.h",)
+_HEADERS = (_CSRC / "small_gemm.h", _CSRC / "vec_math.h")
 _lock = threading.Lock()
 # -ffast-math lets gcc vectorise the gate math freely; -march=native because the build happens on the
 # machine that runs it (AVX2/AVX-512 FMA for the micro-kernel). Parity is tested at 1e-5 (float32).

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "small_gemm.h"
+#include "vec_math.h"
 
 namespace {
 
@@ -54,30 +55,9 @@ inline V<scalar_t> splat(scalar_t x) {
   return V<scalar_t>{} + x;
 }
 
-// e^x. float: as lstm_fast.cpp's exp_ (2^n from the exponent bits, 2^f by a degree-6 polynomial, relative
-// error ~1e-6), x clamped to about [-87, 87]. double: the library, lane by lane.
-inline V<float> vexp(V<float> x) {
-  typedef int32_t I __attribute__((vector_size(sizeof(V<float>))));
-  V<float> y = x * 1.44269504088896341f;
-  y = y < -126.0f ? splat(-126.0f) : y;
-  y = y > 126.0f ? splat(126.0f) : y;
-  const V<float> t = y + 12582912.0f;
-  I n;
-  std::memcpy(&n, &t, sizeof t);
-  n -= 0x4B400000;  // from the bits: -ffast-math would fold (y + c) - c back into y
-  const V<float> f = y - __builtin_convertvector(n, V<float>);
-  V<float> p = splat(1.535336188319500e-4f);
-  p = p * f + 1.339887440266574e-3f;
-  p = p * f + 9.618437357674640e-3f;
-  p = p * f + 5.550332471162809e-2f;
-  p = p * f + 2.402264791363012e-1f;
-  p = p * f + 6.931472028550421e-1f;
-  p = p * f + 1.0f;
-  const I bits = (n + 127) << 23;
-  V<float> scale;
-  std::memcpy(&scale, &bits, sizeof bits);
-  return p * scale;
-}
+// e^x. float: vec_math.h's (relative error ~1e-6, x clamped to about [-87, 87]). double: the library, lane
+// by lane.
+inline V<float> vexp(V<float> x) { return vec_math::exp_(x); }
 inline V<double> vexp(V<double> x) {
   for (int l = 0; l < kL<double>; ++l) x[l] = std::exp(x[l]);
   return x;
