@@ -30,7 +30,9 @@
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/utils/pybind.h>
 
-#include <immintrin.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>  // _mm512_rcp14_ps
+#endif
 
 #include <algorithm>
 #include <cmath>
