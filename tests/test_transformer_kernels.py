@@ -1,8 +1,8 @@
 """The Transformer's compiled CPU kernels (suite/models/transformer_fast.py) against the library ops that
 define their functions: attention against F.scaled_dot_product_attention (causal or not, ALiBi, queries at an
 offset as in decoding, uneven lengths that leave a vector's lanes spare), LayerNorm against F.layer_norm,
-the MLP against Linear, F.gelu, Linear; each backward by gradcheck in float64; the whole model against its
-flop twin (the same weights on the library ops), and the fallback when the kernel cannot run."""
+x + MLP(LayerNorm(x)) against the library's ops; each backward by gradcheck in float64; the whole model
+against its flop twin (the same weights on the library ops), and the fallback when the kernel cannot run."""
 
 import pytest
 import torch
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from suite.models import transformer_fast
 from suite.models.transformer import Transformer
-from suite.models.transformer_fast import MLP, LayerNorm, attention, attention_packed, sdpa
+from suite.models.transformer_fast import MLP, LayerNorm, attention, attention_packed, ln_mlp_residual, sdpa
 
 TOL = {torch.float32: 2e-5, torch.float64: 1e-10}
 
@@ -112,44 +112,55 @@ def test_layer_norm_gradcheck():
     assert torch.autograd.gradcheck(lambda x, w, b: apply(x, w, b, 1e-5), (x, w, b))
 
 
+def _ln_mlp(C, F_, dtype, seed=0):
+    torch.manual_seed(seed)
+    ln, mlp = LayerNorm(C).to(dtype), MLP(C, F_).to(dtype)
+    with torch.no_grad():
+        ln.weight.normal_(), ln.bias.normal_()
+    return ln, mlp
+
+
+def _library(x, ln, mlp):  # x + MLP(LayerNorm(x)) on the library's ops, same parameters
+    return x + mlp[2](F.gelu(mlp[0](F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps))))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tokens", [1, 300])  # 300: chunks of 128 rows, the last one short
-def test_mlp_matches_linear_gelu_linear(dtype, tokens):
-    torch.manual_seed(0)
-    mlp = MLP(28, 112).to(dtype)
-    x = (3 * torch.randn(tokens, 28, dtype=dtype)).requires_grad_()  # GELU's whole range, tails included
+def test_ln_mlp_residual_matches_the_library(dtype, tokens):
+    ln, mlp = _ln_mlp(28, 112, dtype)
+    x = (3 * torch.randn(tokens, 28, dtype=dtype) + 1).requires_grad_()  # GELU's whole range, tails included
     dy = torch.randn(tokens, 28, dtype=dtype)
-    got = mlp(x)
-    got_grads = torch.autograd.grad(got, [x, *mlp.parameters()], dy)
-    want = mlp[2](F.gelu(mlp[0](x)))  # the library's ops on the same parameters
-    want_grads = torch.autograd.grad(want, [x, *mlp.parameters()], dy)
+    params = [x, *ln.parameters(), *mlp.parameters()]
+    got = ln_mlp_residual(x, ln, mlp, torch.nn.Identity())
+    got_grads = torch.autograd.grad(got, params, dy)
+    want = _library(x, ln, mlp)
+    want_grads = torch.autograd.grad(want, params, dy)
     assert (got - want).abs().max() < TOL[dtype]
     for a, b in zip(got_grads, want_grads):  # weight gradients sum 300 rows: relative to their size
         assert (a - b).abs().max() < TOL[dtype] * 10 * max(1.0, b.abs().max().item())
 
 
-def test_mlp_gelu_over_its_range():
-    """GELU inside the kernel (erf by Abramowitz & Stegun) against F.gelu, value and derivative, on a
-    one-unit MLP whose hidden value is x itself."""
-    mlp = MLP(1, 1)
+def test_ln_mlp_gelu_over_its_range():
+    """GELU inside the kernel (erf by Abramowitz & Stegun): first-layer weights scaled so that the hidden
+    values span about ±15, both tails of GELU and GELU' included, against the library's ops."""
+    ln, mlp = _ln_mlp(28, 112, torch.float32)
     with torch.no_grad():
-        for linear in (mlp[0], mlp[2]):
-            linear.weight.fill_(1.0), linear.bias.zero_()
-    x = torch.linspace(-12, 12, 20011).reshape(-1, 1).requires_grad_()
-    (got_grad,) = torch.autograd.grad(mlp(x).sum(), x)
-    (want_grad,) = torch.autograd.grad(F.gelu(x).sum(), x)
-    with torch.no_grad():
-        assert (mlp(x) - F.gelu(x)).abs().max() < 1.5e-6
-    assert (got_grad - want_grad).abs().max() < 1e-6
+        mlp[0].weight.mul_(40)
+    x = torch.randn(256, 28).requires_grad_()
+    h = mlp[0](F.layer_norm(x, (28,), ln.weight, ln.bias, ln.eps))
+    assert h.min() < -8 and h.max() > 8
+    got, want = ln_mlp_residual(x, ln, mlp, torch.nn.Identity()), _library(x, ln, mlp)
+    assert (got - want).abs().max() < 1e-4 * want.abs().max()
+    (got_grad,), (want_grad,) = (torch.autograd.grad(y.square().sum(), [x]) for y in (got, want))
+    assert (got_grad - want_grad).abs().max() < 1e-4 * want_grad.abs().max()
 
 
-def test_mlp_gradcheck():
-    torch.manual_seed(0)
-    mlp = MLP(3, 5).double()
+def test_ln_mlp_gradcheck():
+    ln, mlp = _ln_mlp(3, 5, torch.float64)
     x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
-    params = [p.detach().requires_grad_() for p in mlp.parameters()]
-    apply = transformer_fast.MLPFunction.apply
-    assert torch.autograd.gradcheck(lambda x, *p: apply(x, *p), (x, *params))
+    params = [p.detach().requires_grad_() for p in (*ln.parameters(), *mlp.parameters())]
+    apply = transformer_fast.LnMlpFunction.apply
+    assert torch.autograd.gradcheck(lambda x, *p: apply(x, ln.eps, *p), (x, *params))
 
 
 @pytest.mark.parametrize("positions", ["learned", "rope", "alibi", "none"])

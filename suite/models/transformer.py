@@ -97,7 +97,7 @@ class Block(nn.Module):
 
     def forward(self, x, causal, cache=None, start=0):
         x = x + self.drop(self.attn(self.ln1(x), causal, cache, start))
-        return x + self.drop(self.mlp(self.ln2(x)))
+        return transformer_fast.ln_mlp_residual(x, self.ln2, self.mlp, self.drop)
 
 
 class Transformer(nn.Module):

@@ -4,8 +4,8 @@ first use and cached like the LSTMs' fast path (suite/models/lstm_fast.py's buil
     attention(q, k, v, causal=True, slopes=None)     q (B, T, heads, d_head), k and v (B, S, heads, d_head)
                                                      -> (B, T, heads, d_head)
     LayerNorm(d)                                     nn.LayerNorm's parameters and function
-    MLP(d, hidden)                                   nn.Sequential(Linear, GELU (exact), Linear): the same
-                                                     parameters, names and function
+    ln_mlp_residual(x, ln, mlp, dropout)             x + MLP(LayerNorm(x)), the MLP nn.Sequential(Linear,
+                                                     GELU (exact), Linear), as one op
 
 attention is F.scaled_dot_product_attention's function (scale 1/√d_head, queries the last T of S positions
 when causal, ALiBi's −m_h·|i − j| when slopes are given) in the (B, T, heads, d_head) layout of the fused
@@ -196,33 +196,36 @@ class LayerNorm(nn.LayerNorm):
         return LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
 
 
-class MLPFunction(torch.autograd.Function):
+class LnMlpFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2):
-        y, h = extension().mlp_forward(x, w1, b1, w2, b2)
-        ctx.save_for_backward(x, h, w1, w2)
+    def forward(ctx, x, eps: float, *params):
+        y, h, mean, rstd = extension().ln_mlp_forward(x, list(params), eps)
+        ctx.save_for_backward(x, h, mean, rstd, *params)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, h, w1, w2 = ctx.saved_tensors
-        return tuple(extension().mlp_backward(dy, x, h, w1, w2))
+        x, h, mean, rstd, *params = ctx.saved_tensors
+        dx, *grads = extension().ln_mlp_backward(dy, x, h, mean, rstd, params)
+        return (dx, None, *grads)
 
 
 class MLP(nn.Sequential):
-    """nn.Sequential(Linear(d, hidden), GELU(), Linear(hidden, d)) (its parameters, names and function), run
-    chunk by chunk through the compiled kernel on the CPU."""
+    """nn.Sequential(Linear(d, hidden), GELU(), Linear(hidden, d)): its parameters, names and function. On the
+    CPU a block's x + MLP(LayerNorm(x)) runs as one compiled op (ln_mlp_residual)."""
 
     fast = True
 
     def __init__(self, d_model: int, hidden: int):
         super().__init__(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model))
 
-    def forward(self, x):
-        if not (self.fast and _on_cpu(x)) or extension() is None:
-            return super().forward(x)
-        fc1, fc2 = self[0], self[2]
-        y = MLPFunction.apply(
-            x.reshape(-1, x.shape[-1]).contiguous(), fc1.weight, fc1.bias, fc2.weight, fc2.bias
-        )
-        return y.view(*x.shape[:-1], y.shape[-1])
+
+def ln_mlp_residual(x: torch.Tensor, ln: nn.LayerNorm, mlp: MLP, dropout: nn.Module) -> torch.Tensor:
+    """x + dropout(mlp(ln(x))): one compiled op on the CPU (no dropout), the modules one by one elsewhere."""
+    fc1, fc2 = mlp[0], mlp[2]
+    drops = dropout.training and getattr(dropout, "p", 0.0) > 0
+    if drops or not (mlp.fast and _on_cpu(x)) or extension() is None or ln.weight is None or ln.bias is None:
+        return x + dropout(mlp(ln(x)))
+    params = (ln.weight, ln.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
+    y = LnMlpFunction.apply(x.reshape(-1, x.shape[-1]).contiguous(), ln.eps, *params)
+    return y.view(x.shape)

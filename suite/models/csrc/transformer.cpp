@@ -38,6 +38,7 @@
 #include <cmath>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "small_gemm.h"
@@ -114,8 +115,6 @@ struct Geometry {
   scalar_t slope;  // 0 without ALiBi
   // keys a block of queries [i0, i0 + L) reads: up to the last query's causal limit
   int64_t keys_for(int64_t i0) const { return causal ? std::min(S, i0 + kL<scalar_t> + offset) : S; }
-  // first query that reads any key of the block [j0, j0 + L)
-  int64_t first_query(int64_t j0) const { return causal ? std::max<int64_t>(0, j0 - offset) : 0; }
 };
 
 // Scores of L queries (lanes, positions pos) against key j, masked where j is beyond a lane's causal limit.
@@ -131,21 +130,6 @@ inline V<scalar_t> scores_vs_key(const V<scalar_t>* qT, const scalar_t* kj, int6
   }
   if (g.causal) s = jj > pos ? splat(scalar_t(kMasked)) : s;
   return s;
-}
-
-// Scores of query i (position pos) against L keys (lanes, positions jj), masked beyond the causal limit
-// and past S.
-template <typename scalar_t, int D>
-inline V<scalar_t> scores_vs_query(const scalar_t* qi, const V<scalar_t>* kT, scalar_t pos, V<scalar_t> jj,
-                                   const Geometry<scalar_t>& g) {
-  V<scalar_t> s = qi[0] * kT[0];
-  for (int d = 1; d < D; ++d) s += qi[d] * kT[d];
-  if (g.slope != 0) {
-    const V<scalar_t> dist = pos - jj;
-    s -= g.slope * (dist < 0 ? -dist : dist);
-  }
-  const V<scalar_t> limit = splat(scalar_t(g.causal ? std::min<double>(pos, g.S - 1) : g.S - 1));
-  return jj > limit ? splat(scalar_t(kMasked)) : s;
 }
 
 template <typename scalar_t, int D>
@@ -180,59 +164,76 @@ void forward_head(const Rows<scalar_t>& q, const Rows<scalar_t>& k, const Rows<s
   }
 }
 
-// δ_i = Σ_d dout_id out_id, then dq for each block of L queries.
+// A tile of L vectors of L lanes transposed in registers: the off-diagonal blocks of size S swapped, then
+// each block transposed the same way at S / 2 (log2 L stages of L shuffles).
+template <int S, int L, class Vs, size_t... I>
+inline void swap_blocks(Vs& a, Vs& b, std::index_sequence<I...>) {
+  const Vs top = __builtin_shufflevector(a, b, ((I & S) ? int(I) - S + L : int(I))...);
+  const Vs bottom = __builtin_shufflevector(a, b, ((I & S) ? int(I) + L : int(I) + S)...);
+  a = top, b = bottom;
+}
+template <class Vs, int L, int S = L / 2>
+inline void transpose(Vs* t) {
+  if constexpr (S >= 1) {
+    for (int r = 0; r < L; ++r)
+      if (!(r & S)) swap_blocks<S, L>(t[r], t[r + S], std::make_index_sequence<L>{});
+    transpose<Vs, L, S / 2>(t);
+  }
+}
+
+// One head's backward in one pass over blocks of L queries, key by key: p and ds as vectors over the
+// queries give dq directly; every L keys their L x L tiles are transposed in registers, and the rows, now
+// vectors over keys, give dk and dv (dkT, dvT: D rows of Sp, accumulated). Each p is computed once.
 template <typename scalar_t, int D>
-void backward_queries(const Rows<scalar_t>& q, const Rows<scalar_t>& k, const Rows<scalar_t>& v,
-                      const Rows<scalar_t>& dout, const Rows<scalar_t>& out, const scalar_t* lse,
-                      const Geometry<scalar_t>& g, scalar_t scale, scalar_t* delta, scalar_t* dq) {
+void backward_head(const Rows<scalar_t>& q, const Rows<scalar_t>& k, const Rows<scalar_t>& v,
+                   const Rows<scalar_t>& dout, const Rows<scalar_t>& out, const scalar_t* lse,
+                   const Geometry<scalar_t>& g, scalar_t scale, scalar_t* dq, scalar_t* dkT, scalar_t* dvT,
+                   int64_t Sp) {
   using Vs = V<scalar_t>;
   constexpr int L = kL<scalar_t>;
   for (int64_t i0 = 0; i0 < g.T; i0 += L) {
-    Vs qT[D], gT[D], dqT[D], dl{}, ls;
+    Vs qT[D], gT[D], dqT[D], dl{}, ls;  // δ_i = Σ_d dout_id out_id
     for (int d = 0; d < D; ++d) {
       qT[d] = q.column(i0, d), gT[d] = dout.column(i0, d), dqT[d] = Vs{};
       dl += gT[d] * out.column(i0, d);
     }
     for (int l = 0; l < L; ++l) ls[l] = i0 + l < g.T ? lse[i0 + l] : scalar_t(0);
-    for (int l = 0; l < L && i0 + l < g.T; ++l) delta[i0 + l] = dl[l];
     const Vs pos = lane_index<scalar_t>() + scalar_t(i0 + g.offset);
-    const int64_t n = g.keys_for(i0);
-    for (int64_t j = 0; j < n; ++j) {
-      const scalar_t *kj = k.row(j), *vj = v.row(j);
-      const Vs s = scores_vs_key<scalar_t, D>(qT, kj, j, pos, g);
-      const Vs p = s > scalar_t(kMasked / 2) ? vexp(s - ls) : Vs{};
-      Vs dp = gT[0] * vj[0];
-      for (int d = 1; d < D; ++d) dp += gT[d] * vj[d];
-      const Vs ds = p * (dp - dl);
-      for (int d = 0; d < D; ++d) dqT[d] += ds * kj[d];
+    const int64_t n = g.keys_for(i0), queries = std::min<int64_t>(L, g.T - i0);
+    for (int64_t j0 = 0; j0 < n; j0 += L) {
+      Vs P[L], DS[L];
+      for (int jj = 0; jj < L; ++jj) {
+        const int64_t j = j0 + jj;
+        if (j >= n) {
+          P[jj] = DS[jj] = Vs{};
+          continue;
+        }
+        const scalar_t *kj = k.row(j), *vj = v.row(j);
+        const Vs s = scores_vs_key<scalar_t, D>(qT, kj, j, pos, g);
+        const Vs p = s > scalar_t(kMasked / 2) ? vexp(s - ls) : Vs{};
+        Vs dp = gT[0] * vj[0];
+        for (int d = 1; d < D; ++d) dp += gT[d] * vj[d];
+        const Vs ds = p * (dp - dl);
+        for (int d = 0; d < D; ++d) dqT[d] += ds * kj[d];
+        P[jj] = p, DS[jj] = ds;
+      }
+      transpose<Vs, L>(P), transpose<Vs, L>(DS);  // P[l]: query i0 + l against keys j0 .. j0 + L
+      Vs dkv[D], dvv[D];
+      for (int d = 0; d < D; ++d) {
+        dkv[d] = small_gemm::vload<scalar_t, kVB<scalar_t>>(dkT + d * Sp + j0);
+        dvv[d] = small_gemm::vload<scalar_t, kVB<scalar_t>>(dvT + d * Sp + j0);
+      }
+      for (int l = 0; l < queries; ++l) {
+        const scalar_t *qi = q.row(i0 + l), *gi = dout.row(i0 + l);  // q pre-scaled: dk = Σ ds q / √d
+        for (int d = 0; d < D; ++d) dkv[d] += DS[l] * qi[d], dvv[d] += P[l] * gi[d];
+      }
+      for (int d = 0; d < D; ++d) {
+        small_gemm::vstore<scalar_t, kVB<scalar_t>>(dkT + d * Sp + j0, dkv[d]);
+        small_gemm::vstore<scalar_t, kVB<scalar_t>>(dvT + d * Sp + j0, dvv[d]);
+      }
     }
-    for (int l = 0; l < L && i0 + l < g.T; ++l)
+    for (int l = 0; l < queries; ++l)
       for (int d = 0; d < D; ++d) dq[(i0 + l) * D + d] = dqT[d][l] * scale;
-  }
-}
-
-// dk, dv for each block of L keys, over the queries that read it.
-template <typename scalar_t, int D>
-void backward_keys(const Rows<scalar_t>& q, const Rows<scalar_t>& k, const Rows<scalar_t>& v,
-                   const Rows<scalar_t>& dout, const scalar_t* lse, const scalar_t* delta,
-                   const Geometry<scalar_t>& g, scalar_t* dk, scalar_t* dv) {
-  using Vs = V<scalar_t>;
-  constexpr int L = kL<scalar_t>;
-  for (int64_t j0 = 0; j0 < g.S; j0 += L) {
-    Vs kT[D], vT[D], dkT[D], dvT[D];
-    for (int d = 0; d < D; ++d) kT[d] = k.column(j0, d), vT[d] = v.column(j0, d), dkT[d] = dvT[d] = Vs{};
-    const Vs jj = lane_index<scalar_t>() + scalar_t(j0);
-    for (int64_t i = g.first_query(j0); i < g.T; ++i) {
-      const scalar_t *qi = q.row(i), *gi = dout.row(i);
-      const Vs s = scores_vs_query<scalar_t, D>(qi, kT, scalar_t(i + g.offset), jj, g);
-      const Vs p = s > scalar_t(kMasked / 2) ? vexp(s - lse[i]) : Vs{};
-      Vs dp = gi[0] * vT[0];
-      for (int d = 1; d < D; ++d) dp += gi[d] * vT[d];
-      const Vs ds = p * (dp - delta[i]);
-      for (int d = 0; d < D; ++d) dkT[d] += ds * qi[d], dvT[d] += p * gi[d];
-    }
-    for (int l = 0; l < L && j0 + l < g.S; ++l)
-      for (int d = 0; d < D; ++d) dk[(j0 + l) * D + d] = dkT[d][l], dv[(j0 + l) * D + d] = dvT[d][l];
   }
 }
 
@@ -281,17 +282,22 @@ void backward_kernel(const at::Tensor& dout_, const at::Tensor& q_, const at::Te
   const scalar_t* lse = lse_.data_ptr<scalar_t>();
   const scalar_t* slopes = slopes_.defined() ? slopes_.data_ptr<scalar_t>() : nullptr;
   at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
-    Rows<scalar_t> qr(T, D), kr(S, D), vr(S, D), gr(T, D), o(T, D), dqr(T, D), dkr(S, D), dvr(S, D);
-    std::vector<scalar_t> delta(T);
+    Rows<scalar_t> qr(T, D), kr(S, D), vr(S, D), gr(T, D), o(T, D), dqr(T, D);
+    const int64_t Sp = small_gemm::round_up(S, kL<scalar_t>);
+    std::vector<scalar_t> dkT(D * Sp), dvT(D * Sp);
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / H, h = bh % H;
       qr.gather(q, b, h, scale), kr.gather(k, b, h), vr.gather(v, b, h);
       gr.gather(dout, b, h), o.gather(out, b, h);
-      const Geometry<scalar_t> g = geometry(q_, k_, causal, slopes, h);
-      backward_queries<scalar_t, D>(qr, kr, vr, gr, o, lse + bh * T, g, scale, delta.data(), dqr.a.data());
-      backward_keys<scalar_t, D>(qr, kr, vr, gr, lse + bh * T, delta.data(), g, dkr.a.data(), dvr.a.data());
+      std::fill(dkT.begin(), dkT.end(), scalar_t(0)), std::fill(dvT.begin(), dvT.end(), scalar_t(0));
+      backward_head<scalar_t, D>(qr, kr, vr, gr, o, lse + bh * T, geometry(q_, k_, causal, slopes, h), scale,
+                                 dqr.a.data(), dkT.data(), dvT.data(), Sp);
       scatter(dqr.a.data(), T, D, dq, b, h);
-      scatter(dkr.a.data(), S, D, dk, b, h), scatter(dvr.a.data(), S, D, dv, b, h);
+      for (int64_t j = 0; j < S; ++j)
+        for (int64_t d = 0; d < D; ++d) {
+          dk.at(b, j, h, d) = dkT[d * Sp + j];
+          dv.at(b, j, h, d) = dvT[d * Sp + j];
+        }
     }
   });
 }
@@ -379,9 +385,11 @@ template <typename scalar_t>
 void layer_norm_backward_rows(const scalar_t* __restrict__ dy, const scalar_t* __restrict__ x,
                               const scalar_t* __restrict__ mean, const scalar_t* __restrict__ rstd,
                               const scalar_t* __restrict__ w, int64_t C, int64_t r0, int64_t r1,
-                              scalar_t* __restrict__ dx, scalar_t* __restrict__ dw, scalar_t* __restrict__ db) {
+                              scalar_t* __restrict__ dx, scalar_t* __restrict__ dw, scalar_t* __restrict__ db,
+                              int64_t dy_stride = 0) {  // dy's row stride: C when 0
+  const int64_t ldy = dy_stride ? dy_stride : C;
   for (int64_t r = r0; r < r1; ++r) {
-    const scalar_t *__restrict__ xr = x + r * C, *__restrict__ dyr = dy + r * C;
+    const scalar_t *__restrict__ xr = x + r * C, *__restrict__ dyr = dy + r * ldy;
     const scalar_t mu = mean[r], rs = rstd[r];
     scalar_t mg = 0, mgx = 0;  // Σ_c g_c and Σ_c g_c x̂_c
     for (int64_t c = 0; c < C; ++c) {
@@ -440,7 +448,7 @@ std::vector<at::Tensor> layer_norm_backward(const at::Tensor& dy_, const at::Ten
   return {dx, sums[0], sums[1]};
 }
 
-// ---- the MLP: y = W2 GELU(W1 x + b1) + b2, GELU in its exact form x Φ(x) ------------------------------
+// ---- the MLP half of a block: y = x + W2 GELU(W1 LayerNorm(x) + b1) + b2, GELU exact: x Φ(x) ----------
 //
 // Why: at d_model 28 the hidden activations (tokens x 112) are the step's largest tensors, and the library's
 // MLP passes over them op by op: the GEMM writes h, GELU reads it and writes a, the next GEMM reads a, and
@@ -450,8 +458,9 @@ std::vector<at::Tensor> layer_norm_backward(const at::Tensor& dy_, const at::Ten
 // (small_gemm.h's kernels); only h is kept for the backward, and a = GELU(h) and GELU'(h)
 // are recomputed there. Each thread sums its chunks' weight gradients apart; the threads' sums are added
 // at the end.
-//   forward:  h = x W1ᵀ + b1, a = GELU(h), y = a W2ᵀ + b2
-//   backward: ∂W2 = Σ dyᵀ a, ∂b2 = Σ dy, dh = (dy W2) ⊙ GELU'(h), ∂W1 = Σ dhᵀ x, ∂b1 = Σ dh, dx = dh W1
+//   forward:  z = LayerNorm(x), h = z W1ᵀ + b1, a = GELU(h), y = x + a W2ᵀ + b2
+//   backward: ∂W2 = Σ dyᵀ a, ∂b2 = Σ dy, dh = (dy W2) ⊙ GELU'(h), ∂W1 = Σ dhᵀ z, ∂b1 = Σ dh, dz = dh W1,
+//             dx = dy + LayerNorm's backward of dz (above)
 // GELU by Abramowitz & Stegun 7.1.26 for erf (absolute error ≤ 1.5e-7, below float32's resolution of Φ
 // near 1) on whole vectors, with the exp above:
 //   Φ(x) = (1 + erf(x / √2)) / 2,  erf(z) = sign(z) (1 − t (a1 + t (a2 + ... a5)) e^(−z²)), t = 1 / (1 + p|z|)
@@ -521,106 +530,158 @@ std::vector<scalar_t> packed(const scalar_t* b, int64_t K, int64_t N, int64_t st
   return out;
 }
 
-// The GEMMs are small_gemm.h's register-blocked kernels (the LSTM's), on weights packed once per call: at
-// these sizes a library GEMM per chunk cost more in dispatch and packing than in arithmetic.
+// The second half of a block, y = x + MLP(LayerNorm(x)), chunk by chunk: the LayerNorm's output, h, a and
+// their gradients stay in cache, and the residual is added on the way out. The GEMMs are small_gemm.h's
+// register-blocked kernels (the LSTM's), on weights packed once per call: at these sizes a library GEMM per
+// chunk cost more in dispatch and packing than in arithmetic. Saved for the backward: h, and each row's
+// mean and 1/σ (the LayerNorm's output is recomputed from them).
+struct MlpShape {
+  int64_t N, C, F;
+};
+
 template <typename scalar_t>
-void mlp_forward_kernel(const scalar_t* x, const scalar_t* w1, const scalar_t* b1, const scalar_t* w2,
-                        const scalar_t* b2, int64_t N, int64_t C, int64_t F, scalar_t* h, scalar_t* y) {
-  const int64_t PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
-  const std::vector<scalar_t> w1t = packed(w1, C, F, 1, C), w2t = packed(w2, F, C, 1, F);  // W1ᵀ, W2ᵀ
-  at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
-    std::vector<scalar_t> a(kChunk * PF), out(kChunk * PC);
+struct MlpWeights {
+  const scalar_t *ln_w, *ln_b, *w1, *b1, *w2, *b2;
+};
+
+// rows [r0, r0 + rows) of LayerNorm(x) into ln (rows x C); with mean, rstd given as outputs (forward)
+// or read (backward: recompute).
+template <typename scalar_t>
+void layer_norm_chunk(const scalar_t* x, const MlpWeights<scalar_t>& w, int64_t C, double eps, int64_t r0,
+                      int64_t rows, scalar_t* mean, scalar_t* rstd, bool compute, scalar_t* ln) {
+  if (compute) layer_norm_rows(x, w.ln_w, w.ln_b, C, eps, r0, r0 + rows, ln - r0 * C, mean, rstd);
+  for (int64_t r = 0; r < rows && !compute; ++r) {
+    const scalar_t *xr = x + (r0 + r) * C, mu = mean[r0 + r], rs = rstd[r0 + r];
+    for (int64_t c = 0; c < C; ++c) ln[r * C + c] = (xr[c] - mu) * rs * w.ln_w[c] + w.ln_b[c];
+  }
+}
+
+template <typename scalar_t>
+void ln_mlp_forward_kernel(const scalar_t* x, const MlpWeights<scalar_t>& w, double eps, MlpShape m, scalar_t* h,
+                           scalar_t* mean, scalar_t* rstd, scalar_t* y) {
+  const int64_t C = m.C, F = m.F, PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
+  const std::vector<scalar_t> w1t = packed(w.w1, C, F, 1, C), w2t = packed(w.w2, F, C, 1, F);  // W1ᵀ, W2ᵀ
+  at::parallel_for(0, (m.N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+    std::vector<scalar_t> ln(kChunk * C), a(kChunk * PF), out(kChunk * PC);
     for (int64_t c = c0; c < c1; ++c) {
-      const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
-      small_gemm::gemm<scalar_t>(rows, F, C, x + r0 * C, C, w1t.data(), a.data(), PF, false);
+      const int64_t r0 = c * kChunk, rows = std::min(kChunk, m.N - r0);
+      layer_norm_chunk(x, w, C, eps, r0, rows, mean, rstd, true, ln.data());
+      small_gemm::gemm<scalar_t>(rows, F, C, ln.data(), C, w1t.data(), a.data(), PF, false);
       for (int64_t r = 0; r < rows; ++r) {
         scalar_t *hr = h + (r0 + r) * F, *ar = a.data() + r * PF;
-        for (int64_t f = 0; f < F; ++f) hr[f] = ar[f] + b1[f];
+        for (int64_t f = 0; f < F; ++f) hr[f] = ar[f] + w.b1[f];
         gelu_values(hr, F, ar, nullptr);
       }
       small_gemm::gemm<scalar_t>(rows, C, F, a.data(), PF, w2t.data(), out.data(), PC, false);
       for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < C; ++k) y[(r0 + r) * C + k] = out[r * PC + k] + b2[k];
+        for (int64_t k = 0; k < C; ++k) y[(r0 + r) * C + k] = x[(r0 + r) * C + k] + out[r * PC + k] + w.b2[k];
     }
   });
 }
 
-// Gradients of the weights and biases: each thread adds its chunks into its own slice of dw1 (threads, F,
-// PC), db1 (threads, F), dw2 (threads, C, PF), db2 (threads, C), zero on entry.
+// Parameter gradients: each thread adds its chunks into its own slice of `grads` (threads x the sizes
+// below, zero on entry): ∂γ C, ∂β C, ∂W1 F x PC, ∂b1 F, ∂W2 C x PF, ∂b2 C.
 template <typename scalar_t>
-void mlp_backward_kernel(const scalar_t* dy, const scalar_t* x, const scalar_t* h, const scalar_t* w1,
-                         const scalar_t* w2, int64_t N, int64_t C, int64_t F, scalar_t* dx, scalar_t* dw1,
-                         scalar_t* db1, scalar_t* dw2, scalar_t* db2) {
-  const int64_t PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
-  const std::vector<scalar_t> w2p = packed(w2, C, F, F, 1), w1p = packed(w1, F, C, C, 1);  // W2, W1
-  at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
-    const int t = at::get_thread_num();
-    scalar_t *gw1 = dw1 + t * F * PC, *gb1 = db1 + t * F, *gw2 = dw2 + t * C * PF, *gb2 = db2 + t * C;
-    std::vector<scalar_t> a(kChunk * PF), dh(kChunk * PF), out(kChunk * PC);
+int64_t grad_size(MlpShape m) {
+  return 3 * m.C + m.F * small_gemm::padded<scalar_t>(m.C) + m.F + m.C * small_gemm::padded<scalar_t>(m.F);
+}
+
+template <typename scalar_t>
+void ln_mlp_backward_kernel(const scalar_t* dy, const scalar_t* x, const scalar_t* h, const scalar_t* mean,
+                            const scalar_t* rstd, const MlpWeights<scalar_t>& w, MlpShape m, scalar_t* dx,
+                            scalar_t* grads) {
+  const int64_t C = m.C, F = m.F, PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
+  const std::vector<scalar_t> w2p = packed(w.w2, C, F, F, 1), w1p = packed(w.w1, F, C, C, 1);  // W2, W1
+  at::parallel_for(0, (m.N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+    scalar_t* g = grads + at::get_thread_num() * grad_size<scalar_t>(m);
+    scalar_t *g_lnw = g, *g_lnb = g + C, *gw1 = g + 2 * C, *gb1 = gw1 + F * PC, *gw2 = gb1 + F, *gb2 = gw2 + C * PF;
+    std::vector<scalar_t> ln(kChunk * C), a(kChunk * PF), dh(kChunk * PF), dln(kChunk * PC);
     std::vector<scalar_t> lhs(small_gemm::packed_columns_size<scalar_t>(std::max(C, F), kChunk));
     std::vector<scalar_t> rhs(small_gemm::packed_size<scalar_t>(kChunk, std::max(C, F)));
     for (int64_t c = c0; c < c1; ++c) {
-      const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
-      const scalar_t *dyc = dy + r0 * C, *xc = x + r0 * C;
+      const int64_t r0 = c * kChunk, rows = std::min(kChunk, m.N - r0);
+      const scalar_t* dyc = dy + r0 * C;
+      layer_norm_chunk(x, w, C, 0.0, r0, rows, const_cast<scalar_t*>(mean), const_cast<scalar_t*>(rstd), false,
+                       ln.data());
       small_gemm::gemm<scalar_t>(rows, F, C, dyc, C, w2p.data(), dh.data(), PF, false);  // dy W2
       for (int64_t r = 0; r < rows; ++r) gelu_values(h + (r0 + r) * F, F, a.data() + r * PF, dh.data() + r * PF);
-      small_gemm::gemm<scalar_t>(rows, C, F, dh.data(), PF, w1p.data(), out.data(), PC, false);  // dh W1
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < C; ++k) dx[(r0 + r) * C + k] = out[r * PC + k];
+      small_gemm::gemm<scalar_t>(rows, C, F, dh.data(), PF, w1p.data(), dln.data(), PC, false);  // dh W1
       // ∂W2 += dyᵀ a: A = dyᵀ (C x rows), whose column k is row k of dy
       small_gemm::pack_columns<scalar_t>(C, rows, [&](int64_t k) { return dyc + k * C; }, lhs.data());
       small_gemm::pack<scalar_t>(a.data(), rows, F, PF, 1, rhs.data());
       small_gemm::gemm_packed<scalar_t>(C, F, rows, lhs.data(), rhs.data(), gw2, PF, true);
-      // ∂W1 += dhᵀ x
+      // ∂W1 += dhᵀ LayerNorm(x)
       small_gemm::pack_columns<scalar_t>(F, rows, [&](int64_t k) { return dh.data() + k * PF; }, lhs.data());
-      small_gemm::pack<scalar_t>(xc, rows, C, C, 1, rhs.data());
+      small_gemm::pack<scalar_t>(ln.data(), rows, C, C, 1, rhs.data());
       small_gemm::gemm_packed<scalar_t>(F, C, rows, lhs.data(), rhs.data(), gw1, PC, true);
       for (int64_t r = 0; r < rows; ++r) {
         for (int64_t f = 0; f < F; ++f) gb1[f] += dh[r * PF + f];
         for (int64_t k = 0; k < C; ++k) gb2[k] += dyc[r * C + k];
       }
+      // the LayerNorm's backward on dln, plus the residual's dy
+      layer_norm_backward_rows(dln.data() - r0 * PC, x, mean, rstd, w.ln_w, C, r0, r0 + rows, dx, g_lnw, g_lnb, PC);
+      for (int64_t r = r0; r < r0 + rows; ++r)
+        for (int64_t k = 0; k < C; ++k) dx[r * C + k] += dy[r * C + k];
     }
   });
 }
 
 void check_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "mlp: x must be (tokens, d_model), contiguous");
-  TORCH_CHECK(w1.is_contiguous() && w2.is_contiguous(), "mlp: contiguous weights");
-  TORCH_CHECK(w1.size(1) == x.size(1) && w2.size(0) == x.size(1) && w2.size(1) == w1.size(0), "mlp: shapes");
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "ln_mlp: x must be (tokens, d_model), contiguous");
+  TORCH_CHECK(w1.is_contiguous() && w2.is_contiguous(), "ln_mlp: contiguous weights");
+  TORCH_CHECK(w1.size(1) == x.size(1) && w2.size(0) == x.size(1) && w2.size(1) == w1.size(0), "ln_mlp: shapes");
 }
 
-// x (N, C) -> y (N, C), h = x W1ᵀ + b1 (N, F) (kept for the backward)
-std::vector<at::Tensor> mlp_forward(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& b1,
-                                    const at::Tensor& w2, const at::Tensor& b2) {
-  check_mlp(x, w1, w2);
-  const int64_t N = x.size(0), C = x.size(1), F = w1.size(0);
-  at::Tensor h = at::empty({N, F}, x.options()), y = at::empty({N, C}, x.options());
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_forward", [&] {
-    mlp_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), w1.data_ptr<scalar_t>(), b1.data_ptr<scalar_t>(),
-                                 w2.data_ptr<scalar_t>(), b2.data_ptr<scalar_t>(), N, C, F, h.data_ptr<scalar_t>(),
-                                 y.data_ptr<scalar_t>());
+template <typename scalar_t>
+MlpWeights<scalar_t> weights(const std::vector<at::Tensor>& p) {  // ln_w, ln_b, w1, b1, w2, b2
+  return {p[0].data_ptr<scalar_t>(), p[1].data_ptr<scalar_t>(), p[2].data_ptr<scalar_t>(),
+          p[3].data_ptr<scalar_t>(), p[4].data_ptr<scalar_t>(), p[5].data_ptr<scalar_t>()};
+}
+
+// x (N, C), params [ln_w, ln_b, w1, b1, w2, b2] -> y = x + MLP(LayerNorm(x)) (N, C), h (N, F), mean, rstd (N)
+std::vector<at::Tensor> ln_mlp_forward(const at::Tensor& x, const std::vector<at::Tensor>& params, double eps) {
+  check_mlp(x, params[2], params[4]);
+  const MlpShape m{x.size(0), x.size(1), params[2].size(0)};
+  at::Tensor h = at::empty({m.N, m.F}, x.options()), y = at::empty_like(x);
+  at::Tensor mean = at::empty({m.N}, x.options()), rstd = at::empty({m.N}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_mlp_forward", [&] {
+    ln_mlp_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), weights<scalar_t>(params), eps, m,
+                                    h.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+                                    y.data_ptr<scalar_t>());
   });
-  return {y, h};
+  return {y, h, mean, rstd};
 }
 
-// -> dx, dW1, db1, dW2, db2
-std::vector<at::Tensor> mlp_backward(const at::Tensor& dy_, const at::Tensor& x, const at::Tensor& h,
-                                     const at::Tensor& w1, const at::Tensor& w2) {
-  check_mlp(x, w1, w2);
+// -> dx, ∂γ, ∂β, ∂W1, ∂b1, ∂W2, ∂b2
+std::vector<at::Tensor> ln_mlp_backward(const at::Tensor& dy_, const at::Tensor& x, const at::Tensor& h,
+                                        const at::Tensor& mean, const at::Tensor& rstd,
+                                        const std::vector<at::Tensor>& params) {
+  check_mlp(x, params[2], params[4]);
   const at::Tensor dy = dy_.contiguous();
-  const int64_t N = x.size(0), C = x.size(1), F = w1.size(0), threads = at::get_num_threads();
-  at::Tensor dx = at::empty_like(x);
-  at::Tensor dw1, db1, dw2, db2;
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "mlp_backward", [&] {
-    const int64_t PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
-    dw1 = at::zeros({threads, F, PC}, x.options()), db1 = at::zeros({threads, F}, x.options());
-    dw2 = at::zeros({threads, C, PF}, x.options()), db2 = at::zeros({threads, C}, x.options());
-    mlp_backward_kernel<scalar_t>(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
-                                  w1.data_ptr<scalar_t>(), w2.data_ptr<scalar_t>(), N, C, F,
-                                  dx.data_ptr<scalar_t>(), dw1.data_ptr<scalar_t>(), db1.data_ptr<scalar_t>(),
-                                  dw2.data_ptr<scalar_t>(), db2.data_ptr<scalar_t>());
+  const MlpShape m{x.size(0), x.size(1), params[2].size(0)};
+  at::Tensor dx = at::empty_like(x), grads;
+  std::vector<at::Tensor> out{dx};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_mlp_backward", [&] {
+    const int64_t PF = small_gemm::padded<scalar_t>(m.F), PC = small_gemm::padded<scalar_t>(m.C);
+    grads = at::zeros({at::get_num_threads(), grad_size<scalar_t>(m)}, x.options());
+    ln_mlp_backward_kernel<scalar_t>(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
+                                     mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), weights<scalar_t>(params),
+                                     m, dx.data_ptr<scalar_t>(), grads.data_ptr<scalar_t>());
+    const at::Tensor sum = grads.sum(0);
+    int64_t offset = 0;
+    auto take = [&](int64_t rows, int64_t cols, int64_t keep) {
+      at::Tensor t = sum.narrow(0, offset, rows * cols).view({rows, cols}).narrow(1, 0, keep);
+      offset += rows * cols;
+      return t;
+    };
+    out.push_back(take(1, m.C, m.C).view({m.C}));
+    out.push_back(take(1, m.C, m.C).view({m.C}));
+    out.push_back(take(m.F, PC, m.C));
+    out.push_back(take(1, m.F, m.F).view({m.F}));
+    out.push_back(take(m.C, PF, m.F));
+    out.push_back(take(1, m.C, m.C).view({m.C}));
   });
-  return {dx, dw1.sum(0).narrow(1, 0, C), db1.sum(0), dw2.sum(0).narrow(1, 0, F), db2.sum(0)};
+  return out;
 }
 
 }  // namespace
@@ -630,6 +691,6 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_backward", &backward, "small-head softmax attention, backward, into (dq, dk, dv)");
   m.def("layer_norm_forward", &layer_norm_forward, "LayerNorm over the last dimension: (y, mean, rstd)");
   m.def("layer_norm_backward", &layer_norm_backward, "LayerNorm, backward: (dx, dw, db)");
-  m.def("mlp_forward", &mlp_forward, "W2 GELU(W1 x + b1) + b2: (y, h)");
-  m.def("mlp_backward", &mlp_backward, "the MLP's backward: (dx, dW1, db1, dW2, db2)");
+  m.def("ln_mlp_forward", &ln_mlp_forward, "x + W2 GELU(W1 LayerNorm(x) + b1) + b2: (y, h, mean, rstd)");
+  m.def("ln_mlp_backward", &ln_mlp_backward, "its backward: (dx, dγ, dβ, dW1, db1, dW2, db2)");
 }
