@@ -201,3 +201,19 @@ def test_backend_names_the_kernels():
     label = model.backend(torch.device("cpu"), torch.float32)
     assert "C++ LayerNorm and MLP" in label and "small-head C++ kernel" in label
     assert "SDPA" in Transformer(64, 1, 2).backend(torch.device("cpu"), torch.float32)  # d_head 32
+
+
+@pytest.mark.parametrize("alibi", [False, True])
+def test_ln_attention_residual_gradcheck(alibi):
+    """x + Attention(LayerNorm(x)) as one op (both projections, the kernel between them): gradcheck."""
+    torch.manual_seed(0)
+    model = Transformer(6, 1, 2, max_len=8, positions="alibi" if alibi else "learned").double()
+    block = model.blocks[0]
+    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().requires_grad_() for p in (*block.ln1.parameters(), *block.attn.qkv.parameters())]
+    params += [p.detach().requires_grad_() for p in block.attn.out.parameters()]
+    slopes = block.attn.slopes
+    apply = transformer_fast.LnAttentionFunction.apply
+    assert torch.autograd.gradcheck(lambda x, *p: apply(x, 2, slopes, True, 1e-5, *p), (x, *params))
+    fused = transformer_fast.ln_attention_residual(x, block.ln1, block.attn, True)
+    assert fused is not None and fused.grad_fn.name().startswith("LnAttentionFunction")

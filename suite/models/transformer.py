@@ -96,7 +96,10 @@ class Block(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x, causal, cache=None, start=0):
-        x = x + self.drop(self.attn(self.ln1(x), causal, cache, start))
+        fused = None
+        if cache is None and not (self.training and self.drop.p > 0):
+            fused = transformer_fast.ln_attention_residual(x, self.ln1, self.attn, causal)
+        x = fused if fused is not None else x + self.drop(self.attn(self.ln1(x), causal, cache, start))
         return transformer_fast.ln_mlp_residual(x, self.ln2, self.mlp, self.drop)
 
 

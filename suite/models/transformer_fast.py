@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import threading
 from pathlib import Path
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -229,3 +230,50 @@ def ln_mlp_residual(x: torch.Tensor, ln: nn.LayerNorm, mlp: MLP, dropout: nn.Mod
     params = (ln.weight, ln.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
     y = LnMlpFunction.apply(x.reshape(-1, x.shape[-1]).contiguous(), ln.eps, *params)
     return y.view(x.shape)
+
+
+class LnAttentionFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, heads: int, slopes, causal: bool, eps: float, *params):
+        y, qkv, out, lse, mean, rstd = extension().ln_attention_forward(
+            x, list(params), heads, slopes, causal, eps
+        )
+        ctx.save_for_backward(x, qkv, out, lse, mean, rstd, slopes, *params)
+        ctx.causal = causal
+        return y
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, qkv, out, lse, mean, rstd, slopes, *params = ctx.saved_tensors
+        dx, *grads = extension().ln_attention_backward(
+            dy, x, qkv, out, lse, mean, rstd, params, slopes, ctx.causal
+        )
+        return (dx, None, None, None, None, *grads)
+
+
+class AttentionParts(Protocol):
+    """What ln_attention_residual reads of suite.models.transformer.Attention."""
+
+    heads: int
+    qkv: nn.Linear
+    out: nn.Linear
+    slopes: torch.Tensor | None
+    use_rope: bool
+    fast: bool
+    dropout: float
+    training: bool
+
+
+def ln_attention_residual(
+    x: torch.Tensor, ln: nn.LayerNorm, attn: AttentionParts, causal: bool
+) -> torch.Tensor | None:
+    """x + attn(ln(x)) as one compiled op (the Transformer's Attention with its fused QKV projection), or None
+    where it does not apply: rotary positions, a decoding cache, dropout, wide heads, not the CPU."""
+    d_head = attn.qkv.in_features // attn.heads
+    dropout = attn.dropout if attn.training else 0.0
+    if attn.use_rope or not (attn.fast and _on_cpu(x)) or d_head > MAX_HEAD_DIM or dropout > 0.0:
+        return None
+    if extension() is None or ln.weight is None or ln.bias is None:
+        return None
+    params = (ln.weight, ln.bias, attn.qkv.weight, attn.qkv.bias, attn.out.weight, attn.out.bias)
+    return LnAttentionFunction.apply(x.contiguous(), attn.heads, attn.slopes, causal, ln.eps, *params)

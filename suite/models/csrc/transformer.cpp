@@ -35,6 +35,7 @@
 #endif
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <type_traits>
@@ -684,6 +685,157 @@ std::vector<at::Tensor> ln_mlp_backward(const at::Tensor& dy_, const at::Tensor&
   return out;
 }
 
+// ---- the attention half of a block: y = x + Attention(LayerNorm(x) Wqkvᵀ + bqkv) Woᵀ + bo ---------------
+//
+// The two projections chunk by chunk as the MLP's (the LayerNorm's output and the residual in cache), and
+// the attention kernel above between them, on the projection's output in place. Saved for the backward:
+// qkv, the attention's output and lse, and each row's mean and 1/σ.
+template <typename scalar_t>
+int64_t attn_grad_size(int64_t C) {  // ∂γ C, ∂β C, ∂Wqkv 3C x PC, ∂bqkv 3C, ∂Wo C x PC, ∂bo C
+  const int64_t PC = small_gemm::padded<scalar_t>(C);
+  return 2 * C + 3 * C * PC + 3 * C + C * PC + C;
+}
+
+// y rows = bias + a rows (rows x K, lda) · packed Wᵀ (K x M), plus `residual` rows when given.
+template <typename scalar_t>
+void linear_rows(int64_t rows, int64_t M, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* packed_wt,
+                 const scalar_t* bias, const scalar_t* residual, scalar_t* buf, scalar_t* y) {
+  const int64_t PM = small_gemm::padded<scalar_t>(M);
+  small_gemm::gemm<scalar_t>(rows, M, K, a, lda, packed_wt, buf, PM, false);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t m = 0; m < M; ++m)
+      y[r * M + m] = buf[r * PM + m] + bias[m] + (residual ? residual[r * M + m] : scalar_t(0));
+}
+
+// ∂W (M x PK) += dyᵀ a over rows (dy rows x M, a rows x K, row strides ldy, lda); ∂b (M) += Σ dy.
+template <typename scalar_t>
+void weight_grads(int64_t rows, int64_t M, int64_t K, const scalar_t* dy, int64_t ldy, const scalar_t* a,
+                  int64_t lda, std::vector<scalar_t>& lhs, std::vector<scalar_t>& rhs, scalar_t* dw, scalar_t* db) {
+  small_gemm::pack_columns<scalar_t>(M, rows, [&](int64_t k) { return dy + k * ldy; }, lhs.data());
+  small_gemm::pack<scalar_t>(a, rows, K, lda, 1, rhs.data());
+  small_gemm::gemm_packed<scalar_t>(M, K, rows, lhs.data(), rhs.data(), dw, small_gemm::padded<scalar_t>(K), true);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t m = 0; m < M; ++m) db[m] += dy[r * ldy + m];
+}
+
+// x (B, T, C), params [ln_w, ln_b, wqkv, bqkv, wo, bo] -> y, qkv (B, T, 3, H, D), out (B, T, H, D), lse,
+// mean, rstd
+std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vector<at::Tensor>& params,
+                                             int64_t heads, const c10::optional<at::Tensor>& slopes, bool causal,
+                                             double eps) {
+  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "ln_attention: x must be (B, T, d_model), contiguous");
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), N = B * T;
+  at::Tensor qkv = at::empty({B, T, 3, heads, C / heads}, x.options()), y = at::empty_like(x);
+  at::Tensor mean = at::empty({N}, x.options()), rstd = at::empty({N}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_forward", [&] {
+    const MlpWeights<scalar_t> ln{params[0].data_ptr<scalar_t>(), params[1].data_ptr<scalar_t>()};
+    const std::vector<scalar_t> wqkv_t = packed(params[2].data_ptr<scalar_t>(), C, 3 * C, 1, C);
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *bqkv = params[3].data_ptr<scalar_t>();
+    scalar_t* qp = qkv.data_ptr<scalar_t>();
+    at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+      std::vector<scalar_t> lnb(kChunk * C), buf(kChunk * small_gemm::padded<scalar_t>(3 * C));
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
+        layer_norm_chunk(xp, ln, C, eps, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), true,
+                         lnb.data());
+        linear_rows<scalar_t>(rows, 3 * C, C, lnb.data(), C, wqkv_t.data(), bqkv, nullptr, buf.data(),
+                              qp + r0 * 3 * C);
+      }
+    });
+  });
+  const auto qkv3 = qkv.unbind(2);
+  std::vector<at::Tensor> att = forward(qkv3[0], qkv3[1], qkv3[2], slopes, causal);
+  const at::Tensor out = att[0];
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_out", [&] {
+    const std::vector<scalar_t> wo_t = packed(params[4].data_ptr<scalar_t>(), C, C, 1, C);
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *op = out.data_ptr<scalar_t>(), *bo = params[5].data_ptr<scalar_t>();
+    scalar_t* yp = y.data_ptr<scalar_t>();
+    at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+      std::vector<scalar_t> buf(kChunk * small_gemm::padded<scalar_t>(C));
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
+        linear_rows<scalar_t>(rows, C, C, op + r0 * C, C, wo_t.data(), bo, xp + r0 * C, buf.data(), yp + r0 * C);
+      }
+    });
+  });
+  return {y, qkv, out, att[1], mean, rstd};
+}
+
+// -> dx, ∂γ, ∂β, ∂Wqkv, ∂bqkv, ∂Wo, ∂bo
+std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::Tensor& x, const at::Tensor& qkv,
+                                              const at::Tensor& out, const at::Tensor& lse, const at::Tensor& mean,
+                                              const at::Tensor& rstd, const std::vector<at::Tensor>& params,
+                                              const c10::optional<at::Tensor>& slopes, bool causal) {
+  const at::Tensor dy = dy_.contiguous();
+  const int64_t C = x.size(2), N = x.size(0) * x.size(1);
+  at::Tensor dx = at::empty_like(x), dout = at::empty_like(out), dqkv = at::empty_like(qkv), grads;
+  std::vector<at::Tensor> result{dx};
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_backward", [&] {
+    const int64_t PC = small_gemm::padded<scalar_t>(C), G = attn_grad_size<scalar_t>(C);
+    grads = at::zeros({at::get_num_threads(), G}, x.options());
+    scalar_t* gp = grads.data_ptr<scalar_t>();
+    auto parts = [&](int t) {  // this thread's ∂γ, ∂β, ∂Wqkv, ∂bqkv, ∂Wo, ∂bo
+      scalar_t* g = gp + t * G;
+      return std::array<scalar_t*, 6>{g, g + C, g + 2 * C, g + 2 * C + 3 * C * PC, g + 5 * C + 3 * C * PC,
+                                      g + 5 * C + 4 * C * PC};
+    };
+    const scalar_t *dyp = dy.data_ptr<scalar_t>(), *xp = x.data_ptr<scalar_t>();
+    // the output projection: d(out) = dy Wo, ∂Wo += dyᵀ out, ∂bo += Σ dy
+    const std::vector<scalar_t> wo = packed(params[4].data_ptr<scalar_t>(), C, C, C, 1);
+    at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+      const auto g = parts(at::get_thread_num());
+      std::vector<scalar_t> buf(kChunk * PC), lhs(small_gemm::packed_columns_size<scalar_t>(C, kChunk)),
+          rhs(small_gemm::packed_size<scalar_t>(kChunk, C));
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
+        small_gemm::gemm<scalar_t>(rows, C, C, dyp + r0 * C, C, wo.data(), buf.data(), PC, false);
+        scalar_t* dop = dout.data_ptr<scalar_t>() + r0 * C;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t k = 0; k < C; ++k) dop[r * C + k] = buf[r * PC + k];
+        weight_grads<scalar_t>(rows, C, C, dyp + r0 * C, C, out.data_ptr<scalar_t>() + r0 * C, C, lhs, rhs, g[4], g[5]);
+      }
+    });
+    const auto q3 = qkv.unbind(2), d3 = dqkv.unbind(2);
+    backward(dout, q3[0], q3[1], q3[2], out, lse, slopes, causal, d3[0], d3[1], d3[2]);
+    // the QKV projection and the LayerNorm: dz = dqkv Wqkv, ∂Wqkv += dqkvᵀ z, then dx = dy + LN's backward
+    const std::vector<scalar_t> wqkv = packed(params[2].data_ptr<scalar_t>(), 3 * C, C, C, 1);
+    const MlpWeights<scalar_t> ln{params[0].data_ptr<scalar_t>(), params[1].data_ptr<scalar_t>()};
+    at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
+      const auto g = parts(at::get_thread_num());
+      std::vector<scalar_t> z(kChunk * C), dz(kChunk * PC);
+      std::vector<scalar_t> lhs(small_gemm::packed_columns_size<scalar_t>(3 * C, kChunk)),
+          rhs(small_gemm::packed_size<scalar_t>(kChunk, C));
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
+        const scalar_t* dq = dqkv.data_ptr<scalar_t>() + r0 * 3 * C;
+        layer_norm_chunk(xp, ln, C, 0.0, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), false,
+                         z.data());
+        small_gemm::gemm<scalar_t>(rows, C, 3 * C, dq, 3 * C, wqkv.data(), dz.data(), PC, false);
+        weight_grads<scalar_t>(rows, 3 * C, C, dq, 3 * C, z.data(), C, lhs, rhs, g[2], g[3]);
+        scalar_t* dxp = dx.data_ptr<scalar_t>();
+        layer_norm_backward_rows(dz.data() - r0 * PC, xp, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+                                 ln.ln_w, C, r0, r0 + rows, dxp, g[0], g[1], PC);
+        for (int64_t r = r0; r < r0 + rows; ++r)
+          for (int64_t k = 0; k < C; ++k) dxp[r * C + k] += dyp[r * C + k];
+      }
+    });
+    const at::Tensor sum = grads.sum(0);
+    int64_t offset = 0;
+    auto take = [&](int64_t rows, int64_t cols, int64_t keep) {
+      at::Tensor t = sum.narrow(0, offset, rows * cols).view({rows, cols}).narrow(1, 0, keep);
+      offset += rows * cols;
+      return t;
+    };
+    result.push_back(take(1, C, C).view({C}));
+    result.push_back(take(1, C, C).view({C}));
+    result.push_back(take(3 * C, PC, C));
+    result.push_back(take(1, 3 * C, 3 * C).view({3 * C}));
+    result.push_back(take(C, PC, C));
+    result.push_back(take(1, C, C).view({C}));
+  });
+  return result;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -691,6 +843,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_backward", &backward, "small-head softmax attention, backward, into (dq, dk, dv)");
   m.def("layer_norm_forward", &layer_norm_forward, "LayerNorm over the last dimension: (y, mean, rstd)");
   m.def("layer_norm_backward", &layer_norm_backward, "LayerNorm, backward: (dx, dw, db)");
+  m.def("ln_attention_forward", &ln_attention_forward,
+        "x + Attention(LayerNorm(x) Wqkvᵀ + b) Woᵀ + b: (y, qkv, out, lse, mean, rstd)");
+  m.def("ln_attention_backward", &ln_attention_backward, "its backward: (dx, dγ, dβ, dWqkv, dbqkv, dWo, dbo)");
   m.def("ln_mlp_forward", &ln_mlp_forward, "x + W2 GELU(W1 LayerNorm(x) + b1) + b2: (y, h, mean, rstd)");
   m.def("ln_mlp_backward", &ln_mlp_backward, "its backward: (dx, dγ, dβ, dW1, db1, dW2, db2)");
 }
