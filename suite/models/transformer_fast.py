@@ -4,16 +4,19 @@ first use and cached like the LSTMs' fast path (suite/models/lstm_fast.py's buil
     attention(q, k, v, causal=True, slopes=None)     q (B, T, heads, d_head), k and v (B, S, heads, d_head)
                                                      -> (B, T, heads, d_head)
     LayerNorm(d)                                     nn.LayerNorm's parameters and function
+    ln_attention_residual(x, ln, attn, causal)       x + attn(ln(x)), the Transformer's Attention (fused QKV
+                                                     projection, output projection), as one op
     ln_mlp_residual(x, ln, mlp, dropout)             x + MLP(LayerNorm(x)), the MLP nn.Sequential(Linear,
                                                      GELU (exact), Linear), as one op
 
 attention is F.scaled_dot_product_attention's function (scale 1/√d_head, queries the last T of S positions
 when causal, ALiBi's −m_h·|i − j| when slopes are given) in the (B, T, heads, d_head) layout of the fused
 QKV projection, so q, k and v are views and the output needs no transpose. Each runs where it is faster
-than the library's op, measured interleaved (benchmarks/test_bench_transformer_ops.py): float32 or float64
-on the CPU (and for attention d_head ≤ MAX_HEAD_DIM, no dropout). Elsewhere, or with `fast` False (the
-FLOP counter's twin), or with LSTM_BENCH_TRANSFORMER_KERNELS=off, the library op runs; kernel_name() says
-which attention a call gets, and the model's backend() names both.
+than the library's ops: measured against SDPA in one pytest-benchmark run (benchmarks/test_bench_attention.py)
+and over the whole step (../shared/tools/step_time.py). That is float32 or float64 on the CPU, and for
+attention d_head ≤ MAX_HEAD_DIM and no dropout. Elsewhere, or with `fast` False (the FLOP counter's twin), or
+with LSTM_BENCH_TRANSFORMER_KERNELS=off, the library ops run; kernel_name() says which attention a call
+gets, and the model's backend() names both.
 """
 
 from __future__ import annotations
