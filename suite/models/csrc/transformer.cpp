@@ -627,6 +627,20 @@ void ln_mlp_backward_kernel(const scalar_t* dy, const scalar_t* x, const scalar_
   });
 }
 
+// The threads' parameter gradients summed and cut into tensors: one (rows, cols) block after another in each
+// thread's row, each kept as its first `keep` columns (the rest is the GEMM's padding); rows 1: a vector.
+std::vector<at::Tensor> unpack_grads(const at::Tensor& grads, std::initializer_list<std::array<int64_t, 3>> blocks) {
+  const at::Tensor sum = grads.sum(0);
+  std::vector<at::Tensor> out;
+  int64_t offset = 0;
+  for (const auto& [rows, cols, keep] : blocks) {
+    at::Tensor t = sum.narrow(0, offset, rows * cols).view({rows, cols}).narrow(1, 0, keep);
+    out.push_back(rows == 1 ? t.reshape({keep}) : t);
+    offset += rows * cols;
+  }
+  return out;
+}
+
 void check_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "ln_mlp: x must be (tokens, d_model), contiguous");
   TORCH_CHECK(w1.is_contiguous() && w2.is_contiguous(), "ln_mlp: contiguous weights");
@@ -668,19 +682,9 @@ std::vector<at::Tensor> ln_mlp_backward(const at::Tensor& dy_, const at::Tensor&
     ln_mlp_backward_kernel<scalar_t>(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
                                      mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), weights<scalar_t>(params),
                                      m, dx.data_ptr<scalar_t>(), grads.data_ptr<scalar_t>());
-    const at::Tensor sum = grads.sum(0);
-    int64_t offset = 0;
-    auto take = [&](int64_t rows, int64_t cols, int64_t keep) {
-      at::Tensor t = sum.narrow(0, offset, rows * cols).view({rows, cols}).narrow(1, 0, keep);
-      offset += rows * cols;
-      return t;
-    };
-    out.push_back(take(1, m.C, m.C).view({m.C}));
-    out.push_back(take(1, m.C, m.C).view({m.C}));
-    out.push_back(take(m.F, PC, m.C));
-    out.push_back(take(1, m.F, m.F).view({m.F}));
-    out.push_back(take(m.C, PF, m.F));
-    out.push_back(take(1, m.C, m.C).view({m.C}));
+    for (auto& t : unpack_grads(grads, {{1, m.C, m.C}, {1, m.C, m.C}, {m.F, PC, m.C}, {1, m.F, m.F}, {m.C, PF, m.F},
+                                        {1, m.C, m.C}}))
+      out.push_back(t);
   });
   return out;
 }
@@ -819,19 +823,8 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
           for (int64_t k = 0; k < C; ++k) dxp[r * C + k] += dyp[r * C + k];
       }
     });
-    const at::Tensor sum = grads.sum(0);
-    int64_t offset = 0;
-    auto take = [&](int64_t rows, int64_t cols, int64_t keep) {
-      at::Tensor t = sum.narrow(0, offset, rows * cols).view({rows, cols}).narrow(1, 0, keep);
-      offset += rows * cols;
-      return t;
-    };
-    result.push_back(take(1, C, C).view({C}));
-    result.push_back(take(1, C, C).view({C}));
-    result.push_back(take(3 * C, PC, C));
-    result.push_back(take(1, 3 * C, 3 * C).view({3 * C}));
-    result.push_back(take(C, PC, C));
-    result.push_back(take(1, C, C).view({C}));
+    for (auto& t : unpack_grads(grads, {{1, C, C}, {1, C, C}, {3 * C, PC, C}, {1, 3 * C, 3 * C}, {C, PC, C}, {1, C, C}}))
+      result.push_back(t);
   });
   return result;
 }
