@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from suite.models import transformer_fast
 from suite.models.transformer import Transformer
-from suite.models.transformer_fast import MLP, LayerNorm, attention, attention_packed, ln_mlp_residual, sdpa
+from suite.models.transformer_fast import MLP, LayerNorm, attention, ln_mlp_residual, sdpa
 
 TOL = {torch.float32: 2e-5, torch.float64: 1e-10}
 
@@ -58,17 +58,6 @@ def test_attention_matches_sdpa(dtype, alibi, causal, T, S, D):
     assert (got - want).abs().max() < TOL[dtype]
     for a, b in zip(got_grads, want_grads):
         assert (a - b).abs().max() < TOL[dtype] * 10
-
-
-def test_attention_packed_matches_separate_tensors():
-    qkv = torch.randn(4, 29, 3, 2, 14, requires_grad=True)
-    out = attention_packed(qkv, True)
-    (grad,) = torch.autograd.grad(out.square().sum(), qkv)
-    q, k, v = (t.detach().clone().requires_grad_() for t in qkv.unbind(2))
-    want = sdpa(q, k, v, True)
-    want_grads = torch.autograd.grad(want.square().sum(), (q, k, v))
-    assert (out - want).abs().max() < 2e-5
-    assert (grad - torch.stack(want_grads, 2)).abs().max() < 1e-4
 
 
 @pytest.mark.parametrize("causal,alibi", [(True, False), (False, True), (True, True)])

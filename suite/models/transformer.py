@@ -70,12 +70,10 @@ class Attention(nn.Module):
 
     def forward(self, x, causal: bool, cache=None, start: int = 0):
         B, T, D = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.heads, D // self.heads)
         dropout = self.dropout if self.training else 0.0
-        if not self.use_rope and cache is None and self.fast:  # the kernel reads q, k, v in place
-            y = transformer_fast.attention_packed(qkv, causal, self.slopes, dropout)
-            return self.out(y.reshape(B, T, D))
-        q, k, v = qkv.unbind(2)  # (B, T, heads, d_head)
+        # (B, T, heads, d_head) each, views of the fused projection; on the CPU a whole block's attention half
+        # usually runs as one op instead (transformer_fast.ln_attention_residual, called by Block)
+        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).unbind(2)
         if self.use_rope:
             q, k = rope(q, start), rope(k, start)
         if cache is not None:  # incremental decoding: attend to every cached position

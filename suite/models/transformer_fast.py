@@ -96,37 +96,10 @@ class SmallHeadAttention(torch.autograd.Function):
         return dq, dk, dv, None, None
 
 
-class PackedSmallHeadAttention(torch.autograd.Function):
-    """The fused projection's qkv (B, T, 3, heads, d_head) -> out (B, T, heads, d_head); its gradient is
-    written as one tensor (no stack of three in the backward)."""
-
-    @staticmethod
-    def forward(ctx, qkv, slopes, causal: bool):
-        out, lse = extension().attention_forward(*qkv.unbind(2), slopes, causal)
-        ctx.save_for_backward(qkv, out, lse, slopes)
-        ctx.causal = causal
-        return out
-
-    @staticmethod
-    def backward(ctx, dout):
-        qkv, out, lse, slopes = ctx.saved_tensors
-        dqkv = qkv.new_empty(qkv.shape)
-        extension().attention_backward(dout, *qkv.unbind(2), out, lse, slopes, ctx.causal, *dqkv.unbind(2))
-        return dqkv, None, None
-
-
 def attention(q, k, v, causal: bool = True, slopes: torch.Tensor | None = None, dropout: float = 0.0):
     """softmax(q kᵀ / √d_head + bias + causal mask) v over (B, T, heads, d_head) tensors."""
     if compiled_applies(q, dropout) and extension() is not None:
         return SmallHeadAttention.apply(q, k, v, slopes, causal)
-    return sdpa(q, k, v, causal, slopes, dropout)
-
-
-def attention_packed(qkv, causal: bool = True, slopes: torch.Tensor | None = None, dropout: float = 0.0):
-    """attention() on the fused projection's output qkv (B, T, 3, heads, d_head)."""
-    if compiled_applies(qkv, dropout) and extension() is not None:
-        return PackedSmallHeadAttention.apply(qkv, slopes, causal)
-    q, k, v = qkv.unbind(2)
     return sdpa(q, k, v, causal, slopes, dropout)
 
 
@@ -135,9 +108,8 @@ def sdpa(q, k, v, causal: bool = True, slopes: torch.Tensor | None = None, dropo
     T, S = q.shape[1], k.shape[1]
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, heads, T, d_head)
     bias = None
-    if (
-        slopes is not None
-    ):  # ALiBi: the causal mask goes into the bias (SDPA takes no is_causal beside a mask)
+    # ALiBi: the causal mask goes into the bias (SDPA takes no is_causal beside a mask)
+    if slopes is not None:
         bias, causal = alibi_bias(slopes, S - T, T, S, causal, q.dtype), False
     elif causal and T != S:  # queries are the last T positions: is_causal would align them with the first
         bias, causal = causal_bias(S - T, T, S, q.device, q.dtype), False

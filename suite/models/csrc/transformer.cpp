@@ -548,13 +548,45 @@ struct MlpWeights {
 // rows [r0, r0 + rows) of LayerNorm(x) into ln (rows x C); with mean, rstd given as outputs (forward)
 // or read (backward: recompute).
 template <typename scalar_t>
-void layer_norm_chunk(const scalar_t* x, const MlpWeights<scalar_t>& w, int64_t C, double eps, int64_t r0,
-                      int64_t rows, scalar_t* mean, scalar_t* rstd, bool compute, scalar_t* ln) {
-  if (compute) layer_norm_rows(x, w.ln_w, w.ln_b, C, eps, r0, r0 + rows, ln - r0 * C, mean, rstd);
+void layer_norm_chunk(const scalar_t* x, const scalar_t* ln_w, const scalar_t* ln_b, int64_t C, double eps,
+                      int64_t r0, int64_t rows, scalar_t* mean, scalar_t* rstd, bool compute, scalar_t* ln) {
+  if (compute) layer_norm_rows(x, ln_w, ln_b, C, eps, r0, r0 + rows, ln - r0 * C, mean, rstd);
   for (int64_t r = 0; r < rows && !compute; ++r) {
     const scalar_t *xr = x + (r0 + r) * C, mu = mean[r0 + r], rs = rstd[r0 + r];
-    for (int64_t c = 0; c < C; ++c) ln[r * C + c] = (xr[c] - mu) * rs * w.ln_w[c] + w.ln_b[c];
+    for (int64_t c = 0; c < C; ++c) ln[r * C + c] = (xr[c] - mu) * rs * ln_w[c] + ln_b[c];
   }
+}
+
+// dx rows [r0, r0 + rows) = dy + the LayerNorm's backward of dz (rows x C, row stride ldz); ∂γ, ∂β added to.
+template <typename scalar_t>
+void layer_norm_residual_backward(const scalar_t* dz, int64_t ldz, const scalar_t* dy, const scalar_t* x,
+                                  const scalar_t* mean, const scalar_t* rstd, const scalar_t* ln_w, int64_t C,
+                                  int64_t r0, int64_t rows, scalar_t* dx, scalar_t* dw, scalar_t* db) {
+  layer_norm_backward_rows(dz - r0 * ldz, x, mean, rstd, ln_w, C, r0, r0 + rows, dx, dw, db, ldz);
+  for (int64_t r = r0; r < r0 + rows; ++r)
+    for (int64_t k = 0; k < C; ++k) dx[r * C + k] += dy[r * C + k];
+}
+
+// y rows = bias + a rows (rows x K, lda) · packed Wᵀ (K x M), plus `residual` rows when given.
+template <typename scalar_t>
+void linear_rows(int64_t rows, int64_t M, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* packed_wt,
+                 const scalar_t* bias, const scalar_t* residual, scalar_t* buf, scalar_t* y) {
+  const int64_t PM = small_gemm::padded<scalar_t>(M);
+  small_gemm::gemm<scalar_t>(rows, M, K, a, lda, packed_wt, buf, PM, false);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t m = 0; m < M; ++m)
+      y[r * M + m] = buf[r * PM + m] + bias[m] + (residual ? residual[r * M + m] : scalar_t(0));
+}
+
+// ∂W (M x PK) += dyᵀ a over rows (dy rows x M, a rows x K, row strides ldy, lda); ∂b (M) += Σ dy.
+template <typename scalar_t>
+void weight_grads(int64_t rows, int64_t M, int64_t K, const scalar_t* dy, int64_t ldy, const scalar_t* a,
+                  int64_t lda, std::vector<scalar_t>& lhs, std::vector<scalar_t>& rhs, scalar_t* dw, scalar_t* db) {
+  small_gemm::pack_columns<scalar_t>(M, rows, [&](int64_t k) { return dy + k * ldy; }, lhs.data());
+  small_gemm::pack<scalar_t>(a, rows, K, lda, 1, rhs.data());
+  small_gemm::gemm_packed<scalar_t>(M, K, rows, lhs.data(), rhs.data(), dw, small_gemm::padded<scalar_t>(K), true);
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t m = 0; m < M; ++m) db[m] += dy[r * ldy + m];
 }
 
 template <typename scalar_t>
@@ -566,16 +598,14 @@ void ln_mlp_forward_kernel(const scalar_t* x, const MlpWeights<scalar_t>& w, dou
     std::vector<scalar_t> ln(kChunk * C), a(kChunk * PF), out(kChunk * PC);
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t r0 = c * kChunk, rows = std::min(kChunk, m.N - r0);
-      layer_norm_chunk(x, w, C, eps, r0, rows, mean, rstd, true, ln.data());
+      layer_norm_chunk(x, w.ln_w, w.ln_b, C, eps, r0, rows, mean, rstd, true, ln.data());
       small_gemm::gemm<scalar_t>(rows, F, C, ln.data(), C, w1t.data(), a.data(), PF, false);
       for (int64_t r = 0; r < rows; ++r) {
         scalar_t *hr = h + (r0 + r) * F, *ar = a.data() + r * PF;
         for (int64_t f = 0; f < F; ++f) hr[f] = ar[f] + w.b1[f];
         gelu_values(hr, F, ar, nullptr);
       }
-      small_gemm::gemm<scalar_t>(rows, C, F, a.data(), PF, w2t.data(), out.data(), PC, false);
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t k = 0; k < C; ++k) y[(r0 + r) * C + k] = x[(r0 + r) * C + k] + out[r * PC + k] + w.b2[k];
+      linear_rows<scalar_t>(rows, C, F, a.data(), PF, w2t.data(), w.b2, x + r0 * C, out.data(), y + r0 * C);
     }
   });
 }
@@ -602,27 +632,14 @@ void ln_mlp_backward_kernel(const scalar_t* dy, const scalar_t* x, const scalar_
     for (int64_t c = c0; c < c1; ++c) {
       const int64_t r0 = c * kChunk, rows = std::min(kChunk, m.N - r0);
       const scalar_t* dyc = dy + r0 * C;
-      layer_norm_chunk(x, w, C, 0.0, r0, rows, const_cast<scalar_t*>(mean), const_cast<scalar_t*>(rstd), false,
-                       ln.data());
+      layer_norm_chunk(x, w.ln_w, w.ln_b, C, 0.0, r0, rows, const_cast<scalar_t*>(mean),
+                       const_cast<scalar_t*>(rstd), false, ln.data());
       small_gemm::gemm<scalar_t>(rows, F, C, dyc, C, w2p.data(), dh.data(), PF, false);  // dy W2
       for (int64_t r = 0; r < rows; ++r) gelu_values(h + (r0 + r) * F, F, a.data() + r * PF, dh.data() + r * PF);
       small_gemm::gemm<scalar_t>(rows, C, F, dh.data(), PF, w1p.data(), dln.data(), PC, false);  // dh W1
-      // ∂W2 += dyᵀ a: A = dyᵀ (C x rows), whose column k is row k of dy
-      small_gemm::pack_columns<scalar_t>(C, rows, [&](int64_t k) { return dyc + k * C; }, lhs.data());
-      small_gemm::pack<scalar_t>(a.data(), rows, F, PF, 1, rhs.data());
-      small_gemm::gemm_packed<scalar_t>(C, F, rows, lhs.data(), rhs.data(), gw2, PF, true);
-      // ∂W1 += dhᵀ LayerNorm(x)
-      small_gemm::pack_columns<scalar_t>(F, rows, [&](int64_t k) { return dh.data() + k * PF; }, lhs.data());
-      small_gemm::pack<scalar_t>(ln.data(), rows, C, C, 1, rhs.data());
-      small_gemm::gemm_packed<scalar_t>(F, C, rows, lhs.data(), rhs.data(), gw1, PC, true);
-      for (int64_t r = 0; r < rows; ++r) {
-        for (int64_t f = 0; f < F; ++f) gb1[f] += dh[r * PF + f];
-        for (int64_t k = 0; k < C; ++k) gb2[k] += dyc[r * C + k];
-      }
-      // the LayerNorm's backward on dln, plus the residual's dy
-      layer_norm_backward_rows(dln.data() - r0 * PC, x, mean, rstd, w.ln_w, C, r0, r0 + rows, dx, g_lnw, g_lnb, PC);
-      for (int64_t r = r0; r < r0 + rows; ++r)
-        for (int64_t k = 0; k < C; ++k) dx[r * C + k] += dy[r * C + k];
+      weight_grads<scalar_t>(rows, C, F, dyc, C, a.data(), PF, lhs, rhs, gw2, gb2);        // ∂W2 += dyᵀ a
+      weight_grads<scalar_t>(rows, F, C, dh.data(), PF, ln.data(), C, lhs, rhs, gw1, gb1);  // ∂W1 += dhᵀ z
+      layer_norm_residual_backward(dln.data(), PC, dy, x, mean, rstd, w.ln_w, C, r0, rows, dx, g_lnw, g_lnb);
     }
   });
 }
@@ -700,28 +717,6 @@ int64_t attn_grad_size(int64_t C) {  // ∂γ C, ∂β C, ∂Wqkv 3C x PC, ∂bq
   return 2 * C + 3 * C * PC + 3 * C + C * PC + C;
 }
 
-// y rows = bias + a rows (rows x K, lda) · packed Wᵀ (K x M), plus `residual` rows when given.
-template <typename scalar_t>
-void linear_rows(int64_t rows, int64_t M, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* packed_wt,
-                 const scalar_t* bias, const scalar_t* residual, scalar_t* buf, scalar_t* y) {
-  const int64_t PM = small_gemm::padded<scalar_t>(M);
-  small_gemm::gemm<scalar_t>(rows, M, K, a, lda, packed_wt, buf, PM, false);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t m = 0; m < M; ++m)
-      y[r * M + m] = buf[r * PM + m] + bias[m] + (residual ? residual[r * M + m] : scalar_t(0));
-}
-
-// ∂W (M x PK) += dyᵀ a over rows (dy rows x M, a rows x K, row strides ldy, lda); ∂b (M) += Σ dy.
-template <typename scalar_t>
-void weight_grads(int64_t rows, int64_t M, int64_t K, const scalar_t* dy, int64_t ldy, const scalar_t* a,
-                  int64_t lda, std::vector<scalar_t>& lhs, std::vector<scalar_t>& rhs, scalar_t* dw, scalar_t* db) {
-  small_gemm::pack_columns<scalar_t>(M, rows, [&](int64_t k) { return dy + k * ldy; }, lhs.data());
-  small_gemm::pack<scalar_t>(a, rows, K, lda, 1, rhs.data());
-  small_gemm::gemm_packed<scalar_t>(M, K, rows, lhs.data(), rhs.data(), dw, small_gemm::padded<scalar_t>(K), true);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t m = 0; m < M; ++m) db[m] += dy[r * ldy + m];
-}
-
 // x (B, T, C), params [ln_w, ln_b, wqkv, bqkv, wo, bo] -> y, qkv (B, T, 3, H, D), out (B, T, H, D), lse,
 // mean, rstd
 std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vector<at::Tensor>& params,
@@ -732,7 +727,7 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vec
   at::Tensor qkv = at::empty({B, T, 3, heads, C / heads}, x.options()), y = at::empty_like(x);
   at::Tensor mean = at::empty({N}, x.options()), rstd = at::empty({N}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_forward", [&] {
-    const MlpWeights<scalar_t> ln{params[0].data_ptr<scalar_t>(), params[1].data_ptr<scalar_t>()};
+    const scalar_t *ln_w = params[0].data_ptr<scalar_t>(), *ln_b = params[1].data_ptr<scalar_t>();
     const std::vector<scalar_t> wqkv_t = packed(params[2].data_ptr<scalar_t>(), C, 3 * C, 1, C);
     const scalar_t *xp = x.data_ptr<scalar_t>(), *bqkv = params[3].data_ptr<scalar_t>();
     scalar_t* qp = qkv.data_ptr<scalar_t>();
@@ -740,8 +735,8 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vec
       std::vector<scalar_t> lnb(kChunk * C), buf(kChunk * small_gemm::padded<scalar_t>(3 * C));
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
-        layer_norm_chunk(xp, ln, C, eps, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), true,
-                         lnb.data());
+        layer_norm_chunk(xp, ln_w, ln_b, C, eps, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+                         true, lnb.data());
         linear_rows<scalar_t>(rows, 3 * C, C, lnb.data(), C, wqkv_t.data(), bqkv, nullptr, buf.data(),
                               qp + r0 * 3 * C);
       }
@@ -803,7 +798,7 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
     backward(dout, q3[0], q3[1], q3[2], out, lse, slopes, causal, d3[0], d3[1], d3[2]);
     // the QKV projection and the LayerNorm: dz = dqkv Wqkv, ∂Wqkv += dqkvᵀ z, then dx = dy + LN's backward
     const std::vector<scalar_t> wqkv = packed(params[2].data_ptr<scalar_t>(), 3 * C, C, C, 1);
-    const MlpWeights<scalar_t> ln{params[0].data_ptr<scalar_t>(), params[1].data_ptr<scalar_t>()};
+    const scalar_t *ln_w = params[0].data_ptr<scalar_t>(), *ln_b = params[1].data_ptr<scalar_t>();
     at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
       const auto g = parts(at::get_thread_num());
       std::vector<scalar_t> z(kChunk * C), dz(kChunk * PC);
@@ -812,15 +807,12 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
         const scalar_t* dq = dqkv.data_ptr<scalar_t>() + r0 * 3 * C;
-        layer_norm_chunk(xp, ln, C, 0.0, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), false,
-                         z.data());
+        layer_norm_chunk(xp, ln_w, ln_b, C, 0.0, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+                         false, z.data());
         small_gemm::gemm<scalar_t>(rows, C, 3 * C, dq, 3 * C, wqkv.data(), dz.data(), PC, false);
         weight_grads<scalar_t>(rows, 3 * C, C, dq, 3 * C, z.data(), C, lhs, rhs, g[2], g[3]);
-        scalar_t* dxp = dx.data_ptr<scalar_t>();
-        layer_norm_backward_rows(dz.data() - r0 * PC, xp, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
-                                 ln.ln_w, C, r0, r0 + rows, dxp, g[0], g[1], PC);
-        for (int64_t r = r0; r < r0 + rows; ++r)
-          for (int64_t k = 0; k < C; ++k) dxp[r * C + k] += dyp[r * C + k];
+        layer_norm_residual_backward(dz.data(), PC, dyp, xp, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+                                     ln_w, C, r0, rows, dx.data_ptr<scalar_t>(), g[0], g[1]);
       }
     });
     for (auto& t : unpack_grads(grads, {{1, C, C}, {1, C, C}, {3 * C, PC, C}, {1, 3 * C, 3 * C}, {C, PC, C}, {1, C, C}}))
