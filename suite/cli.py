@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
         "lstm-triton); default off: full float32 everywhere (recorded in every record's env)",
     )
     run.add_argument(
+        "--keep-denormals",
+        action="store_true",
+        help="keep IEEE denormal floats (slow on x86 at high learning rates); default: flushed to zero on "
+        "every compute thread, for every model alike (recorded in every record's env)",
+    )
+    run.add_argument(
         "--threads",
         type=int,
         help="torch CPU threads per job (default: torch's choice; with --workers N, cores // N; "
@@ -154,7 +160,7 @@ def _parameter_lines(cls) -> list[str]:
 def cmd_run(args, registry) -> int:
     import torch
 
-    from suite.environment import environment, resolve_device, set_tf32
+    from suite.environment import environment, resolve_device, set_flush_denormals, set_tf32
     from suite.executor import InProcessPool, RunContext, execute
     from suite.profiles import check_device, check_dtype, expand, load_profile
     from suite.store import ResultsStore
@@ -169,6 +175,7 @@ def cmd_run(args, registry) -> int:
         if args.threads < 1:
             raise SuiteError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
+    set_flush_denormals(not args.keep_denormals)  # after the thread count: the pool's threads are set too
     profile = load_profile(args.profile)
     plan = expand(
         profile, registry, seeds=args.seeds, tasks=args.task, models=args.model, experiments=args.experiment

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from suite.environment import environment, git_commit, local_cores, set_tf32
+from suite.environment import environment, git_commit, local_cores, set_flush_denormals, set_tf32
 from suite.errors import SuiteError, one_line
 from suite.executor import RunContext, failed_record, placement_facts, run_job
 from suite.jobs import Job
@@ -111,6 +111,7 @@ class WorkerSetup:
     dtype: str
     commit: str  # the driver's: a node on other code fails its jobs rather than mixing results
     tf32: bool = False  # the driver's set_tf32: every model of the run alike
+    flush_denormals: bool = True  # the driver's set_flush_denormals, likewise
 
 
 _CONTEXTS: dict[WorkerSetup, RunContext] = {}
@@ -120,6 +121,7 @@ def run_in_worker(job: Job, setup: WorkerSetup, threads: int) -> dict:
     """The Ray task: set the job's thread count, then the same run_job as in-process."""
     torch.set_num_threads(threads)
     set_tf32(setup.tf32)
+    set_flush_denormals(setup.flush_denormals)  # after the thread count: the pool's threads are set too
     if setup not in _CONTEXTS:  # a worker process is reused for many jobs: load plugins once
         from suite.registry import load_registry
 
@@ -230,5 +232,6 @@ def ray_pool(
         run.dtype,
         git_commit(),
         bool(run.env.get("tf32", False)),
+        run.env.get("flush_denormals") is not False,
     )
     return RayPool(ray, run, setup, placement)

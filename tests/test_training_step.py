@@ -237,3 +237,36 @@ def test_the_report_tabulates_the_whole_step_rate_per_model_and_step_mode():
     shown = views.step_rates(rates)
     assert list(shown["% of GEMM rate"].map(lambda c: c.sort)) == pytest.approx([20, 10, 40])
     assert tables.step_rate_table(train.drop(columns=["step_flops_per_s"])).empty  # records before it
+
+
+@pytest.fixture
+def flushing():
+    """Denormals flushed on every compute thread for the test, as a run sets them; kept (the interpreter's
+    default) after."""
+    from suite import environment as env
+
+    env.set_flush_denormals(True)
+    yield env
+    env.set_flush_denormals(False)
+
+
+def test_flushing_denormals_reaches_every_thread_of_the_pool(two_threads, flushing):
+    """The constructed case: 1e-30 x 1e-10 is a float32 denormal. torch.set_flush_denormal alone set only the
+    calling thread, and half of a two-thread product came back denormal."""
+    tiny = torch.full((1 << 20,), 1e-30)
+    assert int(((tiny * 1e-10) != 0).sum()) == 0
+    assert flushing.denormals_flushed() is True
+    assert flushing.environment(torch.device("cpu"), "float32")["flush_denormals"] is True
+    flushing.set_flush_denormals(False)
+    assert int(((tiny * 1e-10) != 0).sum()) == tiny.numel() and flushing.denormals_flushed() is False
+
+
+@pytest.mark.parametrize("model", ["transformer", "nn-lstm"])
+def test_a_run_with_denormals_flushed_gives_the_ieee_runs_metrics(registry, flushing, model):
+    """At a learning rate high enough to make denormals (the case the flush is for): same steps, same stopping
+    step, metrics within TOLERANCE."""
+    run = _context(registry)
+    flushed = run_job(_job(model, lr=0.1, steps=40), run)
+    flushing.set_flush_denormals(False)
+    ieee = run_job(_job(model, lr=0.1, steps=40), run)
+    _same_run(flushed, ieee)

@@ -113,7 +113,7 @@ def protocol_differences(a, b) -> list[str]:
             f"the profiles differ ({ia.get('profile')} vs {ib.get('profile')}): task parameters, budgets or "
             "seeds may not match"
         )
-    for key in ("device", "device_name", "dtype", "torch", "threads"):
+    for key in ("device", "device_name", "dtype", "torch", "threads", "flush_denormals"):
         if ea.get(key) != eb.get(key):
             out.append(f"{key} differs: {ea.get(key)} vs {eb.get(key)}")
     return out

@@ -107,6 +107,11 @@ def _env(records: pd.DataFrame) -> dict:
     return envs.iloc[0] if len(envs) else {}
 
 
+def _denormals(flushed) -> str:
+    """The run's denormal setting (suite.environment.set_flush_denormals), for a caption."""
+    return ", denormals flushed" if flushed is True else ", IEEE denormals" if flushed is False else ""
+
+
 def run_caption(records: pd.DataFrame, *, budget: bool = True) -> str:
     """Device, dtype, threads, seeds and budget of a group of training records, in one line."""
     if records is None or records.empty:
@@ -114,7 +119,7 @@ def run_caption(records: pd.DataFrame, *, budget: bool = True) -> str:
     env = _env(records)
     parts = [
         f"{env.get('device', '?')} ({env.get('device_name', '?')}), {env.get('dtype', '?')}, "
-        f"{env.get('threads', '?')} threads"
+        f"{env.get('threads', '?')} threads" + _denormals(env.get("flush_denormals"))
     ]
     if "seed" in records:
         seeds = sorted({int(s) for s in records["seed"].dropna()})
