@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from suite.models import transformer_fast
-from suite.models.transformer import Transformer
-from suite.models.transformer_fast import MLP, LayerNorm, attention, ln_mlp_residual, sdpa
+from suite.models.transformer import MLP, Transformer
+from suite.models.transformer_fast import EPS, LayerNorm, attention, ln_mlp_residual, mlp_parts, sdpa
 
 TOL = {torch.float32: 2e-5, torch.float64: 1e-10}
 
@@ -103,26 +103,28 @@ def test_layer_norm_gradcheck():
 
 def _ln_mlp(C, F_, dtype, seed=0):
     torch.manual_seed(seed)
-    ln, mlp = LayerNorm(C).to(dtype), MLP(C, F_).to(dtype)
+    mlp = MLP(C, F_).to(dtype)
     with torch.no_grad():
-        ln.weight.normal_(), ln.bias.normal_()
-    return ln, mlp
+        mlp.vectors.normal_()  # γ, β and the biases away from 1 and 0
+    return mlp
 
 
-def _library(x, ln, mlp):  # x + MLP(LayerNorm(x)) on the library's ops, same parameters
-    return x + mlp[2](F.gelu(mlp[0](F.layer_norm(x, ln.normalized_shape, ln.weight, ln.bias, ln.eps))))
+def _library(x, mlp):  # x + MLP(LayerNorm(x)) on the library's ops, same parameters
+    ln_w, ln_b, w1, b1, w2, b2 = mlp_parts(mlp.matrices, mlp.vectors)
+    return x + F.linear(F.gelu(F.linear(F.layer_norm(x, ln_w.shape, ln_w, ln_b, EPS), w1, b1)), w2, b2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("tokens", [1, 300])  # 300: chunks of 128 rows, the last one short
 def test_ln_mlp_residual_matches_the_library(dtype, tokens):
-    ln, mlp = _ln_mlp(28, 112, dtype)
+    mlp = _ln_mlp(28, 112, dtype)
     x = (3 * torch.randn(tokens, 28, dtype=dtype) + 1).requires_grad_()  # GELU's whole range, tails included
     dy = torch.randn(tokens, 28, dtype=dtype)
-    params = [x, *ln.parameters(), *mlp.parameters()]
-    got = ln_mlp_residual(x, ln, mlp, torch.nn.Identity())
+    params = [x, mlp.matrices, mlp.vectors]
+    got = ln_mlp_residual(x, mlp)
+    assert got is not None and "LnMlpFunction" in got.grad_fn.next_functions[0][0].name()
     got_grads = torch.autograd.grad(got, params, dy)
-    want = _library(x, ln, mlp)
+    want = _library(x, mlp)
     want_grads = torch.autograd.grad(want, params, dy)
     assert (got - want).abs().max() < TOL[dtype]
     for a, b in zip(got_grads, want_grads):  # weight gradients sum 300 rows: relative to their size
@@ -132,24 +134,24 @@ def test_ln_mlp_residual_matches_the_library(dtype, tokens):
 def test_ln_mlp_gelu_over_its_range():
     """GELU inside the kernel (erf by Abramowitz & Stegun): first-layer weights scaled so that the hidden
     values span about ±15, both tails of GELU and GELU' included, against the library's ops."""
-    ln, mlp = _ln_mlp(28, 112, torch.float32)
+    mlp = _ln_mlp(28, 112, torch.float32)
     with torch.no_grad():
-        mlp[0].weight.mul_(40)
+        mlp.matrices[:112].mul_(40)  # W_1
+    ln_w, ln_b, w1, b1, _, _ = mlp_parts(mlp.matrices, mlp.vectors)
     x = torch.randn(256, 28).requires_grad_()
-    h = mlp[0](F.layer_norm(x, (28,), ln.weight, ln.bias, ln.eps))
+    h = F.linear(F.layer_norm(x, (28,), ln_w, ln_b, EPS), w1, b1)
     assert h.min() < -8 and h.max() > 8
-    got, want = ln_mlp_residual(x, ln, mlp, torch.nn.Identity()), _library(x, ln, mlp)
-    assert (got - want).abs().max() < 1e-4 * want.abs().max()
+    got, want = ln_mlp_residual(x, mlp), _library(x, mlp)
+    assert got is not None and (got - want).abs().max() < 1e-4 * want.abs().max()
     (got_grad,), (want_grad,) = (torch.autograd.grad(y.square().sum(), [x]) for y in (got, want))
     assert (got_grad - want_grad).abs().max() < 1e-4 * want_grad.abs().max()
 
 
 def test_ln_mlp_gradcheck():
-    ln, mlp = _ln_mlp(3, 5, torch.float64)
+    mlp = _ln_mlp(3, 5, torch.float64)
     x = torch.randn(7, 3, dtype=torch.float64, requires_grad=True)
-    params = [p.detach().requires_grad_() for p in (*ln.parameters(), *mlp.parameters())]
-    apply = transformer_fast.LnMlpFunction.apply
-    assert torch.autograd.gradcheck(lambda x, *p: apply(x, ln.eps, *p), (x, *params))
+    params = [p.detach().requires_grad_() for p in (mlp.matrices, mlp.vectors)]
+    assert torch.autograd.gradcheck(transformer_fast.LnMlpFunction.apply, (x, *params))
 
 
 @pytest.mark.parametrize("positions", ["learned", "rope", "alibi", "none"])
@@ -199,10 +201,9 @@ def test_ln_attention_residual_gradcheck(alibi):
     model = Transformer(6, 1, 2, max_len=8, positions="alibi" if alibi else "learned").double()
     block = model.blocks[0]
     x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
-    params = [p.detach().requires_grad_() for p in (*block.ln1.parameters(), *block.attn.qkv.parameters())]
-    params += [p.detach().requires_grad_() for p in block.attn.out.parameters()]
+    params = [p.detach().requires_grad_() for p in (block.attn.matrices, block.attn.vectors)]
     slopes = block.attn.slopes
     apply = transformer_fast.LnAttentionFunction.apply
-    assert torch.autograd.gradcheck(lambda x, *p: apply(x, 2, slopes, True, 1e-5, *p), (x, *params))
-    fused = transformer_fast.ln_attention_residual(x, block.ln1, block.attn, True)
+    assert torch.autograd.gradcheck(lambda x, *p: apply(x, 2, slopes, True, *p), (x, *params))
+    fused = transformer_fast.ln_attention_residual(x, block.attn, True)
     assert fused is not None and fused.grad_fn.name().startswith("LnAttentionFunction")

@@ -1,7 +1,8 @@
 """Our own small Transformer: pre-LayerNorm blocks, multi-head attention, GELU MLP, positions learned /
 sinusoidal / rotary (RoPE) / ALiBi / none. On the CPU, attention (for heads up to 16 wide), LayerNorm and
 the MLP run compiled kernels with the library ops' functions (suite/models/transformer_fast.py); elsewhere
-F.scaled_dot_product_attention, nn.LayerNorm and nn.Linear / nn.GELU.
+F.scaled_dot_product_attention, F.layer_norm, F.linear and F.gelu. Each half of a block holds its weights in
+two tensors, its matrices and its vectors (Attention, MLP), which the optimizer and the clipping see as two.
 
     x = x + pos                                  (learned or sinusoidal; RoPE rotates q, k instead;
                                                   ALiBi adds −m_h·|i − j| to the scores; "none" adds nothing)
@@ -27,9 +28,10 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from suite.models import transformer_fast
-from suite.models.transformer_fast import MLP, LayerNorm
+from suite.models.transformer_fast import LayerNorm
 
 POSITIONS = ("learned", "sinusoidal", "rope", "alibi", "none")
 
@@ -54,26 +56,49 @@ def rope(x: torch.Tensor, start: int) -> torch.Tensor:
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)
 
 
+def linear_default_init(*layers: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """nn.Linear's own initialisation of each (weight, bias), in order. Transformer._init overwrites it with
+    GPT-2's; it is drawn so that a seed gives the weights it gave when the halves were nn.Linear modules
+    (whose constructors drew it)."""
+    with torch.no_grad():
+        for weight, bias in layers:
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            bound = 1 / math.sqrt(weight.shape[1])
+            nn.init.uniform_(bias, -bound, bound)
+
+
 class Attention(nn.Module):
+    """A block's first half, x + W_o · Attention(LN(x)), LayerNorm included. Its weights are two tensors
+    (transformer_fast.attention_parts names the views): matrices (4d, d) = W_qkv (q, k, v rows), W_o; vectors
+    (6d) = LayerNorm γ, β, b_qkv, b_o. Two tensors instead of six: the optimizer and the gradient clipping
+    loop over tensors, and at d_model 28 each tensor costs them more than its arithmetic."""
+
     slopes: torch.Tensor | None  # ALiBi's per-head slopes (a buffer), None without ALiBi
-    fast = True  # False: always SDPA (flop_twin() counts FLOPs on that; the kernel is opaque to the counter)
+    fast = True  # False: the library's ops (flop_twin() counts FLOPs on them; the kernels are opaque to it)
 
     def __init__(self, d_model, heads, dropout, positions: str = "learned"):
         super().__init__()
         assert d_model % heads == 0, "d_model must be divisible by heads"
         self.heads, self.dropout = heads, dropout
         self.use_rope = positions == "rope"
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
+        self.matrices = nn.Parameter(torch.empty(4 * d_model, d_model))
+        self.vectors = nn.Parameter(torch.empty(6 * d_model))
         slopes = transformer_fast.alibi_slopes(heads) if positions == "alibi" else None
         self.register_buffer("slopes", slopes, persistent=False)
+        _, _, w_qkv, b_qkv, w_o, b_o = transformer_fast.attention_parts(self.matrices, self.vectors)
+        linear_default_init((w_qkv, b_qkv), (w_o, b_o))
 
     def forward(self, x, causal: bool, cache=None, start: int = 0):
+        if cache is None:  # on the CPU, usually the whole half as one op
+            fused = transformer_fast.ln_attention_residual(x, self, causal)
+            if fused is not None:
+                return fused
         B, T, D = x.shape
         dropout = self.dropout if self.training else 0.0
-        # (B, T, heads, d_head) each, views of the fused projection; on the CPU a whole block's attention half
-        # usually runs as one op instead (transformer_fast.ln_attention_residual, called by Block)
-        q, k, v = self.qkv(x).view(B, T, 3, self.heads, D // self.heads).unbind(2)
+        ln_w, ln_b, w_qkv, b_qkv, w_o, b_o = transformer_fast.attention_parts(self.matrices, self.vectors)
+        z = transformer_fast.layer_norm(x, ln_w, ln_b, self.fast)
+        # (B, T, heads, d_head) each, views of the fused projection
+        q, k, v = F.linear(z, w_qkv, b_qkv).view(B, T, 3, self.heads, D // self.heads).unbind(2)
         if self.use_rope:
             q, k = rope(q, start), rope(k, start)
         if cache is not None:  # incremental decoding: attend to every cached position
@@ -82,23 +107,59 @@ class Attention(nn.Module):
             cache[0], cache[1] = k, v
         attend = transformer_fast.attention if self.fast else transformer_fast.sdpa
         y = attend(q, k, v, causal, self.slopes, dropout)
-        return self.out(y.reshape(B, T, D))
+        return x + F.dropout(F.linear(y.reshape(B, T, D), w_o, b_o), dropout, self.training)
+
+    def init_weights(self, layers: int) -> None:
+        """GPT-2's: N(0, 0.02), the residual projection W_o scaled by 1/√(2·layers); γ 1, β and biases 0."""
+        ln_w, _, w_qkv, _, w_o, _ = transformer_fast.attention_parts(self.matrices, self.vectors)
+        with torch.no_grad():
+            nn.init.normal_(w_qkv, 0.0, 0.02)
+            nn.init.normal_(w_o, 0.0, 0.02 / math.sqrt(2 * layers))
+            self.vectors.zero_()
+            ln_w.fill_(1.0)
+
+
+class MLP(nn.Module):
+    """A block's second half, x + W_2 · GELU(W_1 · LN(x) + b_1) + b_2 (GELU exact), LayerNorm included, its
+    weights as two tensors (transformer_fast.mlp_parts): matrices (2·hidden, d) = W_1, then W_2 (d, hidden)
+    row-major; vectors (3d + hidden) = LayerNorm γ, β, b_1, b_2."""
+
+    fast = True
+
+    def __init__(self, d_model: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.dropout = dropout
+        self.matrices = nn.Parameter(torch.empty(2 * hidden, d_model))
+        self.vectors = nn.Parameter(torch.empty(3 * d_model + hidden))
+        _, _, w1, b1, w2, b2 = transformer_fast.mlp_parts(self.matrices, self.vectors)
+        linear_default_init((w1, b1), (w2, b2))
+
+    def forward(self, x):
+        fused = transformer_fast.ln_mlp_residual(x, self, self.dropout)
+        if fused is not None:
+            return fused
+        ln_w, ln_b, w1, b1, w2, b2 = transformer_fast.mlp_parts(self.matrices, self.vectors)
+        h = F.gelu(F.linear(transformer_fast.layer_norm(x, ln_w, ln_b, self.fast), w1, b1))
+        return x + F.dropout(F.linear(h, w2, b2), self.dropout, self.training)
+
+    def init_weights(self, layers: int) -> None:
+        """As Attention's, W_2 the residual projection."""
+        ln_w, _, w1, _, w2, _ = transformer_fast.mlp_parts(self.matrices, self.vectors)
+        with torch.no_grad():
+            nn.init.normal_(w1, 0.0, 0.02)
+            nn.init.normal_(w2, 0.0, 0.02 / math.sqrt(2 * layers))
+            self.vectors.zero_()
+            ln_w.fill_(1.0)
 
 
 class Block(nn.Module):
     def __init__(self, d_model, heads, dropout, positions: str = "learned"):
         super().__init__()
-        self.ln1, self.ln2 = LayerNorm(d_model), LayerNorm(d_model)
         self.attn = Attention(d_model, heads, dropout, positions)
-        self.mlp = MLP(d_model, 4 * d_model)
-        self.drop = nn.Dropout(dropout)
+        self.mlp = MLP(d_model, 4 * d_model, dropout)
 
     def forward(self, x, causal, cache=None, start=0):
-        fused = None
-        if cache is None and not (self.training and self.drop.p > 0):
-            fused = transformer_fast.ln_attention_residual(x, self.ln1, self.attn, causal)
-        x = fused if fused is not None else x + self.drop(self.attn(self.ln1(x), causal, cache, start))
-        return transformer_fast.ln_mlp_residual(x, self.ln2, self.mlp, self.drop)
+        return self.mlp(self.attn(x, causal, cache, start))
 
 
 class Transformer(nn.Module):
@@ -127,16 +188,10 @@ class Transformer(nn.Module):
         self._init(layers)
 
     def _init(self, layers):
-        for name, p in self.named_parameters():
-            if name.endswith("weight") and p.dim() == 2:
-                std = (
-                    0.02 / math.sqrt(2 * layers)
-                    if name.endswith(("attn.out.weight", "mlp.2.weight"))
-                    else 0.02
-                )
-                nn.init.normal_(p, 0.0, std)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
+        # in this order: a seed gives the weights it gave before the halves held them
+        for block in self.blocks:
+            block.attn.init_weights(layers)
+            block.mlp.init_weights(layers)
         if self.pos is not None:
             nn.init.normal_(self.pos, 0.0, 0.02)
 
@@ -147,7 +202,7 @@ class Transformer(nn.Module):
 
     def _d_head(self) -> int:
         attn = self._attention()
-        return attn.qkv.in_features // attn.heads
+        return attn.matrices.shape[1] // attn.heads
 
     def prepare(self) -> float | None:
         """Build the C++ kernels (transformer_fast) before any clock starts."""

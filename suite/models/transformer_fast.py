@@ -3,11 +3,12 @@ first use and cached like the LSTMs' fast path (suite/models/lstm_fast.py's buil
 
     attention(q, k, v, causal=True, slopes=None)     q (B, T, heads, d_head), k and v (B, S, heads, d_head)
                                                      -> (B, T, heads, d_head)
-    LayerNorm(d)                                     nn.LayerNorm's parameters and function
-    ln_attention_residual(x, ln, attn, causal)       x + attn(ln(x)), the Transformer's Attention (fused QKV
-                                                     projection, output projection), as one op
-    ln_mlp_residual(x, ln, mlp, dropout)             x + MLP(LayerNorm(x)), the MLP nn.Sequential(Linear,
-                                                     GELU (exact), Linear), as one op
+    LayerNorm(d), layer_norm(x, w, b)                nn.LayerNorm's parameters and function
+    ln_attention_residual(x, attn, causal)           x + Attention(LayerNorm(x)), a block's first half (the
+                                                     Transformer's Attention: fused QKV projection, output
+                                                     projection, its LayerNorm), as one op
+    ln_mlp_residual(x, mlp)                          x + W_2 GELU(W_1 LayerNorm(x) + b_1) + b_2 (GELU exact),
+                                                     a block's second half, as one op
 
 attention is F.scaled_dot_product_attention's function (scale 1/√d_head, queries the last T of S positions
 when causal, ALiBi's −m_h·|i − j| when slopes are given) in the (B, T, heads, d_head) layout of the fused
@@ -153,102 +154,121 @@ class LayerNormFunction(torch.autograd.Function):
         return dx, dw, db, None
 
 
+EPS = 1e-5  # every LayerNorm's (nn.LayerNorm's default)
+
+
+def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, fast: bool = True) -> torch.Tensor:
+    """F.layer_norm over the last dimension, through the compiled kernel on the CPU."""
+    if fast and _on_cpu(x) and x.is_contiguous() and extension() is not None:
+        return LayerNormFunction.apply(x, weight, bias, EPS)
+    return F.layer_norm(x, weight.shape, weight, bias, EPS)
+
+
 class LayerNorm(nn.LayerNorm):
     """nn.LayerNorm (over the last dimension, with weight and bias) through the compiled kernel on the CPU."""
 
     fast = True
 
     def forward(self, x):
-        if not (
-            self.fast
-            and _on_cpu(x)
-            and x.is_contiguous()
-            and self.weight is not None
-            and self.bias is not None
-        ):
+        if self.weight is None or self.bias is None or self.eps != EPS:
             return super().forward(x)
-        if extension() is None:
-            return super().forward(x)
-        return LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
+        return layer_norm(x, self.weight, self.bias, self.fast)
+
+
+# ---- a block's two halves, each one op -------------------------------------------------------------------
+# Each half holds its weights in two tensors (transformer.py's Attention and MLP), so that the optimizer's
+# and the clipping's per-tensor loops see 4 tensors a block instead of 12: one of matrices (decayed), one of
+# vectors (not). attention_parts / mlp_parts cut them into the named views below; the kernels' backward
+# writes each half's gradient straight into tensors of those two shapes.
+
+
+def attention_parts(matrices: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """matrices (4d, d): W_qkv (3d rows: q, k, v), W_o; vectors (6d): γ, β, b_qkv (3d), b_o.
+    -> γ, β, W_qkv, b_qkv, W_o, b_o (views)."""
+    d = matrices.shape[1]
+    w_qkv, w_o = matrices.split((3 * d, d))
+    ln_w, ln_b, b_qkv, b_o = vectors.split((d, d, 3 * d, d))
+    return ln_w, ln_b, w_qkv, b_qkv, w_o, b_o
+
+
+def mlp_parts(matrices: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """matrices (2·hidden, d): W_1 (hidden, d) in the first hidden rows, W_2 (d, hidden) row-major in the
+    rest; vectors (3d + hidden): γ, β, b_1 (hidden), b_2. -> γ, β, W_1, b_1, W_2, b_2 (views)."""
+    hidden, d = matrices.shape[0] // 2, matrices.shape[1]
+    w1, w2 = matrices.split((hidden, hidden))
+    ln_w, ln_b, b1, b2 = vectors.split((d, d, hidden, d))
+    return ln_w, ln_b, w1, b1, w2.view(d, hidden), b2
 
 
 class LnMlpFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, eps: float, *params):
-        y, h, mean, rstd = extension().ln_mlp_forward(x, list(params), eps)
-        ctx.save_for_backward(x, h, mean, rstd, *params)
+    def forward(ctx, x, matrices, vectors):
+        y, h, mean, rstd = extension().ln_mlp_forward(x, list(mlp_parts(matrices, vectors)), EPS)
+        ctx.save_for_backward(x, h, mean, rstd, matrices, vectors)
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, h, mean, rstd, *params = ctx.saved_tensors
-        dx, *grads = extension().ln_mlp_backward(dy, x, h, mean, rstd, params)
-        return (dx, None, *grads)
+        x, h, mean, rstd, matrices, vectors = ctx.saved_tensors
+        parts = list(mlp_parts(matrices, vectors))
+        dx, d_matrices, d_vectors = extension().ln_mlp_backward(dy, x, h, mean, rstd, parts)
+        return dx, d_matrices, d_vectors
 
 
-class MLP(nn.Sequential):
-    """nn.Sequential(Linear(d, hidden), GELU(), Linear(hidden, d)): its parameters, names and function. On the
-    CPU a block's x + MLP(LayerNorm(x)) runs as one compiled op (ln_mlp_residual)."""
+class HalfBlock(Protocol):
+    """What the block ops read of suite.models.transformer's Attention and MLP."""
 
-    fast = True
+    matrices: nn.Parameter
+    vectors: nn.Parameter
+    fast: bool
+    training: bool
 
-    def __init__(self, d_model: int, hidden: int):
-        super().__init__(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model))
+
+def _applies(x: torch.Tensor, half: HalfBlock, dropout: float) -> bool:
+    return half.fast and _on_cpu(x) and not (half.training and dropout > 0) and extension() is not None
 
 
-def ln_mlp_residual(x: torch.Tensor, ln: nn.LayerNorm, mlp: MLP, dropout: nn.Module) -> torch.Tensor:
-    """x + dropout(mlp(ln(x))): one compiled op on the CPU (no dropout), the modules one by one elsewhere."""
-    fc1, fc2 = mlp[0], mlp[2]
-    drops = dropout.training and getattr(dropout, "p", 0.0) > 0
-    if drops or not (mlp.fast and _on_cpu(x)) or extension() is None or ln.weight is None or ln.bias is None:
-        return x + dropout(mlp(ln(x)))
-    params = (ln.weight, ln.bias, fc1.weight, fc1.bias, fc2.weight, fc2.bias)
-    y = LnMlpFunction.apply(x.reshape(-1, x.shape[-1]).contiguous(), ln.eps, *params)
+def ln_mlp_residual(x: torch.Tensor, mlp: HalfBlock, dropout: float = 0.0) -> torch.Tensor | None:
+    """x + MLP(LayerNorm(x)) as one compiled op, or None where it does not apply: dropout while training,
+    not the CPU."""
+    if not _applies(x, mlp, dropout):
+        return None
+    y = LnMlpFunction.apply(x.reshape(-1, x.shape[-1]).contiguous(), mlp.matrices, mlp.vectors)
     return y.view(x.shape)
 
 
 class LnAttentionFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, heads: int, slopes, causal: bool, eps: float, *params):
-        y, qkv, out, lse, mean, rstd = extension().ln_attention_forward(
-            x, list(params), heads, slopes, causal, eps
-        )
-        ctx.save_for_backward(x, qkv, out, lse, mean, rstd, slopes, *params)
+    def forward(ctx, x, heads: int, slopes, causal: bool, matrices, vectors):
+        parts = list(attention_parts(matrices, vectors))
+        y, qkv, out, lse, mean, rstd = extension().ln_attention_forward(x, parts, heads, slopes, causal, EPS)
+        ctx.save_for_backward(x, qkv, out, lse, mean, rstd, slopes, matrices, vectors)
         ctx.causal = causal
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, qkv, out, lse, mean, rstd, slopes, *params = ctx.saved_tensors
-        dx, *grads = extension().ln_attention_backward(
-            dy, x, qkv, out, lse, mean, rstd, params, slopes, ctx.causal
+        x, qkv, out, lse, mean, rstd, slopes, matrices, vectors = ctx.saved_tensors
+        parts = list(attention_parts(matrices, vectors))
+        dx, d_matrices, d_vectors = extension().ln_attention_backward(
+            dy, x, qkv, out, lse, mean, rstd, parts, slopes, ctx.causal
         )
-        return (dx, None, None, None, None, *grads)
+        return dx, None, None, None, d_matrices, d_vectors
 
 
-class AttentionParts(Protocol):
-    """What ln_attention_residual reads of suite.models.transformer.Attention."""
-
+class AttentionHalf(HalfBlock, Protocol):
     heads: int
-    qkv: nn.Linear
-    out: nn.Linear
     slopes: torch.Tensor | None
     use_rope: bool
-    fast: bool
-    dropout: float
-    training: bool
+    dropout: float  # on the attention weights, and on the branch's output
 
 
-def ln_attention_residual(
-    x: torch.Tensor, ln: nn.LayerNorm, attn: AttentionParts, causal: bool
-) -> torch.Tensor | None:
-    """x + attn(ln(x)) as one compiled op (the Transformer's Attention with its fused QKV projection), or None
-    where it does not apply: rotary positions, a decoding cache, dropout, wide heads, not the CPU."""
-    d_head = attn.qkv.in_features // attn.heads
-    dropout = attn.dropout if attn.training else 0.0
-    if attn.use_rope or not (attn.fast and _on_cpu(x)) or d_head > MAX_HEAD_DIM or dropout > 0.0:
+def ln_attention_residual(x: torch.Tensor, attn: AttentionHalf, causal: bool) -> torch.Tensor | None:
+    """x + Attention(LayerNorm(x)) as one compiled op (LayerNorm, the fused QKV projection, attention, the
+    output projection, the residual), or None where it does not apply: rotary positions, dropout while
+    training, wide heads, not the CPU. (A decoding cache: the caller's module path.)"""
+    d_head = attn.matrices.shape[1] // attn.heads
+    if attn.use_rope or d_head > MAX_HEAD_DIM or not _applies(x, attn, attn.dropout):
         return None
-    if extension() is None or ln.weight is None or ln.bias is None:
-        return None
-    params = (ln.weight, ln.bias, attn.qkv.weight, attn.qkv.bias, attn.out.weight, attn.out.bias)
-    return LnAttentionFunction.apply(x.contiguous(), attn.heads, attn.slopes, causal, ln.eps, *params)
+    apply = LnAttentionFunction.apply
+    return apply(x.contiguous(), attn.heads, attn.slopes, causal, attn.matrices, attn.vectors)

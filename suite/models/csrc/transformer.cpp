@@ -644,18 +644,24 @@ void ln_mlp_backward_kernel(const scalar_t* dy, const scalar_t* x, const scalar_
   });
 }
 
-// The threads' parameter gradients summed and cut into tensors: one (rows, cols) block after another in each
-// thread's row, each kept as its first `keep` columns (the rest is the GEMM's padding); rows 1: a vector.
-std::vector<at::Tensor> unpack_grads(const at::Tensor& grads, std::initializer_list<std::array<int64_t, 3>> blocks) {
+// The threads' parameter gradients summed into the two tensors a block's half holds (transformer.py): its
+// matrices, row after row, and its vectors, one after another. Each of `blocks` is (rows, cols, keep): rows x
+// cols values of each thread's row, of which the first `keep` columns count (the rest is the GEMM's
+// padding); rows 1 is a vector. They go, in order, to the next free place of matrices or of vectors.
+std::vector<at::Tensor> sum_grads(const at::Tensor& grads, std::initializer_list<std::array<int64_t, 3>> blocks,
+                                  at::IntArrayRef matrices_shape, int64_t vectors) {
   const at::Tensor sum = grads.sum(0);
-  std::vector<at::Tensor> out;
-  int64_t offset = 0;
+  at::Tensor matrices = at::empty(matrices_shape, grads.options()), vec = at::empty({vectors}, grads.options());
+  int64_t offset = 0, m = 0, v = 0;
   for (const auto& [rows, cols, keep] : blocks) {
-    at::Tensor t = sum.narrow(0, offset, rows * cols).view({rows, cols}).narrow(1, 0, keep);
-    out.push_back(rows == 1 ? t.reshape({keep}) : t);
-    offset += rows * cols;
+    const at::Tensor t = sum.narrow(0, offset, rows * cols).view({rows, cols}).narrow(1, 0, keep);
+    at::Tensor& into = rows == 1 ? vec : matrices;
+    int64_t& at = rows == 1 ? v : m;
+    into.view(-1).narrow(0, at, rows * keep).view({rows, keep}).copy_(t);
+    at += rows * keep, offset += rows * cols;
   }
-  return out;
+  TORCH_CHECK(m == matrices.numel() && v == vectors, "sum_grads: the blocks do not fill the parameters");
+  return {matrices, vec};
 }
 
 void check_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
@@ -684,7 +690,7 @@ std::vector<at::Tensor> ln_mlp_forward(const at::Tensor& x, const std::vector<at
   return {y, h, mean, rstd};
 }
 
-// -> dx, ∂γ, ∂β, ∂W1, ∂b1, ∂W2, ∂b2
+// -> dx, ∂matrices (2F, C) = [∂W1; ∂W2 as F rows of C], ∂vectors (3C + F) = [∂γ, ∂β, ∂b1, ∂b2]
 std::vector<at::Tensor> ln_mlp_backward(const at::Tensor& dy_, const at::Tensor& x, const at::Tensor& h,
                                         const at::Tensor& mean, const at::Tensor& rstd,
                                         const std::vector<at::Tensor>& params) {
@@ -699,8 +705,9 @@ std::vector<at::Tensor> ln_mlp_backward(const at::Tensor& dy_, const at::Tensor&
     ln_mlp_backward_kernel<scalar_t>(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
                                      mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), weights<scalar_t>(params),
                                      m, dx.data_ptr<scalar_t>(), grads.data_ptr<scalar_t>());
-    for (auto& t : unpack_grads(grads, {{1, m.C, m.C}, {1, m.C, m.C}, {m.F, PC, m.C}, {1, m.F, m.F}, {m.C, PF, m.F},
-                                        {1, m.C, m.C}}))
+    for (auto& t : sum_grads(grads, {{1, m.C, m.C}, {1, m.C, m.C}, {m.F, PC, m.C}, {1, m.F, m.F}, {m.C, PF, m.F},
+                                     {1, m.C, m.C}},
+                             {2 * m.F, m.C}, 3 * m.C + m.F))
       out.push_back(t);
   });
   return out;
@@ -760,7 +767,7 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vec
   return {y, qkv, out, att[1], mean, rstd};
 }
 
-// -> dx, ∂γ, ∂β, ∂Wqkv, ∂bqkv, ∂Wo, ∂bo
+// -> dx, ∂matrices (4C, C) = [∂Wqkv; ∂Wo], ∂vectors (6C) = [∂γ, ∂β, ∂bqkv, ∂bo]
 std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::Tensor& x, const at::Tensor& qkv,
                                               const at::Tensor& out, const at::Tensor& lse, const at::Tensor& mean,
                                               const at::Tensor& rstd, const std::vector<at::Tensor>& params,
@@ -815,7 +822,8 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
                                      ln_w, C, r0, rows, dx.data_ptr<scalar_t>(), g[0], g[1]);
       }
     });
-    for (auto& t : unpack_grads(grads, {{1, C, C}, {1, C, C}, {3 * C, PC, C}, {1, 3 * C, 3 * C}, {C, PC, C}, {1, C, C}}))
+    for (auto& t : sum_grads(grads, {{1, C, C}, {1, C, C}, {3 * C, PC, C}, {1, 3 * C, 3 * C}, {C, PC, C}, {1, C, C}},
+                             {4 * C, C}, 6 * C))
       result.push_back(t);
   });
   return result;
@@ -830,7 +838,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("layer_norm_backward", &layer_norm_backward, "LayerNorm, backward: (dx, dw, db)");
   m.def("ln_attention_forward", &ln_attention_forward,
         "x + Attention(LayerNorm(x) Wqkvᵀ + b) Woᵀ + b: (y, qkv, out, lse, mean, rstd)");
-  m.def("ln_attention_backward", &ln_attention_backward, "its backward: (dx, dγ, dβ, dWqkv, dbqkv, dWo, dbo)");
+  m.def("ln_attention_backward", &ln_attention_backward, "its backward: (dx, d matrices [Wqkv; Wo], d vectors [γ, β, bqkv, bo])");
   m.def("ln_mlp_forward", &ln_mlp_forward, "x + W2 GELU(W1 LayerNorm(x) + b1) + b2: (y, h, mean, rstd)");
-  m.def("ln_mlp_backward", &ln_mlp_backward, "its backward: (dx, dγ, dβ, dW1, db1, dW2, db2)");
+  m.def("ln_mlp_backward", &ln_mlp_backward, "its backward: (dx, d matrices [W1; W2], d vectors [γ, β, b1, b2])");
 }
