@@ -194,16 +194,17 @@ def test_backend_names_the_kernels():
     assert "SDPA" in Transformer(64, 1, 2).backend(torch.device("cpu"), torch.float32)  # d_head 32
 
 
-@pytest.mark.parametrize("alibi", [False, True])
-def test_ln_attention_residual_gradcheck(alibi):
-    """x + Attention(LayerNorm(x)) as one op (both projections, the kernel between them): gradcheck."""
+@pytest.mark.parametrize("positions", ["learned", "alibi", "rope"])
+def test_ln_attention_residual_gradcheck(positions):
+    """x + Attention(LayerNorm(x)) as one op (both projections, RoPE's rotation, the kernel between them):
+    gradcheck."""
     torch.manual_seed(0)
-    model = Transformer(6, 1, 2, max_len=8, positions="alibi" if alibi else "learned").double()
-    block = model.blocks[0]
-    x = torch.randn(2, 5, 6, dtype=torch.float64, requires_grad=True)
-    params = [p.detach().requires_grad_() for p in (block.attn.matrices, block.attn.vectors)]
-    slopes = block.attn.slopes
+    model = Transformer(8, 1, 2, max_len=8, positions=positions).double()
+    attn = model.blocks[0].attn
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().requires_grad_() for p in (attn.matrices, attn.vectors)]
+    rotation = transformer_fast.rope_rotation(5, 4, torch.float64) if positions == "rope" else None
     apply = transformer_fast.LnAttentionFunction.apply
-    assert torch.autograd.gradcheck(lambda x, *p: apply(x, 2, slopes, True, *p), (x, *params))
-    fused = transformer_fast.ln_attention_residual(x, block.attn, True)
+    assert torch.autograd.gradcheck(lambda x, *p: apply(x, 2, attn.slopes, True, rotation, *p), (x, *params))
+    fused = transformer_fast.ln_attention_residual(x, attn, True)
     assert fused is not None and fused.grad_fn.name().startswith("LnAttentionFunction")

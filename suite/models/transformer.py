@@ -47,10 +47,7 @@ def sinusoidal_table(length: int, dim: int) -> torch.Tensor:
 
 def rope(x: torch.Tensor, start: int) -> torch.Tensor:
     """Rotate pairs of channels of q or k (B, T, heads, d_head) by position-dependent angles."""
-    d = x.shape[-1]
-    T = x.shape[1]
-    inv = 1.0 / (10000 ** (torch.arange(0, d, 2, device=x.device, dtype=torch.float32) / d))
-    angles = torch.arange(start, start + T, device=x.device, dtype=torch.float32)[:, None, None] * inv
+    angles = transformer_fast.rope_angles(x.shape[1], x.shape[-1], start, x.device)[:, None, :]
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).flatten(-2)

@@ -239,21 +239,43 @@ def ln_mlp_residual(x: torch.Tensor, mlp: HalfBlock, dropout: float = 0.0) -> to
 
 class LnAttentionFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, heads: int, slopes, causal: bool, matrices, vectors):
+    def forward(ctx, x, heads: int, slopes, causal: bool, rotation, matrices, vectors):
         parts = list(attention_parts(matrices, vectors))
-        y, qkv, out, lse, mean, rstd = extension().ln_attention_forward(x, parts, heads, slopes, causal, EPS)
-        ctx.save_for_backward(x, qkv, out, lse, mean, rstd, slopes, matrices, vectors)
+        ext = extension()
+        y, qkv, out, lse, mean, rstd = ext.ln_attention_forward(
+            x, parts, heads, slopes, causal, EPS, rotation
+        )
+        ctx.save_for_backward(x, qkv, out, lse, mean, rstd, slopes, rotation, matrices, vectors)
         ctx.causal = causal
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        x, qkv, out, lse, mean, rstd, slopes, matrices, vectors = ctx.saved_tensors
+        x, qkv, out, lse, mean, rstd, slopes, rotation, matrices, vectors = ctx.saved_tensors
         parts = list(attention_parts(matrices, vectors))
         dx, d_matrices, d_vectors = extension().ln_attention_backward(
-            dy, x, qkv, out, lse, mean, rstd, parts, slopes, ctx.causal
+            dy, x, qkv, out, lse, mean, rstd, parts, slopes, ctx.causal, rotation
         )
-        return dx, None, None, None, d_matrices, d_vectors
+        return dx, None, None, None, None, d_matrices, d_vectors
+
+
+def rope_angles(T: int, d_head: int, start: int, device) -> torch.Tensor:
+    """RoPE's angles θ_ti = t / 10000^(2i / d_head) for positions start .. start + T, (T, d_head / 2), in
+    float32 (the rotation's one definition: transformer.rope and the block op's table)."""
+    inv = 1.0 / (10000 ** (torch.arange(0, d_head, 2, device=device, dtype=torch.float32) / d_head))
+    return torch.arange(start, start + T, device=device, dtype=torch.float32)[:, None] * inv
+
+
+_rotations: dict[tuple, torch.Tensor] = {}
+
+
+def rope_rotation(T: int, d_head: int, dtype: torch.dtype) -> torch.Tensor:
+    """(2, T, d_head / 2): the cosines, then the sines, of positions 0 .. T (the block op's table; kept)."""
+    key = (T, d_head, dtype)
+    if key not in _rotations:
+        angles = rope_angles(T, d_head, 0, "cpu")
+        _rotations[key] = torch.stack((angles.cos(), angles.sin())).to(dtype).contiguous()
+    return _rotations[key]
 
 
 class AttentionHalf(HalfBlock, Protocol):
@@ -264,11 +286,12 @@ class AttentionHalf(HalfBlock, Protocol):
 
 
 def ln_attention_residual(x: torch.Tensor, attn: AttentionHalf, causal: bool) -> torch.Tensor | None:
-    """x + Attention(LayerNorm(x)) as one compiled op (LayerNorm, the fused QKV projection, attention, the
-    output projection, the residual), or None where it does not apply: rotary positions, dropout while
+    """x + Attention(LayerNorm(x)) as one compiled op (LayerNorm, the fused QKV projection, RoPE's rotation of
+    q and k, attention, the output projection, the residual), or None where it does not apply: dropout while
     training, wide heads, not the CPU. (A decoding cache: the caller's module path.)"""
     d_head = attn.matrices.shape[1] // attn.heads
-    if attn.use_rope or d_head > MAX_HEAD_DIM or not _applies(x, attn, attn.dropout):
+    if d_head > MAX_HEAD_DIM or not _applies(x, attn, attn.dropout):
         return None
+    rotation = rope_rotation(x.shape[1], d_head, x.dtype) if attn.use_rope else None
     apply = LnAttentionFunction.apply
-    return apply(x.contiguous(), attn.heads, attn.slopes, causal, attn.matrices, attn.vectors)
+    return apply(x.contiguous(), attn.heads, attn.slopes, causal, rotation, attn.matrices, attn.vectors)

@@ -761,6 +761,36 @@ std::vector<at::Tensor> ln_mlp_backward(const at::Tensor& dy_, const at::Tensor&
   return out;
 }
 
+// RoPE (transformer.py's rope), on rows of the QKV projection (tokens r0 .. r0 + rows of sequences of T):
+// each pair (2i, 2i+1) of q's and k's channels in every head, at position t, turned by the angle θ_ti:
+// (a, b) -> (a cos − b sin, a sin + b cos); `back` turns by −θ, which is the rotation's backward (for the
+// gradients of q and k). rotation is (2, T, d_head / 2): the cosines, then the sines.
+template <typename scalar_t>
+void rotate_qk(scalar_t* rows3, int64_t r0, int64_t rows, int64_t T, int64_t C, int64_t heads,
+               const scalar_t* rotation, bool back) {
+  const int64_t D = C / heads, P = D / 2;
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t t = (r0 + r) % T;
+    const scalar_t *cs = rotation + t * P, *sn = rotation + (T + t) * P;
+    for (int64_t hk = 0; hk < 2 * heads; ++hk) {  // q's heads, then k's: the first 2C values of the row
+      scalar_t* x = rows3 + r * 3 * C + hk * D;
+      for (int64_t i = 0; i < P; ++i) {
+        const scalar_t a = x[2 * i], b = x[2 * i + 1], c = cs[i], s = back ? -sn[i] : sn[i];
+        x[2 * i] = a * c - b * s, x[2 * i + 1] = a * s + b * c;
+      }
+    }
+  }
+}
+
+const void* rotation_ptr(const c10::optional<at::Tensor>& rotation, const at::Tensor& x, int64_t T, int64_t D) {
+  if (!rotation.has_value()) return nullptr;
+  const at::Tensor& r = *rotation;
+  TORCH_CHECK(r.is_contiguous() && r.scalar_type() == x.scalar_type() && r.dim() == 3 && r.size(0) == 2 &&
+                  r.size(1) == T && r.size(2) * 2 == D,
+              "ln_attention: rotation must be (2, T, d_head / 2), contiguous, x's dtype");
+  return r.data_ptr();
+}
+
 // ---- the attention half of a block: y = x + Attention(LayerNorm(x) Wqkvᵀ + bqkv) Woᵀ + bo ---------------
 //
 // The two projections chunk by chunk as the MLP's (the LayerNorm's output and the residual in cache), and
@@ -776,7 +806,7 @@ int64_t attn_grad_size(int64_t C) {  // ∂γ C, ∂β C, ∂Wqkv 3C x PC, ∂bq
 // mean, rstd
 std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vector<at::Tensor>& params,
                                              int64_t heads, const c10::optional<at::Tensor>& slopes, bool causal,
-                                             double eps) {
+                                             double eps, const c10::optional<at::Tensor>& rotation) {
   TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "ln_attention: x must be (B, T, d_model), contiguous");
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), N = B * T;
   at::Tensor qkv = at::empty({B, T, 3, heads, C / heads}, x.options()), y = at::empty_like(x);
@@ -786,6 +816,7 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vec
     const std::vector<scalar_t> wqkv_t = packed(params[2].data_ptr<scalar_t>(), C, 3 * C, 1, C);
     const scalar_t *xp = x.data_ptr<scalar_t>(), *bqkv = params[3].data_ptr<scalar_t>();
     scalar_t* qp = qkv.data_ptr<scalar_t>();
+    const auto* rot = static_cast<const scalar_t*>(rotation_ptr(rotation, x, T, C / heads));
     at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
       std::vector<scalar_t> lnb(kChunk * C), buf(kChunk * small_gemm::padded<scalar_t>(3 * C));
       for (int64_t c = c0; c < c1; ++c) {
@@ -794,6 +825,7 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vec
                          true, lnb.data());
         linear_rows<scalar_t>(rows, 3 * C, C, lnb.data(), C, wqkv_t.data(), bqkv, nullptr, buf.data(),
                               qp + r0 * 3 * C);
+        if (rot) rotate_qk(qp + r0 * 3 * C, r0, rows, T, C, heads, rot, false);
       }
     });
   });
@@ -819,12 +851,14 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vec
 std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::Tensor& x, const at::Tensor& qkv,
                                               const at::Tensor& out, const at::Tensor& lse, const at::Tensor& mean,
                                               const at::Tensor& rstd, const std::vector<at::Tensor>& params,
-                                              const c10::optional<at::Tensor>& slopes, bool causal) {
+                                              const c10::optional<at::Tensor>& slopes, bool causal,
+                                              const c10::optional<at::Tensor>& rotation) {
   const at::Tensor dy = dy_.contiguous();
-  const int64_t C = x.size(2), N = x.size(0) * x.size(1);
+  const int64_t C = x.size(2), N = x.size(0) * x.size(1), T = x.size(1), heads = qkv.size(3);
   at::Tensor dx = at::empty_like(x), dout = at::empty_like(out), dqkv = at::empty_like(qkv), grads;
   std::vector<at::Tensor> result{dx};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_backward", [&] {
+    const auto* rot = static_cast<const scalar_t*>(rotation_ptr(rotation, x, T, C / heads));
     const int64_t PC = small_gemm::padded<scalar_t>(C), G = attn_grad_size<scalar_t>(C);
     grads = at::zeros({at::get_num_threads(), G}, x.options());
     scalar_t* gp = grads.data_ptr<scalar_t>();
@@ -861,7 +895,8 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
           rhs(small_gemm::packed_size<scalar_t>(kChunk, C));
       for (int64_t c = c0; c < c1; ++c) {
         const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
-        const scalar_t* dq = dqkv.data_ptr<scalar_t>() + r0 * 3 * C;
+        scalar_t* dq = dqkv.data_ptr<scalar_t>() + r0 * 3 * C;  // of the rotated q, k: turned back first
+        if (rot) rotate_qk(dq, r0, rows, T, C, heads, rot, true);
         layer_norm_chunk(xp, ln_w, ln_b, C, 0.0, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
                          false, z.data());
         small_gemm::gemm<scalar_t>(rows, C, 3 * C, dq, 3 * C, wqkv.data(), dz.data(), PC, false);
