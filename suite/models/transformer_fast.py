@@ -202,16 +202,15 @@ def mlp_parts(matrices: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tens
 
 class LnMlpFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, matrices, vectors):
-        y, h, mean, rstd = extension().ln_mlp_forward(x, list(mlp_parts(matrices, vectors)), EPS)
+    def forward(ctx, x, matrices, vectors):  # the kernel cuts the views of mlp_parts itself
+        y, h, mean, rstd = extension().ln_mlp_forward(x, matrices, vectors, EPS)
         ctx.save_for_backward(x, h, mean, rstd, matrices, vectors)
         return y
 
     @staticmethod
     def backward(ctx, dy):
         x, h, mean, rstd, matrices, vectors = ctx.saved_tensors
-        parts = list(mlp_parts(matrices, vectors))
-        dx, d_matrices, d_vectors = extension().ln_mlp_backward(dy, x, h, mean, rstd, parts)
+        dx, d_matrices, d_vectors = extension().ln_mlp_backward(dy, x, h, mean, rstd, matrices, vectors)
         return dx, d_matrices, d_vectors
 
 
@@ -240,11 +239,8 @@ def ln_mlp_residual(x: torch.Tensor, mlp: HalfBlock, dropout: float = 0.0) -> to
 class LnAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, heads: int, slopes, causal: bool, rotation, matrices, vectors):
-        parts = list(attention_parts(matrices, vectors))
-        ext = extension()
-        y, qkv, out, lse, mean, rstd = ext.ln_attention_forward(
-            x, parts, heads, slopes, causal, EPS, rotation
-        )
+        forward = extension().ln_attention_forward  # it cuts the views of attention_parts itself
+        y, qkv, out, lse, mean, rstd = forward(x, matrices, vectors, heads, slopes, causal, EPS, rotation)
         ctx.save_for_backward(x, qkv, out, lse, mean, rstd, slopes, rotation, matrices, vectors)
         ctx.causal = causal
         return y
@@ -252,9 +248,8 @@ class LnAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         x, qkv, out, lse, mean, rstd, slopes, rotation, matrices, vectors = ctx.saved_tensors
-        parts = list(attention_parts(matrices, vectors))
         dx, d_matrices, d_vectors = extension().ln_attention_backward(
-            dy, x, qkv, out, lse, mean, rstd, parts, slopes, ctx.causal, rotation
+            dy, x, qkv, out, lse, mean, rstd, matrices, vectors, slopes, ctx.causal, rotation
         )
         return dx, None, None, None, None, d_matrices, d_vectors
 

@@ -712,26 +712,47 @@ std::vector<at::Tensor> sum_grads(const at::Tensor& grads, std::initializer_list
   return {matrices, vec};
 }
 
-void check_mlp(const at::Tensor& x, const at::Tensor& w1, const at::Tensor& w2) {
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "ln_mlp: x must be (tokens, d_model), contiguous");
-  TORCH_CHECK(w1.is_contiguous() && w2.is_contiguous(), "ln_mlp: contiguous weights");
-  TORCH_CHECK(w1.size(1) == x.size(1) && w2.size(0) == x.size(1) && w2.size(1) == w1.size(0), "ln_mlp: shapes");
+// Each half of a block passes its two weight tensors whole (transformer.py's Attention and MLP hold them;
+// transformer_fast.py's attention_parts and mlp_parts name the same views, and the tests compare the two
+// paths): a list of six views per call cost more in the binding than the kernels spent on LayerNorm.
+//   MLP:        matrices (2F, C) = W1 (F x C), then W2 (C x F) row-major;  vectors (3C + F) = γ, β, b1, b2
+//   attention:  matrices (4C, C) = Wqkv (3C x C), then Wo (C x C);        vectors (6C) = γ, β, bqkv, bo
+void check_half(const char* op, const at::Tensor& x, const at::Tensor& matrices, const at::Tensor& vectors,
+                int64_t rows, int64_t length) {
+  const int64_t C = x.size(-1);
+  TORCH_CHECK(x.is_contiguous() && matrices.is_contiguous() && vectors.is_contiguous(), op, ": contiguous inputs");
+  TORCH_CHECK(matrices.scalar_type() == x.scalar_type() && vectors.scalar_type() == x.scalar_type(), op,
+              ": weights in x's dtype");
+  TORCH_CHECK(matrices.dim() == 2 && matrices.size(0) == rows && matrices.size(1) == C && vectors.dim() == 1 &&
+                  vectors.size(0) == length,
+              op, ": matrices (", rows, ", ", C, ") and vectors (", length, ") expected");
 }
 
 template <typename scalar_t>
-MlpWeights<scalar_t> weights(const std::vector<at::Tensor>& p) {  // ln_w, ln_b, w1, b1, w2, b2
-  return {p[0].data_ptr<scalar_t>(), p[1].data_ptr<scalar_t>(), p[2].data_ptr<scalar_t>(),
-          p[3].data_ptr<scalar_t>(), p[4].data_ptr<scalar_t>(), p[5].data_ptr<scalar_t>()};
+MlpWeights<scalar_t> mlp_weights(const at::Tensor& matrices, const at::Tensor& vectors, int64_t C, int64_t F) {
+  const scalar_t *m = matrices.data_ptr<scalar_t>(), *v = vectors.data_ptr<scalar_t>();
+  return {v, v + C, m, v + 2 * C, m + F * C, v + 2 * C + F};  // γ, β, W1, b1, W2, b2
 }
 
-// x (N, C), params [ln_w, ln_b, w1, b1, w2, b2] -> y = x + MLP(LayerNorm(x)) (N, C), h (N, F), mean, rstd (N)
-std::vector<at::Tensor> ln_mlp_forward(const at::Tensor& x, const std::vector<at::Tensor>& params, double eps) {
-  check_mlp(x, params[2], params[4]);
-  const MlpShape m{x.size(0), x.size(1), params[2].size(0)};
+template <typename scalar_t>
+struct AttentionWeights {
+  const scalar_t *ln_w, *ln_b, *wqkv, *bqkv, *wo, *bo;
+  AttentionWeights(const at::Tensor& matrices, const at::Tensor& vectors, int64_t C) {
+    const scalar_t *m = matrices.data_ptr<scalar_t>(), *v = vectors.data_ptr<scalar_t>();
+    ln_w = v, ln_b = v + C, wqkv = m, bqkv = v + 2 * C, wo = m + 3 * C * C, bo = v + 5 * C;
+  }
+};
+
+// x (N, C) -> y = x + MLP(LayerNorm(x)) (N, C), h (N, F), mean, rstd (N)
+std::vector<at::Tensor> ln_mlp_forward(const at::Tensor& x, const at::Tensor& matrices, const at::Tensor& vectors,
+                                       double eps) {
+  TORCH_CHECK(x.dim() == 2, "ln_mlp: x must be (tokens, d_model)");
+  const MlpShape m{x.size(0), x.size(1), matrices.size(0) / 2};
+  check_half("ln_mlp", x, matrices, vectors, 2 * m.F, 3 * m.C + m.F);
   at::Tensor h = at::empty({m.N, m.F}, x.options()), y = at::empty_like(x);
   at::Tensor mean = at::empty({m.N}, x.options()), rstd = at::empty({m.N}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_mlp_forward", [&] {
-    ln_mlp_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), weights<scalar_t>(params), eps, m,
+    ln_mlp_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), mlp_weights<scalar_t>(matrices, vectors, m.C, m.F), eps, m,
                                     h.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
                                     y.data_ptr<scalar_t>());
   });
@@ -740,18 +761,19 @@ std::vector<at::Tensor> ln_mlp_forward(const at::Tensor& x, const std::vector<at
 
 // -> dx, ∂matrices (2F, C) = [∂W1; ∂W2 as F rows of C], ∂vectors (3C + F) = [∂γ, ∂β, ∂b1, ∂b2]
 std::vector<at::Tensor> ln_mlp_backward(const at::Tensor& dy_, const at::Tensor& x, const at::Tensor& h,
-                                        const at::Tensor& mean, const at::Tensor& rstd,
-                                        const std::vector<at::Tensor>& params) {
-  check_mlp(x, params[2], params[4]);
+                                        const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& matrices,
+                                        const at::Tensor& vectors) {
   const at::Tensor dy = dy_.contiguous();
-  const MlpShape m{x.size(0), x.size(1), params[2].size(0)};
+  const MlpShape m{x.size(0), x.size(1), matrices.size(0) / 2};
+  check_half("ln_mlp", x, matrices, vectors, 2 * m.F, 3 * m.C + m.F);
   at::Tensor dx = at::empty_like(x), grads;
   std::vector<at::Tensor> out{dx};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_mlp_backward", [&] {
     const int64_t PF = small_gemm::padded<scalar_t>(m.F), PC = small_gemm::padded<scalar_t>(m.C);
     grads = at::zeros({at::get_num_threads(), grad_size<scalar_t>(m)}, x.options());
     ln_mlp_backward_kernel<scalar_t>(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
-                                     mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), weights<scalar_t>(params),
+                                     mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+                                     mlp_weights<scalar_t>(matrices, vectors, m.C, m.F),
                                      m, dx.data_ptr<scalar_t>(), grads.data_ptr<scalar_t>());
     for (auto& t : sum_grads(grads, {{1, m.C, m.C}, {1, m.C, m.C}, {m.F, PC, m.C}, {1, m.F, m.F}, {m.C, PF, m.F},
                                      {1, m.C, m.C}},
@@ -804,17 +826,18 @@ int64_t attn_grad_size(int64_t C) {  // ∂γ C, ∂β C, ∂Wqkv 3C x PC, ∂bq
 
 // x (B, T, C), params [ln_w, ln_b, wqkv, bqkv, wo, bo] -> y, qkv (B, T, 3, H, D), out (B, T, H, D), lse,
 // mean, rstd
-std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vector<at::Tensor>& params,
-                                             int64_t heads, const c10::optional<at::Tensor>& slopes, bool causal,
+std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const at::Tensor& matrices,
+                                             const at::Tensor& vectors, int64_t heads, const c10::optional<at::Tensor>& slopes, bool causal,
                                              double eps, const c10::optional<at::Tensor>& rotation) {
-  TORCH_CHECK(x.dim() == 3 && x.is_contiguous(), "ln_attention: x must be (B, T, d_model), contiguous");
+  TORCH_CHECK(x.dim() == 3, "ln_attention: x must be (B, T, d_model)");
   const int64_t B = x.size(0), T = x.size(1), C = x.size(2), N = B * T;
+  check_half("ln_attention", x, matrices, vectors, 4 * C, 6 * C);
   at::Tensor qkv = at::empty({B, T, 3, heads, C / heads}, x.options()), y = at::empty_like(x);
   at::Tensor mean = at::empty({N}, x.options()), rstd = at::empty({N}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_forward", [&] {
-    const scalar_t *ln_w = params[0].data_ptr<scalar_t>(), *ln_b = params[1].data_ptr<scalar_t>();
-    const std::vector<scalar_t> wqkv_t = packed(params[2].data_ptr<scalar_t>(), C, 3 * C, 1, C);
-    const scalar_t *xp = x.data_ptr<scalar_t>(), *bqkv = params[3].data_ptr<scalar_t>();
+    const AttentionWeights<scalar_t> w(matrices, vectors, C);
+    const scalar_t *ln_w = w.ln_w, *ln_b = w.ln_b, *xp = x.data_ptr<scalar_t>(), *bqkv = w.bqkv;
+    const std::vector<scalar_t> wqkv_t = packed(w.wqkv, C, 3 * C, 1, C);
     scalar_t* qp = qkv.data_ptr<scalar_t>();
     const auto* rot = static_cast<const scalar_t*>(rotation_ptr(rotation, x, T, C / heads));
     at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
@@ -833,8 +856,9 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vec
   std::vector<at::Tensor> att = forward(qkv3[0], qkv3[1], qkv3[2], slopes, causal);
   const at::Tensor out = att[0];
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_out", [&] {
-    const std::vector<scalar_t> wo_t = packed(params[4].data_ptr<scalar_t>(), C, C, 1, C);
-    const scalar_t *xp = x.data_ptr<scalar_t>(), *op = out.data_ptr<scalar_t>(), *bo = params[5].data_ptr<scalar_t>();
+    const AttentionWeights<scalar_t> w(matrices, vectors, C);
+    const std::vector<scalar_t> wo_t = packed(w.wo, C, C, 1, C);
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *op = out.data_ptr<scalar_t>(), *bo = w.bo;
     scalar_t* yp = y.data_ptr<scalar_t>();
     at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
       std::vector<scalar_t> buf(kChunk * small_gemm::padded<scalar_t>(C));
@@ -850,11 +874,13 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const std::vec
 // -> dx, ∂matrices (4C, C) = [∂Wqkv; ∂Wo], ∂vectors (6C) = [∂γ, ∂β, ∂bqkv, ∂bo]
 std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::Tensor& x, const at::Tensor& qkv,
                                               const at::Tensor& out, const at::Tensor& lse, const at::Tensor& mean,
-                                              const at::Tensor& rstd, const std::vector<at::Tensor>& params,
-                                              const c10::optional<at::Tensor>& slopes, bool causal,
+                                              const at::Tensor& rstd, const at::Tensor& matrices,
+                                              const at::Tensor& vectors, const c10::optional<at::Tensor>& slopes,
+                                              bool causal,
                                               const c10::optional<at::Tensor>& rotation) {
   const at::Tensor dy = dy_.contiguous();
   const int64_t C = x.size(2), N = x.size(0) * x.size(1), T = x.size(1), heads = qkv.size(3);
+  check_half("ln_attention", x, matrices, vectors, 4 * C, 6 * C);
   at::Tensor dx = at::empty_like(x), dout = at::empty_like(out), dqkv = at::empty_like(qkv), grads;
   std::vector<at::Tensor> result{dx};
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_backward", [&] {
@@ -869,7 +895,8 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
     };
     const scalar_t *dyp = dy.data_ptr<scalar_t>(), *xp = x.data_ptr<scalar_t>();
     // the output projection: d(out) = dy Wo, ∂Wo += dyᵀ out, ∂bo += Σ dy
-    const std::vector<scalar_t> wo = packed(params[4].data_ptr<scalar_t>(), C, C, C, 1);
+    const AttentionWeights<scalar_t> w(matrices, vectors, C);
+    const std::vector<scalar_t> wo = packed(w.wo, C, C, C, 1);
     at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
       const auto g = parts(at::get_thread_num());
       std::vector<scalar_t> buf(kChunk * PC), lhs(small_gemm::packed_columns_size<scalar_t>(C, kChunk)),
@@ -886,8 +913,8 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
     const auto q3 = qkv.unbind(2), d3 = dqkv.unbind(2);
     backward(dout, q3[0], q3[1], q3[2], out, lse, slopes, causal, d3[0], d3[1], d3[2]);
     // the QKV projection and the LayerNorm: dz = dqkv Wqkv, ∂Wqkv += dqkvᵀ z, then dx = dy + LN's backward
-    const std::vector<scalar_t> wqkv = packed(params[2].data_ptr<scalar_t>(), 3 * C, C, C, 1);
-    const scalar_t *ln_w = params[0].data_ptr<scalar_t>(), *ln_b = params[1].data_ptr<scalar_t>();
+    const std::vector<scalar_t> wqkv = packed(w.wqkv, 3 * C, C, C, 1);
+    const scalar_t *ln_w = w.ln_w, *ln_b = w.ln_b;
     at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
       const auto g = parts(at::get_thread_num());
       std::vector<scalar_t> z(kChunk * C), dz(kChunk * PC);
