@@ -240,6 +240,26 @@ def test_a_killed_build_does_not_block_the_next(tmp_path, monkeypatch):
     assert lstm_fast._load() == "module"
 
 
+def test_a_build_does_not_change_the_next_builds_name(tmp_path, monkeypatch):
+    """torch's load() appends its libraries to the flag lists it is given; with the module's own lists the
+    next build in the process got another digest, and rebuilt (order-dependent: every make bench rebuilt two
+    modules in its micro-benchmark process)."""
+    import torch.utils.cpp_extension
+
+    monkeypatch.setenv("LSTM_BENCH_BUILD_DIR", str(tmp_path))
+    names = []
+
+    def load(**kwargs):  # what torch does to the lists
+        kwargs["extra_ldflags"].append("-ltorch_cpu")
+        kwargs["extra_cflags"].append("-DTORCH_EXTENSION_NAME=x")
+        names.append(kwargs["name"])
+        return "module"
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", load)
+    assert lstm_fast._load() == "module" and lstm_fast._load() == "module"
+    assert names[0] == names[1] == lstm_fast.build_name(lstm_fast._CFLAGS, lstm_fast._LDFLAGS)
+
+
 def test_a_compiler_without_openmp_still_builds_the_fast_path(tmp_path, monkeypatch, caplog):
     """Apple clang has no -fopenmp: the build is retried without it (one thread per call), with one "
     "warning."""
