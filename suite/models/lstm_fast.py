@@ -130,8 +130,8 @@ def _build(
             sources=[str(directory / p.name) for p in sources],
             extra_include_paths=[str(directory)],
             build_directory=str(directory),
-            # copies: torch appends its libraries to the lists it is given, and the module-level flags then
-            # named the next build of the process differently (each make bench rebuilt two modules, ~25 s each)
+            # copies: torch appends its libraries to the lists it is given, and the module-level flags
+            # then named the next build of the process differently (make bench rebuilt two, ~25 s each)
             extra_cflags=list(cflags),
             extra_ldflags=list(ldflags),
             verbose=False,
