@@ -1,5 +1,5 @@
 """What flushing denormal floats saves, per model, at a learning rate high enough to make them
-(suite/environment.py's set_flush_denormals; csrc/float_env.cpp says why).
+(suite/models/float_env.py; csrc/float_env.cpp says why).
 
 Two copies of each model, same seed, same batches, train side by side with the suite's step (TrainStep:
 clipping, fused AdamW) on adding (T=25, B=32, backbone budget 20k), one step each in turn: copy A with
@@ -20,8 +20,9 @@ import time
 
 import torch
 
-from suite.environment import cpu_name, set_flush_denormals
+from suite.environment import cpu_name
 from suite.jobs import Recipe
+from suite.models.float_env import set_flush_denormals
 from suite.models.sizing import build_model
 from suite.registry import load_registry
 from suite.training_step import TrainStep

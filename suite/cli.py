@@ -160,8 +160,9 @@ def _parameter_lines(cls) -> list[str]:
 def cmd_run(args, registry) -> int:
     import torch
 
-    from suite.environment import environment, resolve_device, set_flush_denormals, set_tf32
+    from suite.environment import environment, resolve_device, set_tf32
     from suite.executor import InProcessPool, RunContext, execute
+    from suite.models.float_env import set_flush_denormals
     from suite.profiles import check_device, check_dtype, expand, load_profile
     from suite.store import ResultsStore
 

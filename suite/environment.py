@@ -7,7 +7,6 @@ import os
 import platform
 import socket
 import subprocess
-import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -100,50 +99,9 @@ def set_tf32(enabled: bool) -> None:
     torch.backends.cudnn.allow_tf32 = enabled
 
 
-# Denormal floats: see csrc/float_env.cpp for why the suite flushes them, and how every thread is reached.
-_FLOAT_ENV_SOURCE = Path(__file__).parent / "models" / "csrc" / "float_env.cpp"
-_float_env_state: dict = {"module": None, "error": None, "seconds": None}
-_float_env_lock = threading.Lock()
-
-
-def _float_env():
-    """The compiled helper (csrc/float_env.cpp), or None where it cannot be built (then only the calling
-    thread is set, by torch)."""
-    from suite.models import lstm_fast
-
-    flags = ["-O2", "-fopenmp"]  # -fopenmp: at::parallel_for's OpenMP pragma is in its header
-    return lstm_fast.load_once(
-        _float_env_state,
-        _float_env_lock,
-        lambda: lstm_fast._build(flags, ["-fopenmp"], (_FLOAT_ENV_SOURCE,), "lstm_bench_float_env"),
-        "the floating-point environment helper",
-        "denormals are flushed on the calling thread only",
-    )
-
-
-def set_flush_denormals(enabled: bool) -> None:
-    """Flush denormal floats to zero (FTZ and DAZ) on every thread that computes, or stop: one setting for
-    every model of a run, on by default (`run --keep-denormals` turns it off). Values below 1.2e-38 become 0,
-    which no metric can see, and an x86 core stops paying a microcode assist for each operation on them:
-    at a sweep's high learning rates the training step ran 2.5x (our Transformer) to 4.4x (nn.LSTM) faster
-    (README, "Denormal floats"). Call it after torch.set_num_threads: a pool that grows later inherits the
-    setting from the calling thread, and one that is rebuilt may not."""
-    torch.set_flush_denormal(enabled)  # the calling thread, wherever the helper cannot be built
-    module = _float_env()
-    if module is not None and module.supported:
-        module.set_flush_denormals(enabled)
-
-
-def denormals_flushed() -> bool | str | None:
-    """Whether denormals are flushed on every thread of the intra-op pool (True / False), "k of n threads"
-    when only some are, None where this cannot be read (no helper)."""
-    module = _float_env()
-    if module is None or not module.supported:
-        return None
-    threads, flushed = module.flushed_threads()
-    if flushed in (0, threads):
-        return flushed == threads
-    return f"{flushed} of {threads} threads"
+# Whether denormal floats are flushed on every compute thread, as suite.models.float_env last set and read
+# them (True / False, "k of n threads", None where it cannot tell): recorded in every record's env.
+denormals: dict = {"flushed": None}
 
 
 def cudnn_version() -> str | None:
@@ -182,7 +140,7 @@ def environment(device: torch.device, dtype: str) -> dict:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "cudnn_version": cudnn_version(),
         **precision_facts(),
-        "flush_denormals": denormals_flushed(),
+        "flush_denormals": denormals["flushed"],
         "mkldnn": torch.backends.mkldnn.is_available(),
         "transformers": _version("transformers"),
         "triton": _version("triton"),

@@ -21,10 +21,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from suite.environment import environment, git_commit, local_cores, set_flush_denormals, set_tf32
+from suite.environment import environment, git_commit, local_cores, set_tf32
 from suite.errors import SuiteError, one_line
 from suite.executor import RunContext, failed_record, placement_facts, run_job
 from suite.jobs import Job
+from suite.models.float_env import set_flush_denormals
 from suite.placement import Node, Placement
 from suite.records import now
 

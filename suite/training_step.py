@@ -30,7 +30,7 @@ small GEMMs: our Transformer now runs its own kernels for those on the CPU
 (suite/models/transformer_fast.py; T=100, B=32: 15.2-16.0 -> 7.3 ms a step, back to back), and each half
 of a block holds its weights in two tensors, which halved what this step's per-tensor loops (clipping,
 and AdamW where it has no fused kernel) see. A run also flushes denormal floats on every compute thread
-(suite.environment.set_flush_denormals): at high learning rates they made a step up to 3.5x slower.
+(suite.models.float_env.set_flush_denormals): at high learning rates they made a step up to 3.5x slower.
 Horizontal fusion (several runs stacked into one model) is not done: the kernels' cost grows with every
 stacked run, and only the per-op dispatch, about a fifth of the step, would be shared.
 """

@@ -243,11 +243,11 @@ def test_the_report_tabulates_the_whole_step_rate_per_model_and_step_mode():
 def flushing():
     """Denormals flushed on every compute thread for the test, as a run sets them; kept (the interpreter's
     default) after."""
-    from suite import environment as env
+    from suite.models import float_env
 
-    env.set_flush_denormals(True)
-    yield env
-    env.set_flush_denormals(False)
+    float_env.set_flush_denormals(True)
+    yield float_env
+    float_env.set_flush_denormals(False)
 
 
 def test_flushing_denormals_reaches_every_thread_of_the_pool(two_threads, flushing):
@@ -256,7 +256,7 @@ def test_flushing_denormals_reaches_every_thread_of_the_pool(two_threads, flushi
     tiny = torch.full((1 << 20,), 1e-30)
     assert int(((tiny * 1e-10) != 0).sum()) == 0
     assert flushing.denormals_flushed() is True
-    assert flushing.environment(torch.device("cpu"), "float32")["flush_denormals"] is True
+    assert environment(torch.device("cpu"), "float32")["flush_denormals"] is True
     flushing.set_flush_denormals(False)
     assert int(((tiny * 1e-10) != 0).sum()) == tiny.numel() and flushing.denormals_flushed() is False
 

@@ -108,7 +108,7 @@ def _env(records: pd.DataFrame) -> dict:
 
 
 def _denormals(flushed) -> str:
-    """The run's denormal setting (suite.environment.set_flush_denormals), for a caption."""
+    """The run's denormal setting (suite.models.float_env.set_flush_denormals), for a caption."""
     return ", denormals flushed" if flushed is True else ", IEEE denormals" if flushed is False else ""
 
 

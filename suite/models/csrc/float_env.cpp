@@ -1,5 +1,5 @@
 // The floating-point environment of every thread that computes: the calling thread and each thread of
-// ATen's intra-op pool (suite/environment.py's set_flush_denormals wraps this).
+// ATen's intra-op pool (suite/models/float_env.py's set_flush_denormals wraps this).
 //
 // Why: x86 cores take a microcode assist (on the order of 100 cycles) for each operation that reads or
 // produces a denormal float (|x| < 1.2e-38 in float32), and the high-learning-rate points of a sweep make
