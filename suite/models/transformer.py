@@ -64,6 +64,16 @@ def linear_default_init(*layers: tuple[torch.Tensor, torch.Tensor]) -> None:
             nn.init.uniform_(bias, -bound, bound)
 
 
+def gpt2_init(weight, residual, vectors, ln_weight, layers: int) -> None:
+    """GPT-2's initialisation of one half of a block: its input projection N(0, 0.02), its residual
+    projection (W_o, W_2) N(0, 0.02 / √(2·layers)); LayerNorm γ 1, β and the biases 0."""
+    with torch.no_grad():
+        nn.init.normal_(weight, 0.0, 0.02)
+        nn.init.normal_(residual, 0.0, 0.02 / math.sqrt(2 * layers))
+        vectors.zero_()
+        ln_weight.fill_(1.0)
+
+
 class Attention(nn.Module):
     """A block's first half, x + W_o · Attention(LN(x)), LayerNorm included. Its weights are two tensors
     (transformer_fast.attention_parts names the views): matrices (4d, d) = W_qkv (q, k, v rows), W_o; vectors
@@ -107,13 +117,8 @@ class Attention(nn.Module):
         return x + F.dropout(F.linear(y.reshape(B, T, D), w_o, b_o), dropout, self.training)
 
     def init_weights(self, layers: int) -> None:
-        """GPT-2's: N(0, 0.02), the residual projection W_o scaled by 1/√(2·layers); γ 1, β and biases 0."""
         ln_w, _, w_qkv, _, w_o, _ = transformer_fast.attention_parts(self.matrices, self.vectors)
-        with torch.no_grad():
-            nn.init.normal_(w_qkv, 0.0, 0.02)
-            nn.init.normal_(w_o, 0.0, 0.02 / math.sqrt(2 * layers))
-            self.vectors.zero_()
-            ln_w.fill_(1.0)
+        gpt2_init(w_qkv, w_o, self.vectors, ln_w, layers)
 
 
 class MLP(nn.Module):
@@ -140,13 +145,8 @@ class MLP(nn.Module):
         return x + F.dropout(F.linear(h, w2, b2), self.dropout, self.training)
 
     def init_weights(self, layers: int) -> None:
-        """As Attention's, W_2 the residual projection."""
         ln_w, _, w1, _, w2, _ = transformer_fast.mlp_parts(self.matrices, self.vectors)
-        with torch.no_grad():
-            nn.init.normal_(w1, 0.0, 0.02)
-            nn.init.normal_(w2, 0.0, 0.02 / math.sqrt(2 * layers))
-            self.vectors.zero_()
-            ln_w.fill_(1.0)
+        gpt2_init(w1, w2, self.vectors, ln_w, layers)
 
 
 class Block(nn.Module):

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "small_gemm.h"
+#include "vec_math.h"
 
 namespace {
 
@@ -49,29 +50,7 @@ inline float exp_(float x) {
 inline double exp_(double x) { return std::exp(x); }
 
 // log x for a normal, positive x
-inline float log_(float x) {
-  const int32_t bits = __builtin_bit_cast(int32_t, x);
-  float e = float(((bits >> 23) & 0xff) - 126);
-  float m = __builtin_bit_cast(float, (bits & 0x007fffff) | 0x3f000000);  // x = m 2^e, m in [0.5, 1)
-  if (m < 0.707106781186547524f) {
-    e -= 1.0f;
-    m = m + m - 1.0f;
-  } else {
-    m = m - 1.0f;
-  }
-  const float z = m * m;
-  float y = 7.0376836292e-2f;
-  y = y * m - 1.1514610310e-1f;
-  y = y * m + 1.1676998740e-1f;
-  y = y * m - 1.2420140846e-1f;
-  y = y * m + 1.4249322787e-1f;
-  y = y * m - 1.6668057665e-1f;
-  y = y * m + 2.0000714765e-1f;
-  y = y * m - 2.4999993993e-1f;
-  y = y * m + 3.3333331174e-1f;
-  y = y * m * z - 2.12194440e-4f * e - 0.5f * z;
-  return m + y + 0.693359375f * e;
-}
+inline float log_(float x) { return vec_math::log_(x); }
 inline double log_(double x) { return std::log(x); }
 
 template <typename scalar_t>

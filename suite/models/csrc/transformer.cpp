@@ -120,34 +120,10 @@ struct Rows {
   }
 };
 
-// log x for x ≥ 1 (a softmax denominator whose largest term is e^0): Cephes' logf, x = 2^e m with m in
-// [√½, √2), log m by its degree-9 polynomial in m − 1 (relative error ~1e-7), on whole vectors. It replaced
-// one libm call per query, a seventh of the forward at d_head 7. double (the tests): the library, per lane.
-inline V<float> vlog(V<float> x) {
-  using Vs = V<float>;
-  using Vi = int32_t __attribute__((vector_size(sizeof(Vs))));
-  Vi bits;
-  std::memcpy(&bits, &x, sizeof x);
-  Vi e = ((bits >> 23) & 0xff) - 126;  // x = 2^e m, m in [0.5, 1)
-  bits = (bits & 0x007fffff) | 0x3f000000;
-  Vs m;
-  std::memcpy(&m, &bits, sizeof m);
-  const Vi small = m < 0.707106781186547524f;  // all ones where m < √½: m doubles, e drops by one
-  e += small;
-  const Vs f = m + (small ? m : Vs{}) - 1.0f, z = f * f;
-  Vs y = 7.0376836292e-2f * f - 1.1514610310e-1f;
-  y = y * f + 1.1676998740e-1f;
-  y = y * f - 1.2420140846e-1f;
-  y = y * f + 1.4249322787e-1f;
-  y = y * f - 1.6668057665e-1f;
-  y = y * f + 2.0000714765e-1f;
-  y = y * f - 2.4999993993e-1f;
-  y = y * f + 3.3333331174e-1f;
-  Vs ef;
-  for (int l = 0; l < kL<float>; ++l) ef[l] = float(e[l]);
-  y = y * f * z - 2.12194440e-4f * ef - 0.5f * z;
-  return f + y + 0.693359375f * ef;
-}
+// log x for x ≥ 1 (a softmax denominator whose largest term is e^0), on whole vectors: vec_math.h's. It
+// replaced one libm call per query, a seventh of the forward at d_head 7. double (the tests): the library,
+// per lane.
+inline V<float> vlog(V<float> x) { return vec_math::log_(x); }
 inline V<double> vlog(V<double> x) {
   V<double> r;
   for (int l = 0; l < kL<double>; ++l) r[l] = std::log(x[l]);

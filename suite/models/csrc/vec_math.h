@@ -48,4 +48,39 @@ inline V exp_(V x) {
   return p * scale;
 }
 
+// log x for x a normal, positive float (or a vector of them), shared by the sLSTM's stabiliser (slstm.cpp)
+// and the attention's log-sum-exp (transformer.cpp): Cephes' logf, x = 2^e m with m in [√½, √2), log m by its
+// degree-9 polynomial in m − 1 (relative error ~1e-7).
+template <class V>
+inline V log_(V x) {
+  using I = typename IntOf<V>::type;
+  I bits;
+  std::memcpy(&bits, &x, sizeof x);
+  const I e = ((bits >> 23) & 0xff) - 126;  // x = 2^e m, m in [0.5, 1)
+  bits = (bits & 0x007fffff) | 0x3f000000;
+  V m, f, ef;
+  std::memcpy(&m, &bits, sizeof m);
+  if constexpr (std::is_same_v<V, float>) {  // m < √½: m doubles, e drops by one
+    const bool small = m < 0.707106781186547524f;
+    f = (small ? m + m : m) - 1.0f;
+    ef = float(small ? e - 1 : e);
+  } else {
+    const I small = m < 0.707106781186547524f;  // all ones (−1) where m < √½
+    f = m + (small ? m : V{}) - 1.0f;
+    ef = __builtin_convertvector(e + small, V);
+  }
+  const V z = f * f;
+  V y = V{} + 7.0376836292e-2f;
+  y = y * f - 1.1514610310e-1f;
+  y = y * f + 1.1676998740e-1f;
+  y = y * f - 1.2420140846e-1f;
+  y = y * f + 1.4249322787e-1f;
+  y = y * f - 1.6668057665e-1f;
+  y = y * f + 2.0000714765e-1f;
+  y = y * f - 2.4999993993e-1f;
+  y = y * f + 3.3333331174e-1f;
+  y = y * f * z - 2.12194440e-4f * ef - 0.5f * z;
+  return f + y + 0.693359375f * ef;
+}
+
 }  // namespace vec_math
