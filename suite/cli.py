@@ -307,16 +307,23 @@ def _start_builds(shapes: list[tuple]) -> list:
     """Build what the run's models compile (the C++ loops) in this process, one thread per model, while
     Ray starts and the first jobs queue: a job that needs a build waits on its lock instead of building
     it alone on a core while the other waits behind a timing job. A model that fails here fails in its
-    job, recorded (the job builds again)."""
+    job, recorded (the job builds again). Each model is constructed on the meta device (thread-local): its
+    initialisation then draws nothing from torch's global generator, which a job seeds and draws its
+    initial weights from on the main thread meanwhile (on the CPU the two interleaved, and a resumed run
+    could start with other weights than the uninterrupted one)."""
     import contextlib
     import threading
+
+    import torch
 
     from suite.models.capabilities import prepare
     from suite.models.sizing import build
 
     def one(model, spec, layers, options) -> None:
         with contextlib.suppress(Exception):
-            prepare(build(model, spec, model.width_step * 8, layers, options))
+            with torch.device("meta"):
+                built = build(model, spec, model.width_step * 8, layers, options)
+            prepare(built)
 
     first = {shape[0].name: shape for shape in shapes}  # one build per model
     threads = [threading.Thread(target=one, args=shape, daemon=True) for shape in first.values()]

@@ -8,6 +8,7 @@ import time
 
 import pandas as pd
 import pytest
+import torch
 from conftest import FIXTURES, ROOT, suite
 
 TINY = FIXTURES / "tiny.toml"
@@ -38,6 +39,26 @@ def test_a_run_builds_only_for_the_jobs_it_will_run(smoke_run, monkeypatch, caps
     monkeypatch.setattr(cli, "_start_builds", lambda shapes: asked.append(shapes) or [])
     assert cli.main(["run", "--profile", "smoke", "--out", str(smoke_run), "--no-progress"]) == 0
     assert asked == [[]], asked
+
+
+def test_the_drivers_early_builds_draw_nothing_from_the_global_generator(registry):
+    """cli._start_builds runs beside the first job, which seeds torch's global generator and draws its
+    initial weights from it: models built for their C++ loops on the CPU drew from it too, and the
+    kill-and-resume test saw a resumed job start from other weights. On the meta device they draw
+    nothing, and the loops are still built."""
+    from suite import cli
+    from suite.models import lstm_fast
+    from tasks.adding_problem import AddingProblem
+
+    spec = AddingProblem(seq_len=10).spec
+    shapes = [(registry.model(name), spec, None, {}) for name in ("lstm-fast", "transformer", "nn-lstm")]
+    torch.manual_seed(0)
+    want = torch.randn(4)
+    torch.manual_seed(0)
+    for thread in cli._start_builds(shapes):
+        thread.join()
+    assert torch.equal(torch.randn(4), want)
+    assert lstm_fast._state["module"] is not None or lstm_fast._state["error"] is not None
 
 
 @pytest.mark.slow
