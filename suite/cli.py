@@ -307,10 +307,10 @@ def _start_builds(shapes: list[tuple]) -> list:
     """Build what the run's models compile (the C++ loops) in this process, one thread per model, while
     Ray starts and the first jobs queue: a job that needs a build waits on its lock instead of building
     it alone on a core while the other waits behind a timing job. A model that fails here fails in its
-    job, recorded (the job builds again). Each model is constructed on the meta device (thread-local): its
-    initialisation then draws nothing from torch's global generator, which a job seeds and draws its
-    initial weights from on the main thread meanwhile (on the CPU the two interleaved, and a resumed run
-    could start with other weights than the uninterrupted one)."""
+    job, recorded (the job builds again). Each model is constructed on the meta device (thread-local) and
+    given empty CPU storage: its initialisation then draws nothing from torch's global generator, which a
+    job seeds and draws its initial weights from on the main thread meanwhile (constructed on the CPU the
+    two interleaved, and a resumed run could start with other weights than the uninterrupted one)."""
     import contextlib
     import threading
 
@@ -323,7 +323,7 @@ def _start_builds(shapes: list[tuple]) -> list:
         with contextlib.suppress(Exception):
             with torch.device("meta"):
                 built = build(model, spec, model.width_step * 8, layers, options)
-            prepare(built)
+            prepare(built.to_empty(device="cpu"))  # uninitialised: it only triggers the builds
 
     first = {shape[0].name: shape for shape in shapes}  # one build per model
     threads = [threading.Thread(target=one, args=shape, daemon=True) for shape in first.values()]

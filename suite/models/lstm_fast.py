@@ -373,10 +373,8 @@ class CompiledLoop:
     def prepare(self) -> float | None:
         """Build (or load the cached build of) the extension before any clock starts; the seconds
         this call spent, 0.0 when it was already loaded in this process. None off the CPU: the loop
-        runs in Python there, and nothing is built (a C++ build would only cost a GPU run minutes). A
-        model on the meta device builds for the CPU (the driver's early builds construct there:
-        cli._start_builds)."""
-        if self.layer_weights(0)[1].device.type not in ("cpu", "meta"):  # W_hh of the first layer
+        runs in Python there, and nothing is built (a C++ build would only cost a GPU run minutes)."""
+        if self.layer_weights(0)[1].device.type != "cpu":  # W_hh of the first layer
             return None
         return prepare_once(_state, extension)
 
