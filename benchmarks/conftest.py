@@ -4,9 +4,31 @@ this run) into its extra_info, and a table of ratios against each row's baseline
 import platform
 from pathlib import Path
 
+import torch
+
 from suite.environment import cpu_name
 
 SQUARE = "square"
+
+
+def record_row(benchmark, impl, mode, B, T, I, H, baseline, flops, flops_source) -> None:
+    """A row's declared fields (extra_info), which roofline() and the report's ratio table read: what ran, at
+    which sizes, against which baseline of this run, and its FLOPs. ran_alone: pytest times one benchmark
+    at a time, and `make bench` starts them after the run's last job."""
+    benchmark.extra_info.update(
+        impl=impl,
+        mode=mode,
+        B=B,
+        T=T,
+        I=I,
+        H=H,
+        threads=torch.get_num_threads(),
+        baseline=baseline,
+        flops=flops,
+        flops_source=flops_source,
+        ran_alone=True,
+        concurrency=1,
+    )
 
 
 def roofline(benchmarks) -> None:

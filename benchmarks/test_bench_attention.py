@@ -6,6 +6,7 @@ has them."""
 
 import pytest
 import torch
+from conftest import record_row
 
 from suite.models import transformer_fast
 
@@ -27,19 +28,9 @@ def test_attention(benchmark, shape, impl, mode):
     grad = torch.randn(B, T, H, D)
     fn = IMPLS[impl]
     causal_flops = 2 * 2 * B * H * T * (T + 1) / 2 * D  # q kᵀ and p v over the causal half
-    benchmark.extra_info.update(
-        impl=impl,
-        mode=mode,
-        B=B,
-        T=T,
-        I=H,
-        H=D,
-        threads=torch.get_num_threads(),
-        baseline="sdpa",
-        flops=causal_flops * (3 if mode == "fwd+bwd" else 1),
-        flops_source="2 products x causal half (x3 with backward)",
-        ran_alone=True,
-        concurrency=1,
+    flops = causal_flops * (3 if mode == "fwd+bwd" else 1)
+    record_row(
+        benchmark, impl, mode, B, T, H, D, "sdpa", flops, "2 products x causal half (x3 with backward)"
     )
 
     def run():

@@ -15,6 +15,7 @@ FlopCounterMode for the Transformers); conftest.py turns them into GFLOP/s and %
 
 import pytest
 import torch
+from conftest import record_row
 from torch.utils.flop_counter import FlopCounterMode
 
 from suite.measure.flops import recurrent_flops
@@ -139,21 +140,7 @@ def _run(benchmark, impl, mode, b=B, t=T, i=I, h=H):
         )
     b_run = 1 if mode == "step" else b
     fn = _timed(model, mode, b_run, t, i)
-    benchmark.extra_info.update(
-        impl=impl,
-        mode=mode,
-        B=b_run,
-        T=1 if mode == "step" else t,
-        I=i,
-        H=h,
-        threads=torch.get_num_threads(),
-        baseline=_baseline(impl),
-        flops=flops,
-        flops_source=source,
-        ran_alone=True,
-        concurrency=1,
-    )
-    # ran_alone: pytest times one benchmark at a time, and `make bench` starts them after the run's last job
+    record_row(benchmark, impl, mode, b_run, 1 if mode == "step" else t, i, h, _baseline(impl), flops, source)
     fn()  # warm-up (and the build, for compiled paths; the fast path's kernel plan for this shape)
     slow = impl.endswith("reference") and mode != "step"
     benchmark.pedantic(fn, rounds=5 if slow else 10, iterations=50 if mode == "step" else 1, warmup_rounds=1)

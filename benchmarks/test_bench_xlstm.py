@@ -10,6 +10,7 @@ width, 4H for the sLSTM (ĩ, f̃, z̃, õ), 3H + 2 heads for the mLSTM (q, k, v,
 
 import pytest
 import torch
+from conftest import record_row
 from torch.utils.flop_counter import FlopCounterMode
 
 from suite.models.mlstm import CHUNK, mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
@@ -50,23 +51,6 @@ def _slstm_fn(model, mode, b, t, h):
     return lambda: model(wx)[0].sum().backward()
 
 
-def _record(benchmark, impl, mode, b, t, i, h, baseline, flops, source):
-    benchmark.extra_info.update(
-        impl=impl,
-        mode=mode,
-        B=b,
-        T=t,
-        I=i,
-        H=h,
-        threads=torch.get_num_threads(),
-        baseline=baseline,
-        flops=flops,
-        flops_source=source,
-        ran_alone=True,
-        concurrency=1,
-    )
-
-
 def _run_slstm(benchmark, impl, mode, b=B, t=T, h=H):
     torch.manual_seed(0)
     model = SLSTM[impl](h, HEADS)
@@ -76,7 +60,7 @@ def _run_slstm(benchmark, impl, mode, b=B, t=T, h=H):
     d = h // HEADS
     # the recurrent product: per step and row, NH heads of (d -> 4d); backward: δh = δa R and ∂R, twice more
     flops = 2 * t * b * 4 * h * d * (3 if mode == "fwd+bwd" else 1)
-    _record(benchmark, impl, mode, b, t, 4 * h, h, "slstm/reference", flops, "analytic")
+    record_row(benchmark, impl, mode, b, t, 4 * h, h, "slstm/reference", flops, "analytic")
     fn = _slstm_fn(model, mode, b, t, h)
     fn()  # warm-up
     slow = impl.endswith("reference") and mode != "step"
@@ -124,7 +108,7 @@ def test_mlstm_forms(benchmark, impl, mode):
 
     with FlopCounterMode(display=False) as counter:
         fn()
-    _record(
+    record_row(
         benchmark,
         impl,
         mode,

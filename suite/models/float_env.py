@@ -42,9 +42,10 @@ def set_flush_denormals(enabled: bool) -> None:
     calling thread, and one that is rebuilt may not."""
     torch.set_flush_denormal(enabled)  # the calling thread, wherever the helper cannot be built
     module = _helper()
-    if module is not None and module.supported:
-        module.set_flush_denormals(enabled)
-    environment.denormals["flushed"] = denormals_flushed()
+    seen = None
+    if module is not None and module.supported:  # what each thread reads back, once it is set
+        seen = _summary(*module.set_flush_denormals(enabled))
+    environment.denormals["flushed"] = seen
 
 
 def denormals_flushed() -> bool | str | None:
@@ -53,7 +54,10 @@ def denormals_flushed() -> bool | str | None:
     module = _helper()
     if module is None or not module.supported:
         return None
-    threads, flushed = module.flushed_threads()
+    return _summary(*module.flushed_threads())
+
+
+def _summary(threads: int, flushed: int) -> bool | str:
     if flushed in (0, threads):
         return flushed == threads
     return f"{flushed} of {threads} threads"

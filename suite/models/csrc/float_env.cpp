@@ -61,12 +61,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       [](bool on) {
         flush_here(on);
         return on_every_thread([on] {
-                 flush_here(on);
-                 return flushed_here() == on;
-               })
-            .second;
+          flush_here(on);
+          return flushed_here();
+        });
       },
-      "set FTZ and DAZ (or clear them) on the calling thread and every intra-op thread: how many now match");
+      "set FTZ and DAZ (or clear them) on the calling thread and every intra-op thread: (threads, threads "
+      "that now flush)");
   m.def(
       "flushed_threads", [] { return on_every_thread([] { return flushed_here(); }); },
       "(threads asked, threads that flush denormals) over the intra-op pool");
