@@ -115,7 +115,7 @@ def _library(x, mlp):  # x + MLP(LayerNorm(x)) on the library's ops, same parame
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("tokens", [1, 300])  # 300: chunks of 128 rows, the last one short
+@pytest.mark.parametrize("tokens", [1, 300])  # 300: a slice of rows per thread (two here)
 def test_ln_mlp_residual_matches_the_library(dtype, tokens):
     mlp = _ln_mlp(28, 112, dtype)
     x = (3 * torch.randn(tokens, 28, dtype=dtype) + 1).requires_grad_()  # GELU's whole range, tails included

@@ -25,8 +25,11 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/addmm.h>
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/from_blob.h>
+#include <ATen/ops/mm.h>
 #include <ATen/ops/zeros.h>
 #include <torch/csrc/utils/pybind.h>
 
@@ -478,11 +481,10 @@ std::vector<at::Tensor> layer_norm_backward(const at::Tensor& dy_, const at::Ten
 // Why: at d_model 28 the hidden activations (tokens x 112) are the step's largest tensors, and the library's
 // MLP passes over them op by op: the GEMM writes h, GELU reads it and writes a, the next GEMM reads a, and
 // the backward as many again (gelu and gelu_backward alone took 0.24 and 0.40 ms on 3,200 x 112 values, a
-// tenth of a T=100 training step). Here the tokens go through in chunks of kChunk rows, one chunk per
-// thread at a time, and each chunk's h, a and their gradients stay in the core's cache between the GEMMs
-// (small_gemm.h's kernels); only h is kept for the backward, and a = GELU(h) and GELU'(h)
-// are recomputed there. Each thread sums its chunks' weight gradients apart; the threads' sums are added
-// at the end.
+// tenth of a T=100 training step). Here the rows go in one slice per thread; each slice's elementwise work
+// (LayerNorm, bias, GELU and its derivative, residual) is one pass of our own, and its GEMMs are the
+// library's (rows_gemm below); only h is kept for the backward, and a = GELU(h) and GELU'(h) are
+// recomputed there. Each slice sums its weight gradients apart; the slices' sums are added at the end.
 //   forward:  z = LayerNorm(x), h = z W1ᵀ + b1, a = GELU(h), y = x + a W2ᵀ + b2
 //   backward: ∂W2 = Σ dyᵀ a, ∂b2 = Σ dy, dh = (dy W2) ⊙ GELU'(h), ∂W1 = Σ dhᵀ z, ∂b1 = Σ dh, dz = dh W1,
 //             dx = dy + LayerNorm's backward of dz (above)
@@ -491,8 +493,6 @@ std::vector<at::Tensor> layer_norm_backward(const at::Tensor& dy_, const at::Ten
 //   Φ(x) = (1 + erf(x / √2)) / 2,  erf(z) = sign(z) (1 − t (a1 + t (a2 + ... a5)) e^(−z²)), t = 1 / (1 + p|z|)
 //   GELU'(x) = Φ(x) + x φ(x), φ(x) = e^(−x²/2) / √(2π): the same exponential.
 // double (the tests' gradchecks): the library's erf.
-
-constexpr int64_t kChunk = 128;  // rows: 128 x 112 floats of h, a, and their gradients fit in L2 together
 
 // 1/a for a ≥ 1: the hardware's 14-bit estimate and one Newton step (~1e-8 relative).
 inline V<float> reciprocal(V<float> a) {
@@ -547,19 +547,8 @@ inline void gelu_values(const double* h, int64_t n, double* a, double* dh) {
   }
 }
 
-// B (K x N) with element (k, n) at b[k * stride_k + n * stride_n], packed for small_gemm::gemm.
-template <typename scalar_t>
-std::vector<scalar_t> packed(const scalar_t* b, int64_t K, int64_t N, int64_t stride_k, int64_t stride_n) {
-  std::vector<scalar_t> out(small_gemm::packed_size<scalar_t>(K, N));
-  small_gemm::pack<scalar_t>(b, K, N, stride_k, stride_n, out.data());
-  return out;
-}
-
-// The second half of a block, y = x + MLP(LayerNorm(x)), chunk by chunk: the LayerNorm's output, h, a and
-// their gradients stay in cache, and the residual is added on the way out. The GEMMs are small_gemm.h's
-// register-blocked kernels (the LSTM's), on weights packed once per call: at these sizes a library GEMM per
-// chunk cost more in dispatch and packing than in arithmetic. Saved for the backward: h, and each row's
-// mean and 1/σ (the LayerNorm's output is recomputed from them).
+// The second half of a block, y = x + MLP(LayerNorm(x)), slice by slice. Saved for the backward: h, and each
+// row's mean and 1/σ (the LayerNorm's output is recomputed from them).
 struct MlpShape {
   int64_t N, C, F;
 };
@@ -591,101 +580,99 @@ void layer_norm_residual_backward(const scalar_t* dz, int64_t ldz, const scalar_
     for (int64_t k = 0; k < C; ++k) dx[r * C + k] += dy[r * C + k];
 }
 
-// y rows = bias + a rows (rows x K, lda) · packed Wᵀ (K x M), plus `residual` rows when given.
+// C (M x N, row-major, row stride ldc) = A (M x K) · B (K x N), or C += A · B when accumulate: the library's
+// GEMM (MKL on x86 builds of torch) on matrices given by pointer and (row, column) strides, so a transposed
+// operand is a swap of its strides. Why the library's: over a slice of a whole batch's rows it ran these
+// shapes (K = d_model or 4 d_model, N = d_model to 4 d_model) at 150-200 GFLOP/s a core, and small_gemm.h's
+// kernels, which the first version called on chunks of 128 rows with weights packed per call, at 50-65
+// (Xeon with AVX-512, one thread: ../shared/tools/step_time.py and benchmarks/test_bench_attention.py). Inside
+// a parallel region the library runs on the calling thread; with one slice it may use every thread.
 template <typename scalar_t>
-void linear_rows(int64_t rows, int64_t M, int64_t K, const scalar_t* a, int64_t lda, const scalar_t* packed_wt,
-                 const scalar_t* bias, const scalar_t* residual, scalar_t* buf, scalar_t* y) {
-  const int64_t PM = small_gemm::padded<scalar_t>(M);
-  small_gemm::gemm<scalar_t>(rows, M, K, a, lda, packed_wt, buf, PM, false);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t m = 0; m < M; ++m)
-      y[r * M + m] = buf[r * PM + m] + bias[m] + (residual ? residual[r * M + m] : scalar_t(0));
+void rows_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* a, std::array<int64_t, 2> a_strides,
+               const scalar_t* b, std::array<int64_t, 2> b_strides, scalar_t* c, int64_t ldc, bool accumulate) {
+  const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
+  const at::Tensor A = at::from_blob(const_cast<scalar_t*>(a), {M, K}, {a_strides[0], a_strides[1]}, opt);
+  const at::Tensor Bm = at::from_blob(const_cast<scalar_t*>(b), {K, N}, {b_strides[0], b_strides[1]}, opt);
+  at::Tensor Cm = at::from_blob(c, {M, N}, {ldc, 1}, opt);
+  if (accumulate)
+    Cm.addmm_(A, Bm);
+  else
+    at::mm_out(Cm, A, Bm);
 }
 
-// ∂W (M x PK) += dyᵀ a over rows (dy rows x M, a rows x K, row strides ldy, lda); ∂b (M) += Σ dy.
+// Row-major (rows x cols) strides, and the strides of its transpose read in place.
+inline std::array<int64_t, 2> row_major(int64_t cols) { return {cols, 1}; }
+inline std::array<int64_t, 2> transposed(int64_t cols) { return {1, cols}; }
+
+// out[c] += Σ_r rows[r * ld + c] (a bias's gradient)
 template <typename scalar_t>
-void weight_grads(int64_t rows, int64_t M, int64_t K, const scalar_t* dy, int64_t ldy, const scalar_t* a,
-                  int64_t lda, std::vector<scalar_t>& lhs, std::vector<scalar_t>& rhs, scalar_t* dw, scalar_t* db) {
-  small_gemm::pack_columns<scalar_t>(M, rows, [&](int64_t k) { return dy + k * ldy; }, lhs.data());
-  small_gemm::pack<scalar_t>(a, rows, K, lda, 1, rhs.data());
-  small_gemm::gemm_packed<scalar_t>(M, K, rows, lhs.data(), rhs.data(), dw, small_gemm::padded<scalar_t>(K), true);
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t m = 0; m < M; ++m) db[m] += dy[r * ldy + m];
+void add_column_sums(const scalar_t* rows, int64_t n, int64_t cols, int64_t ld, scalar_t* out) {
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[c] += rows[r * ld + c];
 }
 
+// One slice of rows per thread, none under 64 rows (fewer is more dispatch than work).
+int64_t row_slices(int64_t N) { return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), N / 64)); }
+
 template <typename scalar_t>
-void ln_mlp_forward_kernel(const scalar_t* x, const MlpWeights<scalar_t>& w, double eps, MlpShape m, scalar_t* h,
-                           scalar_t* mean, scalar_t* rstd, scalar_t* y) {
-  const int64_t C = m.C, F = m.F, PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
-  const std::vector<scalar_t> w1t = packed(w.w1, C, F, 1, C), w2t = packed(w.w2, F, C, 1, F);  // W1ᵀ, W2ᵀ
-  at::parallel_for(0, (m.N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
-    std::vector<scalar_t> ln(kChunk * C), a(kChunk * PF), out(kChunk * PC);
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t r0 = c * kChunk, rows = std::min(kChunk, m.N - r0);
-      layer_norm_chunk(x, w.ln_w, w.ln_b, C, eps, r0, rows, mean, rstd, true, ln.data());
-      small_gemm::gemm<scalar_t>(rows, F, C, ln.data(), C, w1t.data(), a.data(), PF, false);
-      for (int64_t r = 0; r < rows; ++r) {
-        scalar_t *hr = h + (r0 + r) * F, *ar = a.data() + r * PF;
-        for (int64_t f = 0; f < F; ++f) hr[f] = ar[f] + w.b1[f];
-        gelu_values(hr, F, ar, nullptr);
-      }
-      linear_rows<scalar_t>(rows, C, F, a.data(), PF, w2t.data(), w.b2, x + r0 * C, out.data(), y + r0 * C);
+void ln_mlp_forward_kernel(const scalar_t* x, const MlpWeights<scalar_t>& w, double eps, MlpShape m, scalar_t* z,
+                           scalar_t* a, scalar_t* h, scalar_t* mean, scalar_t* rstd, scalar_t* y) {
+  const int64_t C = m.C, F = m.F;
+  over_slices(m.N, row_slices(m.N), [&](int64_t, int64_t r0, int64_t r1) {
+    const int64_t rows = r1 - r0;
+    layer_norm_rows(x, w.ln_w, w.ln_b, C, eps, r0, r1, z, mean, rstd);
+    rows_gemm<scalar_t>(rows, F, C, z + r0 * C, row_major(C), w.w1, transposed(C), h + r0 * F, F, false);  // z W1ᵀ
+    for (int64_t r = r0; r < r1; ++r) {
+      scalar_t* hr = h + r * F;
+      for (int64_t f = 0; f < F; ++f) hr[f] += w.b1[f];
+      gelu_values(hr, F, a + r * F, nullptr);
+      for (int64_t c = 0; c < C; ++c) y[r * C + c] = x[r * C + c] + w.b2[c];
     }
+    rows_gemm<scalar_t>(rows, C, F, a + r0 * F, row_major(F), w.w2, transposed(F), y + r0 * C, C, true);  // + a W2ᵀ
   });
 }
 
-// Parameter gradients: each thread adds its chunks into its own slice of `grads` (threads x the sizes
-// below, zero on entry): ∂γ C, ∂β C, ∂W1 F x PC, ∂b1 F, ∂W2 C x PF, ∂b2 C.
-template <typename scalar_t>
-int64_t grad_size(MlpShape m) {
-  return 3 * m.C + m.F * small_gemm::padded<scalar_t>(m.C) + m.F + m.C * small_gemm::padded<scalar_t>(m.F);
-}
+// Parameter gradients: each slice adds into its own row of `grads` (slices x the sizes below, zero on
+// entry), laid out as the half's two tensors one after the other (mlp_weights): ∂W1 F x C, ∂W2 C x F, then
+// ∂γ C, ∂β C, ∂b1 F, ∂b2 C.
+int64_t grad_size(MlpShape m) { return 2 * m.F * m.C + 3 * m.C + m.F; }
 
 template <typename scalar_t>
 void ln_mlp_backward_kernel(const scalar_t* dy, const scalar_t* x, const scalar_t* h, const scalar_t* mean,
-                            const scalar_t* rstd, const MlpWeights<scalar_t>& w, MlpShape m, scalar_t* dx,
-                            scalar_t* grads) {
-  const int64_t C = m.C, F = m.F, PF = small_gemm::padded<scalar_t>(F), PC = small_gemm::padded<scalar_t>(C);
-  const std::vector<scalar_t> w2p = packed(w.w2, C, F, F, 1), w1p = packed(w.w1, F, C, C, 1);  // W2, W1
-  at::parallel_for(0, (m.N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
-    scalar_t* g = grads + at::get_thread_num() * grad_size<scalar_t>(m);
-    scalar_t *g_lnw = g, *g_lnb = g + C, *gw1 = g + 2 * C, *gb1 = gw1 + F * PC, *gw2 = gb1 + F, *gb2 = gw2 + C * PF;
-    std::vector<scalar_t> ln(kChunk * C), a(kChunk * PF), dh(kChunk * PF), dln(kChunk * PC);
-    std::vector<scalar_t> lhs(small_gemm::packed_columns_size<scalar_t>(std::max(C, F), kChunk));
-    std::vector<scalar_t> rhs(small_gemm::packed_size<scalar_t>(kChunk, std::max(C, F)));
-    for (int64_t c = c0; c < c1; ++c) {
-      const int64_t r0 = c * kChunk, rows = std::min(kChunk, m.N - r0);
-      const scalar_t* dyc = dy + r0 * C;
-      layer_norm_chunk(x, w.ln_w, w.ln_b, C, 0.0, r0, rows, const_cast<scalar_t*>(mean),
-                       const_cast<scalar_t*>(rstd), false, ln.data());
-      small_gemm::gemm<scalar_t>(rows, F, C, dyc, C, w2p.data(), dh.data(), PF, false);  // dy W2
-      for (int64_t r = 0; r < rows; ++r) gelu_values(h + (r0 + r) * F, F, a.data() + r * PF, dh.data() + r * PF);
-      small_gemm::gemm<scalar_t>(rows, C, F, dh.data(), PF, w1p.data(), dln.data(), PC, false);  // dh W1
-      weight_grads<scalar_t>(rows, C, F, dyc, C, a.data(), PF, lhs, rhs, gw2, gb2);        // ∂W2 += dyᵀ a
-      weight_grads<scalar_t>(rows, F, C, dh.data(), PF, ln.data(), C, lhs, rhs, gw1, gb1);  // ∂W1 += dhᵀ z
-      layer_norm_residual_backward(dln.data(), PC, dy, x, mean, rstd, w.ln_w, C, r0, rows, dx, g_lnw, g_lnb);
-    }
+                            const scalar_t* rstd, const MlpWeights<scalar_t>& w, MlpShape m, int64_t slices,
+                            scalar_t* z, scalar_t* a, scalar_t* dh, scalar_t* dz, scalar_t* dx, scalar_t* grads) {
+  const int64_t C = m.C, F = m.F;
+  over_slices(m.N, slices, [&](int64_t s, int64_t r0, int64_t r1) {
+    scalar_t* g = grads + s * grad_size(m);
+    scalar_t *gw1 = g, *gw2 = g + F * C, *g_lnw = gw2 + C * F, *g_lnb = g_lnw + C, *gb1 = g_lnb + C, *gb2 = gb1 + F;
+    const int64_t rows = r1 - r0;
+    const scalar_t* dys = dy + r0 * C;
+    rows_gemm<scalar_t>(rows, F, C, dys, row_major(C), w.w2, row_major(F), dh + r0 * F, F, false);  // dy W2
+    for (int64_t r = r0; r < r1; ++r) gelu_values(h + r * F, F, a + r * F, dh + r * F);
+    add_column_sums(dys, rows, C, C, gb2);
+    add_column_sums(dh + r0 * F, rows, F, F, gb1);
+    rows_gemm<scalar_t>(C, F, rows, dys, transposed(C), a + r0 * F, row_major(F), gw2, F, true);  // ∂W2 += dyᵀ a
+    layer_norm_chunk(x, w.ln_w, w.ln_b, C, 0.0, r0, rows, const_cast<scalar_t*>(mean), const_cast<scalar_t*>(rstd),
+                     false, z + r0 * C);
+    rows_gemm<scalar_t>(F, C, rows, dh + r0 * F, transposed(F), z + r0 * C, row_major(C), gw1, C, true);  // ∂W1 += dhᵀ z
+    rows_gemm<scalar_t>(rows, C, F, dh + r0 * F, row_major(F), w.w1, row_major(C), dz + r0 * C, C, false);  // dh W1
+    layer_norm_residual_backward(dz + r0 * C, C, dy, x, mean, rstd, w.ln_w, C, r0, rows, dx, g_lnw, g_lnb);
   });
 }
 
-// The threads' parameter gradients summed into the two tensors a block's half holds (transformer.py): its
-// matrices, row after row, and its vectors, one after another. Each of `blocks` is (rows, cols, keep): rows x
-// cols values of each thread's row, of which the first `keep` columns count (the rest is the GEMM's
-// padding); rows 1 is a vector. They go, in order, to the next free place of matrices or of vectors.
-std::vector<at::Tensor> sum_grads(const at::Tensor& grads, std::initializer_list<std::array<int64_t, 3>> blocks,
-                                  at::IntArrayRef matrices_shape, int64_t vectors) {
-  const at::Tensor sum = grads.sum(0);
-  at::Tensor matrices = at::empty(matrices_shape, grads.options()), vec = at::empty({vectors}, grads.options());
-  int64_t offset = 0, m = 0, v = 0;
-  for (const auto& [rows, cols, keep] : blocks) {
-    const at::Tensor t = sum.narrow(0, offset, rows * cols).view({rows, cols}).narrow(1, 0, keep);
-    at::Tensor& into = rows == 1 ? vec : matrices;
-    int64_t& at = rows == 1 ? v : m;
-    into.view(-1).narrow(0, at, rows * keep).view({rows, keep}).copy_(t);
-    at += rows * keep, offset += rows * cols;
-  }
-  TORCH_CHECK(m == matrices.numel() && v == vectors, "sum_grads: the blocks do not fill the parameters");
-  return {matrices, vec};
+// The slices' parameter gradients (slices x (matrices' size + vectors' size), each row laid out as the half's
+// matrices then its vectors) summed into the first row, which becomes the two gradients as views: no copy
+// into tensors of their own (twelve narrow-and-copy ops a call cost more than the LayerNorm's backward).
+std::array<at::Tensor, 2> split_grads(const at::Tensor& grads, at::IntArrayRef matrices_shape) {
+  const int64_t slices = grads.size(0), n = grads.size(1);
+  AT_DISPATCH_FLOATING_TYPES(grads.scalar_type(), "split_grads", [&] {
+    scalar_t* g = grads.data_ptr<scalar_t>();
+    for (int64_t s = 1; s < slices; ++s)
+      for (int64_t i = 0; i < n; ++i) g[i] += g[s * n + i];
+  });
+  const int64_t m = matrices_shape[0] * matrices_shape[1];
+  const at::Tensor first = grads[0];
+  return {first.narrow(0, 0, m).view(matrices_shape), first.narrow(0, m, n - m)};
 }
 
 // Each half of a block passes its two weight tensors whole (transformer.py's Attention and MLP hold them;
@@ -727,10 +714,11 @@ std::vector<at::Tensor> ln_mlp_forward(const at::Tensor& x, const at::Tensor& ma
   check_half("ln_mlp", x, matrices, vectors, 2 * m.F, 3 * m.C + m.F);
   at::Tensor h = at::empty({m.N, m.F}, x.options()), y = at::empty_like(x);
   at::Tensor mean = at::empty({m.N}, x.options()), rstd = at::empty({m.N}, x.options());
+  const at::Tensor z = at::empty_like(x), a = at::empty_like(h);  // scratch: LayerNorm(x), GELU(h)
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_mlp_forward", [&] {
     ln_mlp_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), mlp_weights<scalar_t>(matrices, vectors, m.C, m.F), eps, m,
-                                    h.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
-                                    y.data_ptr<scalar_t>());
+                                    z.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
+                                    mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
   });
   return {y, h, mean, rstd};
 }
@@ -742,20 +730,19 @@ std::vector<at::Tensor> ln_mlp_backward(const at::Tensor& dy_, const at::Tensor&
   const at::Tensor dy = dy_.contiguous();
   const MlpShape m{x.size(0), x.size(1), matrices.size(0) / 2};
   check_half("ln_mlp", x, matrices, vectors, 2 * m.F, 3 * m.C + m.F);
-  at::Tensor dx = at::empty_like(x), grads;
+  at::Tensor dx = at::empty_like(x);
   std::vector<at::Tensor> out{dx};
+  const int64_t slices = row_slices(m.N);
+  const at::Tensor grads = at::zeros({slices, grad_size(m)}, x.options());
+  const at::Tensor z = at::empty_like(x), dz = at::empty_like(x), a = at::empty_like(h), dh = at::empty_like(h);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_mlp_backward", [&] {
-    const int64_t PF = small_gemm::padded<scalar_t>(m.F), PC = small_gemm::padded<scalar_t>(m.C);
-    grads = at::zeros({at::get_num_threads(), grad_size<scalar_t>(m)}, x.options());
     ln_mlp_backward_kernel<scalar_t>(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(),
                                      mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
-                                     mlp_weights<scalar_t>(matrices, vectors, m.C, m.F),
-                                     m, dx.data_ptr<scalar_t>(), grads.data_ptr<scalar_t>());
-    for (auto& t : sum_grads(grads, {{1, m.C, m.C}, {1, m.C, m.C}, {m.F, PC, m.C}, {1, m.F, m.F}, {m.C, PF, m.F},
-                                     {1, m.C, m.C}},
-                             {2 * m.F, m.C}, 3 * m.C + m.F))
-      out.push_back(t);
+                                     mlp_weights<scalar_t>(matrices, vectors, m.C, m.F), m, slices,
+                                     z.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(),
+                                     dz.data_ptr<scalar_t>(), dx.data_ptr<scalar_t>(), grads.data_ptr<scalar_t>());
   });
+  for (auto& t : split_grads(grads, {2 * m.F, m.C})) out.push_back(t);
   return out;
 }
 
@@ -791,14 +778,11 @@ const void* rotation_ptr(const c10::optional<at::Tensor>& rotation, const at::Te
 
 // ---- the attention half of a block: y = x + Attention(LayerNorm(x) Wqkvᵀ + bqkv) Woᵀ + bo ---------------
 //
-// The two projections chunk by chunk as the MLP's (the LayerNorm's output and the residual in cache), and
-// the attention kernel above between them, on the projection's output in place. Saved for the backward:
-// qkv, the attention's output and lse, and each row's mean and 1/σ.
-template <typename scalar_t>
-int64_t attn_grad_size(int64_t C) {  // ∂γ C, ∂β C, ∂Wqkv 3C x PC, ∂bqkv 3C, ∂Wo C x PC, ∂bo C
-  const int64_t PC = small_gemm::padded<scalar_t>(C);
-  return 2 * C + 3 * C * PC + 3 * C + C * PC + C;
-}
+// The two projections slice by slice as the MLP's (the LayerNorm, bias and residual in passes of our own, the
+// products the library's), and the attention kernel above between them, on the projection's output in place.
+// Saved for the backward: qkv, the attention's output and lse, and each row's mean and 1/σ.
+// ∂Wqkv 3C x C, ∂Wo C x C, then ∂γ C, ∂β C, ∂bqkv 3C, ∂bo C: the half's matrices, then its vectors
+int64_t attn_grad_size(int64_t C) { return 4 * C * C + 6 * C; }
 
 // x (B, T, C), params [ln_w, ln_b, wqkv, bqkv, wo, bo] -> y, qkv (B, T, 3, H, D), out (B, T, H, D), lse,
 // mean, rstd
@@ -806,26 +790,23 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const at::Tens
                                              const at::Tensor& vectors, int64_t heads, const c10::optional<at::Tensor>& slopes, bool causal,
                                              double eps, const c10::optional<at::Tensor>& rotation) {
   TORCH_CHECK(x.dim() == 3, "ln_attention: x must be (B, T, d_model)");
-  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), N = B * T;
+  const int64_t B = x.size(0), T = x.size(1), C = x.size(2), N = B * T, slices = row_slices(N);
   check_half("ln_attention", x, matrices, vectors, 4 * C, 6 * C);
   at::Tensor qkv = at::empty({B, T, 3, heads, C / heads}, x.options()), y = at::empty_like(x);
   at::Tensor mean = at::empty({N}, x.options()), rstd = at::empty({N}, x.options());
+  const at::Tensor z = at::empty_like(x);  // scratch: LayerNorm(x)
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_forward", [&] {
     const AttentionWeights<scalar_t> w(matrices, vectors, C);
-    const scalar_t *ln_w = w.ln_w, *ln_b = w.ln_b, *xp = x.data_ptr<scalar_t>(), *bqkv = w.bqkv;
-    const std::vector<scalar_t> wqkv_t = packed(w.wqkv, C, 3 * C, 1, C);
-    scalar_t* qp = qkv.data_ptr<scalar_t>();
+    const scalar_t* xp = x.data_ptr<scalar_t>();
+    scalar_t *qp = qkv.data_ptr<scalar_t>(), *zp = z.data_ptr<scalar_t>();
     const auto* rot = static_cast<const scalar_t*>(rotation_ptr(rotation, x, T, C / heads));
-    at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
-      std::vector<scalar_t> lnb(kChunk * C), buf(kChunk * small_gemm::padded<scalar_t>(3 * C));
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
-        layer_norm_chunk(xp, ln_w, ln_b, C, eps, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
-                         true, lnb.data());
-        linear_rows<scalar_t>(rows, 3 * C, C, lnb.data(), C, wqkv_t.data(), bqkv, nullptr, buf.data(),
-                              qp + r0 * 3 * C);
-        if (rot) rotate_qk(qp + r0 * 3 * C, r0, rows, T, C, heads, rot, false);
-      }
+    over_slices(N, slices, [&](int64_t, int64_t r0, int64_t r1) {
+      layer_norm_rows(xp, w.ln_w, w.ln_b, C, eps, r0, r1, zp, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>());
+      rows_gemm<scalar_t>(r1 - r0, 3 * C, C, zp + r0 * C, row_major(C), w.wqkv, transposed(C), qp + r0 * 3 * C, 3 * C,
+                          false);  // z Wqkvᵀ
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t k = 0; k < 3 * C; ++k) qp[r * 3 * C + k] += w.bqkv[k];
+      if (rot) rotate_qk(qp + r0 * 3 * C, r0, r1 - r0, T, C, heads, rot, false);
     });
   });
   const auto qkv3 = qkv.unbind(2);
@@ -833,15 +814,12 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const at::Tens
   const at::Tensor out = att[0];
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_out", [&] {
     const AttentionWeights<scalar_t> w(matrices, vectors, C);
-    const std::vector<scalar_t> wo_t = packed(w.wo, C, C, 1, C);
-    const scalar_t *xp = x.data_ptr<scalar_t>(), *op = out.data_ptr<scalar_t>(), *bo = w.bo;
+    const scalar_t *xp = x.data_ptr<scalar_t>(), *op = out.data_ptr<scalar_t>();
     scalar_t* yp = y.data_ptr<scalar_t>();
-    at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
-      std::vector<scalar_t> buf(kChunk * small_gemm::padded<scalar_t>(C));
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
-        linear_rows<scalar_t>(rows, C, C, op + r0 * C, C, wo_t.data(), bo, xp + r0 * C, buf.data(), yp + r0 * C);
-      }
+    over_slices(N, slices, [&](int64_t, int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        for (int64_t k = 0; k < C; ++k) yp[r * C + k] = xp[r * C + k] + w.bo[k];
+      rows_gemm<scalar_t>(r1 - r0, C, C, op + r0 * C, row_major(C), w.wo, transposed(C), yp + r0 * C, C, true);
     });
   });
   return {y, qkv, out, att[1], mean, rstd};
@@ -856,62 +834,48 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
                                               const c10::optional<at::Tensor>& rotation) {
   const at::Tensor dy = dy_.contiguous();
   const int64_t C = x.size(2), N = x.size(0) * x.size(1), T = x.size(1), heads = qkv.size(3);
+  const int64_t slices = row_slices(N), G = attn_grad_size(C);
   check_half("ln_attention", x, matrices, vectors, 4 * C, 6 * C);
-  at::Tensor dx = at::empty_like(x), dout = at::empty_like(out), dqkv = at::empty_like(qkv), grads;
-  std::vector<at::Tensor> result{dx};
+  at::Tensor dx = at::empty_like(x), dout = at::empty_like(out), dqkv = at::empty_like(qkv);
+  const at::Tensor grads = at::zeros({slices, G}, x.options()), z = at::empty_like(x), dz = at::empty_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_backward", [&] {
     const auto* rot = static_cast<const scalar_t*>(rotation_ptr(rotation, x, T, C / heads));
-    const int64_t PC = small_gemm::padded<scalar_t>(C), G = attn_grad_size<scalar_t>(C);
-    grads = at::zeros({at::get_num_threads(), G}, x.options());
     scalar_t* gp = grads.data_ptr<scalar_t>();
-    auto parts = [&](int t) {  // this thread's ∂γ, ∂β, ∂Wqkv, ∂bqkv, ∂Wo, ∂bo
-      scalar_t* g = gp + t * G;
-      return std::array<scalar_t*, 6>{g, g + C, g + 2 * C, g + 2 * C + 3 * C * PC, g + 5 * C + 3 * C * PC,
-                                      g + 5 * C + 4 * C * PC};
+    auto parts = [&](int64_t s) {  // this slice's ∂γ, ∂β, ∂Wqkv, ∂bqkv, ∂Wo, ∂bo
+      scalar_t *g = gp + s * G, *v = g + 4 * C * C;
+      return std::array<scalar_t*, 6>{v, v + C, g, v + 2 * C, g + 3 * C * C, v + 5 * C};
     };
-    const scalar_t *dyp = dy.data_ptr<scalar_t>(), *xp = x.data_ptr<scalar_t>();
-    // the output projection: d(out) = dy Wo, ∂Wo += dyᵀ out, ∂bo += Σ dy
+    const scalar_t *dyp = dy.data_ptr<scalar_t>(), *xp = x.data_ptr<scalar_t>(), *op = out.data_ptr<scalar_t>();
     const AttentionWeights<scalar_t> w(matrices, vectors, C);
-    const std::vector<scalar_t> wo = packed(w.wo, C, C, C, 1);
-    at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
-      const auto g = parts(at::get_thread_num());
-      std::vector<scalar_t> buf(kChunk * PC), lhs(small_gemm::packed_columns_size<scalar_t>(C, kChunk)),
-          rhs(small_gemm::packed_size<scalar_t>(kChunk, C));
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
-        small_gemm::gemm<scalar_t>(rows, C, C, dyp + r0 * C, C, wo.data(), buf.data(), PC, false);
-        scalar_t* dop = dout.data_ptr<scalar_t>() + r0 * C;
-        for (int64_t r = 0; r < rows; ++r)
-          for (int64_t k = 0; k < C; ++k) dop[r * C + k] = buf[r * PC + k];
-        weight_grads<scalar_t>(rows, C, C, dyp + r0 * C, C, out.data_ptr<scalar_t>() + r0 * C, C, lhs, rhs, g[4], g[5]);
-      }
+    // the output projection: d(out) = dy Wo, ∂Wo += dyᵀ out, ∂bo += Σ dy
+    over_slices(N, slices, [&](int64_t s, int64_t r0, int64_t r1) {
+      const auto g = parts(s);
+      const int64_t rows = r1 - r0;
+      rows_gemm<scalar_t>(rows, C, C, dyp + r0 * C, row_major(C), w.wo, row_major(C),
+                          dout.data_ptr<scalar_t>() + r0 * C, C, false);
+      rows_gemm<scalar_t>(C, C, rows, dyp + r0 * C, transposed(C), op + r0 * C, row_major(C), g[4], C, true);
+      add_column_sums(dyp + r0 * C, rows, C, C, g[5]);
     });
     const auto q3 = qkv.unbind(2), d3 = dqkv.unbind(2);
     backward(dout, q3[0], q3[1], q3[2], out, lse, slopes, causal, d3[0], d3[1], d3[2]);
     // the QKV projection and the LayerNorm: dz = dqkv Wqkv, ∂Wqkv += dqkvᵀ z, then dx = dy + LN's backward
-    const std::vector<scalar_t> wqkv = packed(w.wqkv, 3 * C, C, C, 1);
-    const scalar_t *ln_w = w.ln_w, *ln_b = w.ln_b;
-    at::parallel_for(0, (N + kChunk - 1) / kChunk, 1, [&](int64_t c0, int64_t c1) {
-      const auto g = parts(at::get_thread_num());
-      std::vector<scalar_t> z(kChunk * C), dz(kChunk * PC);
-      std::vector<scalar_t> lhs(small_gemm::packed_columns_size<scalar_t>(3 * C, kChunk)),
-          rhs(small_gemm::packed_size<scalar_t>(kChunk, C));
-      for (int64_t c = c0; c < c1; ++c) {
-        const int64_t r0 = c * kChunk, rows = std::min(kChunk, N - r0);
-        scalar_t* dq = dqkv.data_ptr<scalar_t>() + r0 * 3 * C;  // of the rotated q, k: turned back first
-        if (rot) rotate_qk(dq, r0, rows, T, C, heads, rot, true);
-        layer_norm_chunk(xp, ln_w, ln_b, C, 0.0, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
-                         false, z.data());
-        small_gemm::gemm<scalar_t>(rows, C, 3 * C, dq, 3 * C, wqkv.data(), dz.data(), PC, false);
-        weight_grads<scalar_t>(rows, 3 * C, C, dq, 3 * C, z.data(), C, lhs, rhs, g[2], g[3]);
-        layer_norm_residual_backward(dz.data(), PC, dyp, xp, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
-                                     ln_w, C, r0, rows, dx.data_ptr<scalar_t>(), g[0], g[1]);
-      }
+    over_slices(N, slices, [&](int64_t s, int64_t r0, int64_t r1) {
+      const auto g = parts(s);
+      const int64_t rows = r1 - r0;
+      scalar_t* dq = dqkv.data_ptr<scalar_t>() + r0 * 3 * C;  // of the rotated q, k: turned back first
+      scalar_t *zs = z.data_ptr<scalar_t>() + r0 * C, *dzs = dz.data_ptr<scalar_t>() + r0 * C;
+      if (rot) rotate_qk(dq, r0, rows, T, C, heads, rot, true);
+      layer_norm_chunk(xp, w.ln_w, w.ln_b, C, 0.0, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+                       false, zs);
+      rows_gemm<scalar_t>(rows, C, 3 * C, dq, row_major(3 * C), w.wqkv, row_major(C), dzs, C, false);  // dqkv Wqkv
+      rows_gemm<scalar_t>(3 * C, C, rows, dq, transposed(3 * C), zs, row_major(C), g[2], C, true);     // dqkvᵀ z
+      add_column_sums(dq, rows, 3 * C, 3 * C, g[3]);
+      layer_norm_residual_backward(dzs, C, dyp, xp, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), w.ln_w, C,
+                                   r0, rows, dx.data_ptr<scalar_t>(), g[0], g[1]);
     });
-    for (auto& t : sum_grads(grads, {{1, C, C}, {1, C, C}, {3 * C, PC, C}, {1, 3 * C, 3 * C}, {C, PC, C}, {1, C, C}},
-                             {4 * C, C}, 6 * C))
-      result.push_back(t);
   });
+  std::vector<at::Tensor> result{dx};
+  for (auto& t : split_grads(grads, {4 * C, C})) result.push_back(t);
   return result;
 }
 
