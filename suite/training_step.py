@@ -114,9 +114,10 @@ class TrainStep:
     def gradients(self, batch: Batch) -> StepOutcome:
         """Forward, loss, backward and gradient-norm clipping: the divergence check's inputs."""
         loss = self.loss_fn(self.forward(batch.x), batch)
-        self.opt.zero_grad(set_to_none=True)
+        for p in self.params:  # the optimizer's zero_grad(set_to_none=True), without its profiler hooks
+            p.grad = None
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.clip)
+        norm = clip_grad_norm(self.params, self.cfg.clip)
         return StepOutcome(loss.item(), float(norm))
 
     def update(self, lr: float) -> None:
@@ -129,6 +130,20 @@ class TrainStep:
         out = self.gradients(batch)
         self.update(lr)
         return out
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """torch.nn.utils.clip_grad_norm_ (the 2-norm of all gradients; each gradient scaled by min(1, max_norm /
+    (norm + 1e-6))), bit for bit, in three foreach ops where every gradient has one device and dtype; the
+    library's function otherwise. Why: its grouping by device and dtype and its checks took more than the
+    arithmetic at our sizes (with clearing the gradients through the optimizer, 5% of a d_model-28
+    Transformer's T=25 step; tests/test_training_step.py checks the equality)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or len({(g.device, g.dtype) for g in grads}) > 1 or any(g.is_sparse for g in grads):
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
+    return norm
 
 
 def _compiled(model: torch.nn.Module):

@@ -5,13 +5,14 @@ rate against the machine's GEMM rate."""
 import pytest
 import torch
 
+from suite import training_step
 from suite.environment import environment
 from suite.executor import RunContext, run_job
 from suite.interfaces import Batch
 from suite.jobs import Job, Recipe
 from suite.measure import roofline
 from suite.measure.throughput import batch_throughput
-from suite.training_step import TrainStep, adamw
+from suite.training_step import TrainStep, adamw, clip_grad_norm
 
 # a compiled or fused run against the plain one: float summation order only, over a few dozen steps
 TOLERANCE = 1e-3  # relative, on every metric; steps done and the stopping step are equal
@@ -48,13 +49,13 @@ def _mse(out, batch):
 
 def _counting_clip(monkeypatch) -> list:
     calls: list = []
-    clip = torch.nn.utils.clip_grad_norm_
+    clip = training_step.clip_grad_norm
 
     def counted(*args, **kwargs):
         calls.append(1)
         return clip(*args, **kwargs)
 
-    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_", counted)
+    monkeypatch.setattr(training_step, "clip_grad_norm", counted)
     return calls
 
 
@@ -85,6 +86,22 @@ def test_clipping_bounds_the_update_and_reports_the_norm_before_it():
     out = step.gradients(batch)
     after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     assert out.grad_norm > 1e3 and after == pytest.approx(0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1e3])  # below and above max_norm
+def test_our_clipping_is_the_librarys_bit_for_bit(scale):
+    def grads(dtypes):
+        g = torch.Generator().manual_seed(0)
+        params = [torch.nn.Parameter(torch.zeros(n, dtype=d)) for n, d in zip((7, 30, 1), dtypes)]
+        for p in params:
+            p.grad = scale * torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
+        return params
+
+    for dtypes in ([torch.float32] * 3, [torch.float32, torch.float64, torch.float32]):  # mixed: library
+        ours, library = grads(dtypes), grads(dtypes)
+        norm = clip_grad_norm(ours, 0.5)
+        assert torch.equal(norm, torch.nn.utils.clip_grad_norm_(library, 0.5))
+        assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, library))
 
 
 def test_weight_decay_on_matrices_only_and_the_fused_kernel_on_the_cpu():
