@@ -17,7 +17,9 @@ than the library's ops: measured against SDPA in one pytest-benchmark run (bench
 and over the whole step (../shared/tools/step_time.py). That is float32 or float64 on the CPU, and for
 attention d_head ≤ MAX_HEAD_DIM and no dropout. Elsewhere, or with `fast` False (the FLOP counter's twin), or
 with LSTM_BENCH_TRANSFORMER_KERNELS=off, the library ops run; kernel_name() says which attention a call
-gets, and the model's backend() names both.
+gets, and the model's backend() names both. LayerNorm and the two halves are autograd nodes written in C++
+(the extension's layer_norm, ln_mlp, ln_attention): a Python autograd.Function cost about 30 µs an op and a
+step in the interpreter.
 """
 
 from __future__ import annotations
@@ -140,27 +142,13 @@ def alibi_slopes(heads: int) -> torch.Tensor:
     return torch.tensor([2.0 ** (-8.0 * (h + 1) / heads) for h in range(heads)])
 
 
-class LayerNormFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, weight, bias, eps: float):
-        y, mean, rstd = extension().layer_norm_forward(x, weight, bias, eps)
-        ctx.save_for_backward(x, mean, rstd, weight)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, mean, rstd, weight = ctx.saved_tensors
-        dx, dw, db = extension().layer_norm_backward(dy, x, mean, rstd, weight)
-        return dx, dw, db, None
-
-
 EPS = 1e-5  # every LayerNorm's (nn.LayerNorm's default)
 
 
 def layer_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, fast: bool = True) -> torch.Tensor:
     """F.layer_norm over the last dimension, through the compiled kernel on the CPU."""
     if fast and _on_cpu(x) and x.is_contiguous() and extension() is not None:
-        return LayerNormFunction.apply(x, weight, bias, EPS)
+        return extension().layer_norm(x, weight, bias, EPS)  # an autograd node of C++ (csrc/transformer.cpp)
     return F.layer_norm(x, weight.shape, weight, bias, EPS)
 
 
@@ -200,20 +188,6 @@ def mlp_parts(matrices: torch.Tensor, vectors: torch.Tensor) -> tuple[torch.Tens
     return ln_w, ln_b, w1, b1, w2.view(d, hidden), b2
 
 
-class LnMlpFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, matrices, vectors):  # the kernel cuts the views of mlp_parts itself
-        y, h, mean, rstd = extension().ln_mlp_forward(x, matrices, vectors, EPS)
-        ctx.save_for_backward(x, h, mean, rstd, matrices, vectors)
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, h, mean, rstd, matrices, vectors = ctx.saved_tensors
-        dx, d_matrices, d_vectors = extension().ln_mlp_backward(dy, x, h, mean, rstd, matrices, vectors)
-        return dx, d_matrices, d_vectors
-
-
 class HalfBlock(Protocol):
     """What the block ops read of suite.models.transformer's Attention and MLP."""
 
@@ -232,26 +206,8 @@ def ln_mlp_residual(x: torch.Tensor, mlp: HalfBlock, dropout: float = 0.0) -> to
     not the CPU."""
     if not _applies(x, mlp, dropout):
         return None
-    y = LnMlpFunction.apply(x.reshape(-1, x.shape[-1]).contiguous(), mlp.matrices, mlp.vectors)
+    y = extension().ln_mlp(x.reshape(-1, x.shape[-1]).contiguous(), mlp.matrices, mlp.vectors, EPS)
     return y.view(x.shape)
-
-
-class LnAttentionFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, heads: int, slopes, causal: bool, rotation, matrices, vectors):
-        forward = extension().ln_attention_forward  # it cuts the views of attention_parts itself
-        y, qkv, out, lse, mean, rstd = forward(x, matrices, vectors, heads, slopes, causal, EPS, rotation)
-        ctx.save_for_backward(x, qkv, out, lse, mean, rstd, slopes, rotation, matrices, vectors)
-        ctx.causal = causal
-        return y
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, qkv, out, lse, mean, rstd, slopes, rotation, matrices, vectors = ctx.saved_tensors
-        dx, d_matrices, d_vectors = extension().ln_attention_backward(
-            dy, x, qkv, out, lse, mean, rstd, matrices, vectors, slopes, ctx.causal, rotation
-        )
-        return dx, None, None, None, None, d_matrices, d_vectors
 
 
 def rope_angles(T: int, d_head: int, start: int, device) -> torch.Tensor:
@@ -288,5 +244,5 @@ def ln_attention_residual(x: torch.Tensor, attn: AttentionHalf, causal: bool) ->
     if d_head > MAX_HEAD_DIM or not _applies(x, attn, attn.dropout):
         return None
     rotation = rope_rotation(x.shape[1], d_head, x.dtype) if attn.use_rope else None
-    apply = LnAttentionFunction.apply
-    return apply(x.contiguous(), attn.heads, attn.slopes, causal, rotation, attn.matrices, attn.vectors)
+    op = extension().ln_attention  # the kernel cuts the views of attention_parts itself
+    return op(x.contiguous(), attn.matrices, attn.vectors, attn.heads, attn.slopes, causal, EPS, rotation)
