@@ -223,6 +223,14 @@ def test_failed_build_falls_back_with_one_warning(monkeypatch, caplog):
     assert "did not build" in warnings[0].getMessage()
 
 
+def test_an_empty_build_dir_variable_means_the_default(tmp_path, monkeypatch):
+    """LSTM_BENCH_BUILD_DIR= (set, empty) once built into the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LSTM_BENCH_BUILD_DIR", "")
+    assert lstm_fast.build_dir().is_relative_to(tmp_path / ".cache")
+
+
 def test_a_killed_build_does_not_block_the_next(tmp_path, monkeypatch):
     """torch's build lock is a file a killed build leaves behind; the next build must not wait on it."""
     import torch.utils.cpp_extension

@@ -65,7 +65,7 @@ log = logging.getLogger("lstm_bench")
 
 def build_dir() -> Path:
     default = Path.home() / ".cache" / "lstm-bench" / "torch_extensions"
-    root = Path(os.environ.get("LSTM_BENCH_BUILD_DIR", default))
+    root = Path(os.environ.get("LSTM_BENCH_BUILD_DIR") or default)  # set but empty: the default, not the cwd
     path = root / f"torch{torch.__version__.replace('+', '_')}"
     path.mkdir(parents=True, exist_ok=True)
     return path
