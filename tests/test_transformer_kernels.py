@@ -115,7 +115,7 @@ def _library(x, mlp):  # x + MLP(LayerNorm(x)) on the library's ops, same parame
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("tokens", [1, 300])  # 300: a slice of rows per thread (two here)
+@pytest.mark.parametrize("tokens", [1, 300, 2500])  # a slice of rows per thread; 2500: chunks of 1024 in each
 def test_ln_mlp_residual_matches_the_library(dtype, tokens):
     mlp = _ln_mlp(28, 112, dtype)
     x = (3 * torch.randn(tokens, 28, dtype=dtype) + 1).requires_grad_()  # GELU's whole range, tails included
@@ -175,6 +175,22 @@ def test_model_matches_its_flop_twin(positions, causal):
     want_grads = torch.autograd.grad(want.square().sum(), list(twin.parameters()))
     for a, b in zip(got_grads, want_grads):
         assert (a - b).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("positions", ["learned", "rope"])
+def test_a_batch_of_more_rows_than_a_chunk_matches_the_flop_twin(positions):
+    """2500 tokens: each thread's slice of rows goes in chunks of 1024, whose boundaries fall inside
+    sequences (RoPE's angle follows the row's position, not its place in the chunk)."""
+    torch.manual_seed(0)
+    model = Transformer(28, 1, 2 if positions == "rope" else 4, max_len=64, positions=positions).double()
+    twin = model.flop_twin()
+    x = torch.randn(50, 50, 28, dtype=torch.float64)
+    got, want = model(x)[0], twin(x)[0]
+    assert (got - want).abs().max() < 1e-10
+    got_grads = torch.autograd.grad(got.square().sum(), list(model.parameters()))
+    want_grads = torch.autograd.grad(want.square().sum(), list(twin.parameters()))
+    for a, b in zip(got_grads, want_grads):
+        assert (a - b).abs().max() < 1e-8 * max(1.0, b.abs().max().item())
 
 
 def test_decoding_with_the_kernel_matches_the_full_sequence():

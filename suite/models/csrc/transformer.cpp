@@ -613,21 +613,48 @@ void add_column_sums(const scalar_t* rows, int64_t n, int64_t cols, int64_t ld, 
 // One slice of rows per thread, none under 64 rows (fewer is more dispatch than work).
 int64_t row_slices(int64_t N) { return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), N / 64)); }
 
+// A slice works on kChunkRows rows at a time, so that their LayerNorm output, h, GELU(h) and gradients stay
+// in the core's L2 between the GEMMs: whole slices (an evaluation batch of 256 x 500 tokens: 57 MB for h
+// alone) made long sequences 1.3x slower than the chunked kernels before them. 1024: a T <= 32 batch of 32
+// is one chunk (each chunk is one more library call per GEMM).
+constexpr int64_t kChunkRows = 1024;
+
+template <class F>
+void over_chunks(int64_t r0, int64_t r1, F&& f) {
+  for (int64_t c0 = r0; c0 < r1; c0 += kChunkRows) f(c0, std::min(c0 + kChunkRows, r1));
+}
+
+// This thread's scratch buffer `slot` of at least n values, kept from call to call (no allocation, and no
+// page faults, per call).
 template <typename scalar_t>
-void ln_mlp_forward_kernel(const scalar_t* x, const MlpWeights<scalar_t>& w, double eps, MlpShape m, scalar_t* z,
-                           scalar_t* h, scalar_t* a, scalar_t* slope, scalar_t* mean, scalar_t* rstd, scalar_t* y) {
+scalar_t* scratch(int slot, int64_t n) {
+  thread_local std::vector<scalar_t> buffers[3];
+  std::vector<scalar_t>& b = buffers[slot];
+  if (int64_t(b.size()) < n) b.resize(n);
+  return b.data();
+}
+
+// a and slope: where GELU(h) and GELU'(h) are kept for the backward (N x F), or null (evaluation: not kept)
+template <typename scalar_t>
+void ln_mlp_forward_kernel(const scalar_t* x, const MlpWeights<scalar_t>& w, double eps, MlpShape m, scalar_t* a_kept,
+                           scalar_t* slope, scalar_t* mean, scalar_t* rstd, scalar_t* y) {
   const int64_t C = m.C, F = m.F;
   over_slices(m.N, row_slices(m.N), [&](int64_t, int64_t r0, int64_t r1) {
-    const int64_t rows = r1 - r0;
-    layer_norm_rows(x, w.ln_w, w.ln_b, C, eps, r0, r1, z, mean, rstd);
-    rows_gemm<scalar_t>(rows, F, C, z + r0 * C, row_major(C), w.w1, transposed(C), h + r0 * F, F, false);  // z W1ᵀ
-    for (int64_t r = r0; r < r1; ++r) {
-      scalar_t* hr = h + r * F;
-      for (int64_t f = 0; f < F; ++f) hr[f] += w.b1[f];
-      gelu_values(hr, F, a + r * F, slope ? slope + r * F : nullptr);
-      for (int64_t c = 0; c < C; ++c) y[r * C + c] = x[r * C + c] + w.b2[c];
-    }
-    rows_gemm<scalar_t>(rows, C, F, a + r0 * F, row_major(F), w.w2, transposed(F), y + r0 * C, C, true);  // + a W2ᵀ
+    scalar_t *z = scratch<scalar_t>(0, kChunkRows * C), *h = scratch<scalar_t>(1, kChunkRows * F);
+    scalar_t* a_chunk = a_kept ? nullptr : scratch<scalar_t>(2, kChunkRows * F);
+    over_chunks(r0, r1, [&](int64_t c0, int64_t c1) {
+      const int64_t rows = c1 - c0;
+      scalar_t* a = a_kept ? a_kept + c0 * F : a_chunk;
+      layer_norm_rows(x, w.ln_w, w.ln_b, C, eps, c0, c1, z - c0 * C, mean, rstd);
+      rows_gemm<scalar_t>(rows, F, C, z, row_major(C), w.w1, transposed(C), h, F, false);  // z W1ᵀ
+      for (int64_t r = 0; r < rows; ++r) {
+        scalar_t* hr = h + r * F;
+        for (int64_t f = 0; f < F; ++f) hr[f] += w.b1[f];
+        gelu_values(hr, F, a + r * F, slope ? slope + (c0 + r) * F : nullptr);
+        for (int64_t c = 0; c < C; ++c) y[(c0 + r) * C + c] = x[(c0 + r) * C + c] + w.b2[c];
+      }
+      rows_gemm<scalar_t>(rows, C, F, a, row_major(F), w.w2, transposed(F), y + c0 * C, C, true);  // + a W2ᵀ
+    });
   });
 }
 
@@ -639,23 +666,28 @@ int64_t grad_size(MlpShape m) { return 2 * m.F * m.C + 3 * m.C + m.F; }
 template <typename scalar_t>
 void ln_mlp_backward_kernel(const scalar_t* dy, const scalar_t* x, const scalar_t* a, const scalar_t* slope,
                             const scalar_t* mean, const scalar_t* rstd, const MlpWeights<scalar_t>& w, MlpShape m,
-                            int64_t slices, scalar_t* z, scalar_t* dh, scalar_t* dz, scalar_t* dx, scalar_t* grads) {
+                            int64_t slices, scalar_t* dx, scalar_t* grads) {
   const int64_t C = m.C, F = m.F;
   over_slices(m.N, slices, [&](int64_t s, int64_t r0, int64_t r1) {
     scalar_t* g = grads + s * grad_size(m);
     scalar_t *gw1 = g, *gw2 = g + F * C, *g_lnw = gw2 + C * F, *g_lnb = g_lnw + C, *gb1 = g_lnb + C, *gb2 = gb1 + F;
-    const int64_t rows = r1 - r0;
-    const scalar_t* dys = dy + r0 * C;
-    rows_gemm<scalar_t>(rows, F, C, dys, row_major(C), w.w2, row_major(F), dh + r0 * F, F, false);  // dy W2
-    for (int64_t i = r0 * F; i < r1 * F; ++i) dh[i] *= slope[i];  // ⊙ GELU'(h)
-    add_column_sums(dys, rows, C, C, gb2);
-    add_column_sums(dh + r0 * F, rows, F, F, gb1);
-    rows_gemm<scalar_t>(C, F, rows, dys, transposed(C), a + r0 * F, row_major(F), gw2, F, true);  // ∂W2 += dyᵀ a
-    layer_norm_chunk(x, w.ln_w, w.ln_b, C, 0.0, r0, rows, const_cast<scalar_t*>(mean), const_cast<scalar_t*>(rstd),
-                     false, z + r0 * C);
-    rows_gemm<scalar_t>(F, C, rows, dh + r0 * F, transposed(F), z + r0 * C, row_major(C), gw1, C, true);  // ∂W1 += dhᵀ z
-    rows_gemm<scalar_t>(rows, C, F, dh + r0 * F, row_major(F), w.w1, row_major(C), dz + r0 * C, C, false);  // dh W1
-    layer_norm_residual_backward(dz + r0 * C, C, dy, x, mean, rstd, w.ln_w, C, r0, rows, dx, g_lnw, g_lnb);
+    scalar_t *z = scratch<scalar_t>(0, kChunkRows * C), *dh = scratch<scalar_t>(1, kChunkRows * F);
+    scalar_t* dz = scratch<scalar_t>(2, kChunkRows * C);
+    over_chunks(r0, r1, [&](int64_t c0, int64_t c1) {
+      const int64_t rows = c1 - c0;
+      const scalar_t* dys = dy + c0 * C;
+      rows_gemm<scalar_t>(rows, F, C, dys, row_major(C), w.w2, row_major(F), dh, F, false);  // dy W2
+      const scalar_t* sl = slope + c0 * F;
+      for (int64_t i = 0; i < rows * F; ++i) dh[i] *= sl[i];  // ⊙ GELU'(h)
+      add_column_sums(dys, rows, C, C, gb2);
+      add_column_sums(dh, rows, F, F, gb1);
+      rows_gemm<scalar_t>(C, F, rows, dys, transposed(C), a + c0 * F, row_major(F), gw2, F, true);  // ∂W2 += dyᵀ a
+      layer_norm_chunk(x, w.ln_w, w.ln_b, C, 0.0, c0, rows, const_cast<scalar_t*>(mean), const_cast<scalar_t*>(rstd),
+                       false, z);
+      rows_gemm<scalar_t>(F, C, rows, dh, transposed(F), z, row_major(C), gw1, C, true);  // ∂W1 += dhᵀ z
+      rows_gemm<scalar_t>(rows, C, F, dh, row_major(F), w.w1, row_major(C), dz, C, false);  // dh W1
+      layer_norm_residual_backward(dz, C, dy, x, mean, rstd, w.ln_w, C, c0, rows, dx, g_lnw, g_lnb);
+    });
   });
 }
 
@@ -705,20 +737,20 @@ struct AttentionWeights {
   }
 };
 
-// x (N, C) -> y = x + MLP(LayerNorm(x)) (N, C), a = GELU(h) and GELU'(h) (N, F; GELU'(h) undefined unless
+// x (N, C) -> y = x + MLP(LayerNorm(x)) (N, C), a = GELU(h) and GELU'(h) (N, F; both undefined unless
 // for_backward), mean, rstd (N)
 std::vector<at::Tensor> ln_mlp_forward(const at::Tensor& x, const at::Tensor& matrices, const at::Tensor& vectors,
                                        double eps, bool for_backward) {
   TORCH_CHECK(x.dim() == 2, "ln_mlp: x must be (tokens, d_model)");
   const MlpShape m{x.size(0), x.size(1), matrices.size(0) / 2};
   check_half("ln_mlp", x, matrices, vectors, 2 * m.F, 3 * m.C + m.F);
-  at::Tensor y = at::empty_like(x), a = at::empty({m.N, m.F}, x.options());
-  at::Tensor slope = for_backward ? at::empty_like(a) : at::Tensor();
+  at::Tensor y = at::empty_like(x);
+  at::Tensor a, slope;  // kept for the backward only
+  if (for_backward) a = at::empty({m.N, m.F}, x.options()), slope = at::empty_like(a);
   at::Tensor mean = at::empty({m.N}, x.options()), rstd = at::empty({m.N}, x.options());
-  const at::Tensor z = at::empty_like(x), h = at::empty_like(a);  // scratch: LayerNorm(x), h
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_mlp_forward", [&] {
     ln_mlp_forward_kernel<scalar_t>(x.data_ptr<scalar_t>(), mlp_weights<scalar_t>(matrices, vectors, m.C, m.F), eps, m,
-                                    z.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
+                                    for_backward ? a.data_ptr<scalar_t>() : nullptr,
                                     for_backward ? slope.data_ptr<scalar_t>() : nullptr, mean.data_ptr<scalar_t>(),
                                     rstd.data_ptr<scalar_t>(), y.data_ptr<scalar_t>());
   });
@@ -732,17 +764,15 @@ std::vector<at::Tensor> ln_mlp_backward(const at::Tensor& dy_, const at::Tensor&
   const at::Tensor dy = dy_.contiguous();
   const MlpShape m{x.size(0), x.size(1), matrices.size(0) / 2};
   check_half("ln_mlp", x, matrices, vectors, 2 * m.F, 3 * m.C + m.F);
-  TORCH_CHECK(slope.defined(), "ln_mlp_backward: the forward kept no GELU'(h) (for_backward was false)");
+  TORCH_CHECK(a.defined() && slope.defined(), "ln_mlp_backward: the forward kept no GELU(h) (for_backward false)");
   at::Tensor dx = at::empty_like(x);
   std::vector<at::Tensor> out{dx};
   const int64_t slices = row_slices(m.N);
   const at::Tensor grads = at::zeros({slices, grad_size(m)}, x.options());
-  const at::Tensor z = at::empty_like(x), dz = at::empty_like(x), dh = at::empty_like(a);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_mlp_backward", [&] {
     ln_mlp_backward_kernel<scalar_t>(dy.data_ptr<scalar_t>(), x.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(),
                                      slope.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
                                      mlp_weights<scalar_t>(matrices, vectors, m.C, m.F), m, slices,
-                                     z.data_ptr<scalar_t>(), dh.data_ptr<scalar_t>(), dz.data_ptr<scalar_t>(),
                                      dx.data_ptr<scalar_t>(), grads.data_ptr<scalar_t>());
   });
   for (auto& t : split_grads(grads, {2 * m.F, m.C})) out.push_back(t);
@@ -797,19 +827,22 @@ std::vector<at::Tensor> ln_attention_forward(const at::Tensor& x, const at::Tens
   check_half("ln_attention", x, matrices, vectors, 4 * C, 6 * C);
   at::Tensor qkv = at::empty({B, T, 3, heads, C / heads}, x.options()), y = at::empty_like(x);
   at::Tensor mean = at::empty({N}, x.options()), rstd = at::empty({N}, x.options());
-  const at::Tensor z = at::empty_like(x);  // scratch: LayerNorm(x)
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_forward", [&] {
     const AttentionWeights<scalar_t> w(matrices, vectors, C);
     const scalar_t* xp = x.data_ptr<scalar_t>();
-    scalar_t *qp = qkv.data_ptr<scalar_t>(), *zp = z.data_ptr<scalar_t>();
+    scalar_t* qp = qkv.data_ptr<scalar_t>();
     const auto* rot = static_cast<const scalar_t*>(rotation_ptr(rotation, x, T, C / heads));
     over_slices(N, slices, [&](int64_t, int64_t r0, int64_t r1) {
-      layer_norm_rows(xp, w.ln_w, w.ln_b, C, eps, r0, r1, zp, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>());
-      rows_gemm<scalar_t>(r1 - r0, 3 * C, C, zp + r0 * C, row_major(C), w.wqkv, transposed(C), qp + r0 * 3 * C, 3 * C,
-                          false);  // z Wqkvᵀ
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t k = 0; k < 3 * C; ++k) qp[r * 3 * C + k] += w.bqkv[k];
-      if (rot) rotate_qk(qp + r0 * 3 * C, r0, r1 - r0, T, C, heads, rot, false);
+      scalar_t* z = scratch<scalar_t>(0, kChunkRows * C);  // LayerNorm(x)
+      over_chunks(r0, r1, [&](int64_t c0, int64_t c1) {
+        layer_norm_rows(xp, w.ln_w, w.ln_b, C, eps, c0, c1, z - c0 * C, mean.data_ptr<scalar_t>(),
+                        rstd.data_ptr<scalar_t>());
+        scalar_t* rows3 = qp + c0 * 3 * C;
+        rows_gemm<scalar_t>(c1 - c0, 3 * C, C, z, row_major(C), w.wqkv, transposed(C), rows3, 3 * C, false);
+        for (int64_t r = 0; r < c1 - c0; ++r)
+          for (int64_t k = 0; k < 3 * C; ++k) rows3[r * 3 * C + k] += w.bqkv[k];
+        if (rot) rotate_qk(rows3, c0, c1 - c0, T, C, heads, rot, false);
+      });
     });
   });
   const auto qkv3 = qkv.unbind(2);
@@ -840,7 +873,7 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
   const int64_t slices = row_slices(N), G = attn_grad_size(C);
   check_half("ln_attention", x, matrices, vectors, 4 * C, 6 * C);
   at::Tensor dx = at::empty_like(x), dout = at::empty_like(out), dqkv = at::empty_like(qkv);
-  const at::Tensor grads = at::zeros({slices, G}, x.options()), z = at::empty_like(x), dz = at::empty_like(x);
+  const at::Tensor grads = at::zeros({slices, G}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ln_attention_backward", [&] {
     const auto* rot = static_cast<const scalar_t*>(rotation_ptr(rotation, x, T, C / heads));
     scalar_t* gp = grads.data_ptr<scalar_t>();
@@ -864,17 +897,19 @@ std::vector<at::Tensor> ln_attention_backward(const at::Tensor& dy_, const at::T
     // the QKV projection and the LayerNorm: dz = dqkv Wqkv, ∂Wqkv += dqkvᵀ z, then dx = dy + LN's backward
     over_slices(N, slices, [&](int64_t s, int64_t r0, int64_t r1) {
       const auto g = parts(s);
-      const int64_t rows = r1 - r0;
-      scalar_t* dq = dqkv.data_ptr<scalar_t>() + r0 * 3 * C;  // of the rotated q, k: turned back first
-      scalar_t *zs = z.data_ptr<scalar_t>() + r0 * C, *dzs = dz.data_ptr<scalar_t>() + r0 * C;
-      if (rot) rotate_qk(dq, r0, rows, T, C, heads, rot, true);
-      layer_norm_chunk(xp, w.ln_w, w.ln_b, C, 0.0, r0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
-                       false, zs);
-      rows_gemm<scalar_t>(rows, C, 3 * C, dq, row_major(3 * C), w.wqkv, row_major(C), dzs, C, false);  // dqkv Wqkv
-      rows_gemm<scalar_t>(3 * C, C, rows, dq, transposed(3 * C), zs, row_major(C), g[2], C, true);     // dqkvᵀ z
-      add_column_sums(dq, rows, 3 * C, 3 * C, g[3]);
-      layer_norm_residual_backward(dzs, C, dyp, xp, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), w.ln_w, C,
-                                   r0, rows, dx.data_ptr<scalar_t>(), g[0], g[1]);
+      scalar_t *z = scratch<scalar_t>(0, kChunkRows * C), *dz = scratch<scalar_t>(1, kChunkRows * C);
+      over_chunks(r0, r1, [&](int64_t c0, int64_t c1) {
+        const int64_t rows = c1 - c0;
+        scalar_t* dq = dqkv.data_ptr<scalar_t>() + c0 * 3 * C;  // of the rotated q, k: turned back first
+        if (rot) rotate_qk(dq, c0, rows, T, C, heads, rot, true);
+        layer_norm_chunk(xp, w.ln_w, w.ln_b, C, 0.0, c0, rows, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(),
+                         false, z);
+        rows_gemm<scalar_t>(rows, C, 3 * C, dq, row_major(3 * C), w.wqkv, row_major(C), dz, C, false);  // dqkv Wqkv
+        rows_gemm<scalar_t>(3 * C, C, rows, dq, transposed(3 * C), z, row_major(C), g[2], C, true);     // dqkvᵀ z
+        add_column_sums(dq, rows, 3 * C, 3 * C, g[3]);
+        layer_norm_residual_backward(dz, C, dyp, xp, mean.data_ptr<scalar_t>(), rstd.data_ptr<scalar_t>(), w.ln_w, C,
+                                     c0, rows, dx.data_ptr<scalar_t>(), g[0], g[1]);
+      });
     });
   });
   std::vector<at::Tensor> result{dx};
