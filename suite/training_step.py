@@ -27,15 +27,17 @@ and shape (5-25 s from a warm Inductor cache): it does not pay back in a 200-2,0
 Transformer's step spent its time on was per-head attention (SDPA's flash kernel at d_head 7: a third of
 the step at T=64, more beyond; bmm + softmax formulations were slower), LayerNorm's backward, GELU and
 small GEMMs: our Transformer now runs its own kernels for those on the CPU
-(suite/models/transformer_fast.py; T=100, B=32: 15.2-16.0 -> 7.3 ms a step, back to back; their
-projections on the library's GEMM since, 6-7% more), and each half of a block holds its weights in two
-tensors, which halved what this step's per-tensor loops (clipping, and AdamW where it has no fused
-kernel) see. Gradients are cleared by setting them to None and clipped by clip_grad_norm below: the
-optimizer's zero_grad and the library's clip_grad_norm_ spent more on hooks and grouping than on the
-arithmetic (5% of a T=25 step). A run also flushes denormal floats on every compute thread
-(suite.models.float_env.set_flush_denormals): at high learning rates they made a step up to 3.5x slower.
+(suite/models/transformer_fast.py; T=100, B=32, 2 threads: 13.2 -> 5.6 ms a step against 964c9af, back to
+back, with their projections on the library's GEMM and the ops as C++ autograd nodes), and each half of
+a block holds its weights in two tensors, which halved what this step's per-tensor loops (clipping, and
+AdamW where it has no fused kernel) see. Gradients are cleared by setting them to None and clipped by
+clip_grad_norm below: the optimizer's zero_grad and the library's clip_grad_norm_ spent more on hooks and
+grouping than on the arithmetic (5% of a T=25 step). A run also flushes denormal floats on every compute
+thread (suite.models.float_env.set_flush_denormals): at high learning rates they made a step up to 3.5x
+slower.
 Horizontal fusion (several runs stacked into one model) is not done: the kernels' cost grows with every
-stacked run, and only the per-op dispatch, about a fifth of the step, would be shared.
+stacked run, and only the per-op dispatch and the optimizer's Python, about two fifths of a T=25 step at
+one thread, would be shared.
 """
 
 from __future__ import annotations
