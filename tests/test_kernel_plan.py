@@ -4,6 +4,7 @@ milliseconds; the last ones use the real extension with a tiny measuring budget.
 
 import json
 import logging
+import time
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import torch
 from suite.errors import ConfigError
 from suite.models import lstm_fast
 from suite.models.gru_minlstm import ReferenceGRU
-from suite.models.kernel_plan import MARGIN, ROLES, LayerShape, PlanCache
+from suite.models.kernel_plan import MARGIN, ROLES, LayerShape, PlanCache, measuring_seconds
 from suite.models.lstm import ReferenceLSTM
 from suite.models.lstm_fast import FastGRU, FastLSTM, extension
 
@@ -113,6 +114,24 @@ def test_a_forced_kernel_is_checked_and_used_everywhere(tmp_path):
         _cache(tmp_path / "p.json", timer, forced="zmm 99x9")
 
 
+def test_the_seconds_spent_measuring_are_counted(tmp_path):
+    """The counter the dry run's calibration subtracts: every measurement's time, and nothing for a shape
+    already measured."""
+
+    def slow(float64, shape, role, which, plan, budget):
+        time.sleep(0.02)
+        return [2.0] * len(which)
+
+    cache = _cache(tmp_path / "p.json", slow)
+    before = measuring_seconds()
+    cache.plan(False, SHAPE)
+    counted = measuring_seconds() - before
+    assert 0.02 * len(ROLES) <= counted < 0.02 * len(ROLES) + 0.5
+    cache.plan(False, SHAPE)
+    _cache(tmp_path / "p.json", slow).plan(False, SHAPE)  # another process's cache: read from the file
+    assert measuring_seconds() - before == counted
+
+
 # ---- the real extension ------------------------------------------------------------------------------
 
 
@@ -173,3 +192,32 @@ def test_a_bad_budget_is_one_clear_error(monkeypatch, plan_env):
     monkeypatch.setenv("LSTM_BENCH_PLAN_BUDGET", "fast")
     with pytest.raises(ConfigError, match="LSTM_BENCH_PLAN_BUDGET"):
         lstm_fast.plan_cache()
+
+
+def test_a_cold_plan_cache_is_no_cost_of_the_calibrated_steps(registry, plan_env, monkeypatch):
+    """parity_check trains on a random length at every step, and each length under 16 is a layer shape of
+    its own: with a cold cache every calibration step measured a plan (48x the steady step, once wrongly
+    extrapolated to a 1h40m job). A shape is measured once per machine: a call that measured is timed
+    again."""
+    from suite.environment import environment
+    from suite.estimate import Costs
+    from suite.executor import RunContext
+    from suite.jobs import Job
+
+    monkeypatch.setenv("LSTM_BENCH_PLAN_BUDGET", "0.01")  # ~0.1 s per shape; a steady step ~8 ms
+    dev = torch.device("cpu")
+    run = RunContext(registry, dev, "float32", environment(dev, "float32"))
+    job = Job(
+        kind="train",
+        experiment="t",
+        task="parity_check",
+        model="lstm-fast",
+        seed=0,
+        task_params={},
+        param_budget=20000,
+        recipe={"steps": 1000, "batch_size": 128, "eval_every": 500},
+    )
+    before = measuring_seconds()
+    cost = Costs(run, [], 1)._calibrate_train(job)
+    assert measuring_seconds() - before > 0.5, "the cache was not cold: this test shows nothing"
+    assert cost.step < 0.06 and cost.per_eval < 0.5, cost  # counted, they were 0.18 and 1.1 s

@@ -38,6 +38,7 @@ import logging
 import os
 import platform
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -55,6 +56,16 @@ FORMAT = 2
 MIN_MACS = 1 << 16
 DEFAULT_BUDGET = 0.05
 MARGIN = 0.03
+
+_measuring = {"seconds": 0.0}  # this process's seconds spent measuring plans (every PlanCache's)
+_measuring_lock = threading.Lock()
+
+
+def measuring_seconds() -> float:
+    """Seconds this process has spent measuring plans so far. A shape is measured once per machine, at its
+    first layer call: a timer of steady-state steps (the dry run's calibration) takes the difference out."""
+    with _measuring_lock:
+        return _measuring["seconds"]
 
 
 @dataclass(frozen=True)
@@ -250,6 +261,7 @@ class PlanCache:
         timings: dict[str, dict[str, float]] = {}
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one batch slice, as each thread runs its own
+        start = time.perf_counter()
         try:
             for role in range(len(ROLES)):
                 seconds = list(self.measure(float64, shape, role, range(len(names)), plan, self.budget))
@@ -258,6 +270,8 @@ class PlanCache:
                 timings[ROLES[role]] = {name: round(s * 1e6, 1) for name, s in zip(names, seconds)}
         finally:
             torch.set_num_threads(threads)
+            with _measuring_lock:
+                _measuring["seconds"] += time.perf_counter() - start
         return {
             "kernels": [names[i] for i in plan],
             "us_per_call": timings,
