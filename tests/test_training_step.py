@@ -12,7 +12,7 @@ from suite.interfaces import Batch
 from suite.jobs import Job, Recipe
 from suite.measure import roofline
 from suite.measure.throughput import batch_throughput
-from suite.training_step import TrainStep, adamw, clip_grad_norm
+from suite.training_step import TrainStep, adamw, clip_grad_norm, fused_adamw_step
 
 # a compiled or fused run against the plain one: float summation order only, over a few dozen steps
 TOLERANCE = 1e-3  # relative, on every metric; steps done and the stopping step are equal
@@ -102,6 +102,47 @@ def test_our_clipping_is_the_librarys_bit_for_bit(scale):
         norm = clip_grad_norm(ours, 0.5)
         assert torch.equal(norm, torch.nn.utils.clip_grad_norm_(library, 0.5))
         assert all(torch.equal(a.grad, b.grad) for a, b in zip(ours, library))
+
+
+def test_our_fused_adamw_step_is_the_optimizers_bit_for_bit():
+    """Both groups (decayed matrices, undecayed vectors), a learning rate that changes every step, a few
+    steps: the weights and every piece of optimizer state equal the optimizer's own step exactly."""
+
+    def trained(ours: bool):
+        model, batch = _tiny()
+        opt = adamw(list(model.parameters()), Recipe(weight_decay=0.1))
+        taken = []
+        for i in range(5):
+            model.zero_grad(set_to_none=True)
+            _mse(model(batch.x), batch).backward()
+            for group in opt.param_groups:
+                group["lr"] = 1e-2 / (i + 1)
+            taken.append(ours and fused_adamw_step(opt))
+            if not taken[-1]:
+                opt.step()
+        return model, opt, taken
+
+    (ours, ours_opt, taken), (theirs, theirs_opt, _) = trained(True), trained(False)
+    assert taken == [False] + [True] * 4  # the first step creates the state
+    assert all(torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters()))
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(ours_opt.state[a][key], theirs_opt.state[b][key]), key
+
+
+def test_our_fused_adamw_step_leaves_other_optimizers_to_their_own_step():
+    model, batch = _tiny()
+    params = list(model.parameters())
+    for opt in (torch.optim.AdamW(params, foreach=True), torch.optim.AdamW(params, fused=True, amsgrad=True)):
+        _mse(model(batch.x), batch).backward()
+        opt.step()  # the state exists
+        before = [p.detach().clone() for p in params]
+        assert not fused_adamw_step(opt)
+        assert all(torch.equal(a, b) for a, b in zip(before, params))
+    opt = torch.optim.AdamW(params, fused=True)
+    opt.step()
+    params[0].grad = None  # a parameter without a gradient: the optimizer skips it, so must we
+    assert not fused_adamw_step(opt)
 
 
 def test_weight_decay_on_matrices_only_and_the_fused_kernel_on_the_cpu():
