@@ -17,8 +17,9 @@ How a step runs (`step_mode`, recorded with every training run; Recipe.step_mode
             of a tuned group compile once; the compile happens before the clock, on a copy of the model
             (`step_compile_seconds`), and evaluation runs the eager module on the same weights.
 Either way the optimizer is AdamW's fused kernel where torch has one for the parameters' device and
-dtype (CPU and CUDA floats), else its foreach form. A compiled run gives the eager run's metrics within
-float summation order (tests/test_training_step.py checks it).
+dtype (CPU and CUDA floats), called directly after the first step (fused_adamw_step), else its foreach
+form. A compiled run gives the eager run's metrics within float summation order
+(tests/test_training_step.py checks it).
 
 Why eager is the default (measured at 1 thread, CPU time, on an Intel Xeon with AVX-512, the profiles'
 parameter budgets): compiling cut a d_model-28 Transformer's step by 9-18% (T = 64-120), hf-gpt2's by
