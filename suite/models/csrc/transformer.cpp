@@ -994,13 +994,6 @@ at::Tensor ln_attention(const at::Tensor& x, const at::Tensor& matrices, const a
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("attention_forward", &forward, "small-head softmax attention, forward: (out, lse)");
   m.def("attention_backward", &backward, "small-head softmax attention, backward, into (dq, dk, dv)");
-  m.def("layer_norm_forward", &layer_norm_forward, "LayerNorm over the last dimension: (y, mean, rstd)");
-  m.def("layer_norm_backward", &layer_norm_backward, "LayerNorm, backward: (dx, dw, db)");
-  m.def("ln_attention_forward", &ln_attention_forward,
-        "x + Attention(LayerNorm(x) Wqkvᵀ + b) Woᵀ + b: (y, qkv, out, lse, mean, rstd)");
-  m.def("ln_attention_backward", &ln_attention_backward, "its backward: (dx, d matrices [Wqkv; Wo], d vectors [γ, β, bqkv, bo])");
-  m.def("ln_mlp_forward", &ln_mlp_forward, "x + W2 GELU(W1 LayerNorm(x) + b1) + b2: (y, GELU(h), GELU'(h), mean, rstd)");
-  m.def("ln_mlp_backward", &ln_mlp_backward, "its backward: (dx, d matrices [W1; W2], d vectors [γ, β, b1, b2])");
   m.def("layer_norm", &layer_norm, "LayerNorm with its backward: y (an autograd node)");
   m.def("ln_mlp", &ln_mlp, "the MLP half with its backward: y (an autograd node)");
   m.def("ln_attention", &ln_attention, "the attention half with its backward: y (an autograd node)");
