@@ -579,16 +579,59 @@ void layer_norm_residual_backward(const scalar_t* dz, int64_t ldz, const scalar_
     for (int64_t k = 0; k < C; ++k) dx[r * C + k] += dy[r * C + k];
 }
 
+// The BLAS that torch links (MKL in its x86 wheels, whose libtorch_cpu exports sgemm_ and dgemm_), as weak
+// symbols: null where the library has none (then rows_gemm goes through at::mm_out). Integer arguments are
+// passed as pointers to int64_t: on little-endian machines an LP64 BLAS reads their low 32 bits, an ILP64
+// one all 64, and both read the same small values.
+template <typename scalar_t>
+using gemm_fn = void (*)(const char*, const char*, const int64_t*, const int64_t*, const int64_t*, const scalar_t*,
+                         const scalar_t*, const int64_t*, const scalar_t*, const int64_t*, const scalar_t*, scalar_t*,
+                         const int64_t*);
+}  // namespace
+extern "C" {
+void sgemm_(const char*, const char*, const int64_t*, const int64_t*, const int64_t*, const float*, const float*,
+            const int64_t*, const float*, const int64_t*, const float*, float*, const int64_t*) __attribute__((weak));
+void dgemm_(const char*, const char*, const int64_t*, const int64_t*, const int64_t*, const double*, const double*,
+            const int64_t*, const double*, const int64_t*, const double*, double*, const int64_t*) __attribute__((weak));
+}
+namespace {
+template <typename scalar_t>
+gemm_fn<scalar_t> blas_gemm() {
+  if constexpr (std::is_same_v<scalar_t, float>)
+    return &sgemm_;
+  else
+    return &dgemm_;
+}
+
+// One operand of rows_gemm as the column-major BLAS sees it: op(X) with its leading dimension, where one of
+// its (row, column) strides is 1; false where neither is.
+inline bool blas_operand(std::array<int64_t, 2> strides, char& trans, int64_t& ld) {
+  if (strides[1] == 1) return trans = 'N', ld = std::max<int64_t>(1, strides[0]), true;
+  if (strides[0] == 1) return trans = 'T', ld = std::max<int64_t>(1, strides[1]), true;
+  return false;
+}
+
 // C (M x N, row-major, row stride ldc) = A (M x K) · B (K x N), or C += A · B when accumulate: the library's
-// GEMM (MKL on x86 builds of torch) on matrices given by pointer and (row, column) strides, so a transposed
-// operand is a swap of its strides. Why the library's: over a slice of a whole batch's rows it ran these
-// shapes (K = d_model or 4 d_model, N = d_model to 4 d_model) at 150-200 GFLOP/s a core, and small_gemm.h's
-// kernels, which the first version called on chunks of 128 rows with weights packed per call, at 50-65
-// (Xeon with AVX-512, one thread: ../shared/tools/step_time.py and benchmarks/test_bench_attention.py). Inside
-// a parallel region the library runs on the calling thread; with one slice it may use every thread.
+// GEMM on matrices given by pointer and (row, column) strides, so a transposed operand is a swap of its
+// strides. Row-major C = A B is column-major Cᵀ = Bᵀ Aᵀ, which is the call below. Why the library's: over a
+// slice of a whole batch's rows it ran these shapes (K = d_model or 4 d_model, N = d_model to 4 d_model) at
+// 150-200 GFLOP/s a core, and small_gemm.h's kernels, which the first version called on chunks of 128 rows
+// with weights packed per call, at 50-65 (Xeon with AVX-512, one thread). Why the BLAS symbol and not
+// at::mm_out on tensors made with from_blob: a training step makes 27 of these calls at T=25, and three
+// tensors and a dispatched op per call cost 3% of the step. Inside a parallel region the library runs on
+// the calling thread; with one slice it may use every thread.
 template <typename scalar_t>
 void rows_gemm(int64_t M, int64_t N, int64_t K, const scalar_t* a, std::array<int64_t, 2> a_strides,
                const scalar_t* b, std::array<int64_t, 2> b_strides, scalar_t* c, int64_t ldc, bool accumulate) {
+  char ta, tb;
+  int64_t lda, ldb;
+  const gemm_fn<scalar_t> gemm = blas_gemm<scalar_t>();
+  if (M == 0 || N == 0) return;
+  if (gemm && blas_operand(a_strides, ta, lda) && blas_operand(b_strides, tb, ldb) && K > 0) {
+    const scalar_t one = 1, beta = accumulate ? 1 : 0;
+    const int64_t ldc_ = std::max<int64_t>(1, ldc);
+    return gemm(&tb, &ta, &N, &M, &K, &one, b, &ldb, a, &lda, &beta, c, &ldc_);
+  }
   const auto opt = at::TensorOptions().dtype(c10::CppTypeToScalarType<scalar_t>::value);
   const at::Tensor A = at::from_blob(const_cast<scalar_t*>(a), {M, K}, {a_strides[0], a_strides[1]}, opt);
   const at::Tensor Bm = at::from_blob(const_cast<scalar_t*>(b), {K, N}, {b_strides[0], b_strides[1]}, opt);
