@@ -18,8 +18,10 @@ How a step runs (`step_mode`, recorded with every training run; Recipe.step_mode
             (`step_compile_seconds`), and evaluation runs the eager module on the same weights.
 Either way the optimizer is AdamW's fused kernel where torch has one for the parameters' device and
 dtype (CPU and CUDA floats), called directly after the first step (fused_adamw_step), else its foreach
-form. A compiled run gives the eager run's metrics within float summation order
-(tests/test_training_step.py checks it).
+form; on the CPU the parameters and their gradients are views of two buffers (FlatBuffers), so that
+clearing, clipping and the update are an op or two each instead of one per tensor. A compiled run, or
+one with the tensors apart, gives the eager run's metrics within float summation order
+(tests/test_training_step.py checks both).
 
 Why eager is the default (measured at 1 thread, CPU time, on an Intel Xeon with AVX-512, the profiles'
 parameter budgets): compiling cut a d_model-28 Transformer's step by 9-18% (T = 64-120), hf-gpt2's by
@@ -31,11 +33,13 @@ small GEMMs: our Transformer now runs its own kernels for those on the CPU
 (suite/models/transformer_fast.py; T=100, B=32, 2 threads: 13.2 -> 5.6 ms a step against 964c9af, back to
 back, with their projections on the library's GEMM and the ops as C++ autograd nodes), and each half of
 a block holds its weights in two tensors, which halved what this step's per-tensor loops (clipping, and
-AdamW where it has no fused kernel) see. Gradients are cleared by setting them to None and clipped by
-clip_grad_norm below: the optimizer's zero_grad and the library's clip_grad_norm_ spent more on hooks and
-grouping than on the arithmetic (5% of a T=25 step). A run also flushes denormal floats on every compute
-thread (suite.models.float_env.set_flush_denormals): at high learning rates they made a step up to 3.5x
-slower.
+AdamW where it has no fused kernel) see. Gradients are cleared and clipped by this module's own code:
+the optimizer's zero_grad and the library's clip_grad_norm_ spent more on hooks and grouping than on the
+arithmetic (5% of a T=25 step), and over the flat buffers what was left of clearing, clipping and the
+update took another 3% (0.32 -> 0.16 ms of 3.6 ms at T=25, one thread: small ops run 3-5x slower right
+after a backward than in a micro-benchmark, their code and data evicted by the kernels'). A run also
+flushes denormal floats on every compute thread (suite.models.float_env.set_flush_denormals): at high
+learning rates they made a step up to 3.5x slower.
 Horizontal fusion (several runs stacked into one model) is not done: the kernels' cost grows with every
 stacked run, and only the per-op dispatch and the optimizer's Python, about two fifths of a T=25 step at
 one thread, would be shared.
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -91,6 +96,8 @@ class TrainStep:
             raise ValueError(f"step mode must be eager or compiled, got {self.mode!r}")
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = adamw(self.params, cfg)
+        self.flat = FlatBuffers.take_over(self.opt, self.params)  # None where the parameters stay apart
+        self.adamw_inputs: list[tuple] | None = None
         self.forward = model if self.mode == "eager" else _compiled(model)
         self.compile_seconds: float | None = None
         self.fallback = ""  # why a compiled step runs eager
@@ -99,7 +106,8 @@ class TrainStep:
     def label(self) -> str:
         """What ran, for records and captions: the step mode and the optimizer kernel."""
         why = f" ({self.fallback})" if self.fallback else ""
-        return f"{self.mode}{why}, AdamW {optimizer_kind(self.opt)}"
+        flat = ", flat buffers" if self.flat else ""
+        return f"{self.mode}{why}, AdamW {optimizer_kind(self.opt)}{flat}"
 
     def warm_up(self, batch: Batch) -> float | None:
         """Compile before any clock starts, on a copy of the model (its weights, buffers and the RNG
@@ -120,17 +128,23 @@ class TrainStep:
     def gradients(self, batch: Batch) -> StepOutcome:
         """Forward, loss, backward and gradient-norm clipping: the divergence check's inputs."""
         loss = self.loss_fn(self.forward(batch.x), batch)
-        for p in self.params:  # the optimizer's zero_grad(set_to_none=True), without its profiler hooks
-            p.grad = None
+        if self.flat:
+            self.flat.zero_grad()
+        else:
+            for p in self.params:  # the optimizer's zero_grad(set_to_none=True), without its profiler hooks
+                p.grad = None
         loss.backward()
-        norm = clip_grad_norm(self.params, self.cfg.clip)
+        norm = clip_grad_norm(self.flat.whole if self.flat else self.params, self.cfg.clip)
         return StepOutcome(loss.item(), float(norm))
 
     def update(self, lr: float) -> None:
         """The AdamW update at this step's learning rate."""
         for group in self.opt.param_groups:
             group["lr"] = lr
-        if not fused_adamw_step(self.opt):
+        inputs = self.adamw_inputs or fused_adamw_inputs(self.opt)
+        if self.flat:  # the flat groups' tensors stay the same once the state exists: gathered once
+            self.adamw_inputs = inputs
+        if not fused_adamw_step(self.opt, inputs):
             self.opt.step()
 
     def __call__(self, batch: Batch, lr: float) -> StepOutcome:
@@ -139,36 +153,114 @@ class TrainStep:
         return out
 
 
-def fused_adamw_step(opt: torch.optim.Optimizer) -> bool:
-    """torch.optim.AdamW(fused=True).step(), bit for bit: per parameter group, its two kernels (the step
-    counts' increment, then the fused update) called directly. Why: the optimizer's Python around them
-    (hooks, gathering each group's state, grouping by device and dtype) cost 2-7% of a d_model-28
-    Transformer's T=25 step at one thread (interleaved A/B). Returns False, having done nothing, where the
-    optimizer's own step must run: not the fused AdamW, its first step (no state yet), a parameter without a
-    gradient, mixed devices or dtypes in a group, AMSGrad, maximize, a gradient scaler.
-    tests/test_training_step.py checks the equality with the optimizer's step."""
+class FlatBuffers:
+    """The parameters as views of one buffer, their gradients as views of another, and the optimizer
+    stepping one tensor per parameter group (a slice of the buffer) instead of one per parameter.
+
+    Why: at the suite's sizes the per-tensor work around the arithmetic dominates clipping and the update
+    (a d_model-28 Transformer has 15 tensors of 20k values in all: clearing, the norms, the scaling and
+    the step counts' increments were 15 small ops each, 0.32 ms of a 3.7 ms T=25 step at one thread).
+    Over the buffers each of those is one op. The arithmetic is the same element by element: AdamW is
+    elementwise, and the clipping's norm is the 2-norm of the same values summed in another order.
+    Gradients are cleared by zeroing (autograd then adds into the views) instead of set to None, so a
+    parameter that gets no gradient in a step is updated with a zero gradient (momentum and decay), as
+    zero_grad(set_to_none=False) would have it.
+
+    Taken only where it cannot change what the optimizer does: before its first step, every parameter
+    dense, contiguous, not a view, on the CPU, of one dtype, and in one of the optimizer's groups."""
+
+    def __init__(
+        self, whole: torch.Tensor, grad: torch.Tensor, params: list[torch.Tensor], views: list[torch.Tensor]
+    ):
+        self.whole = [whole]  # clip_grad_norm's list: one tensor whose .grad (grad) is every gradient
+        self.grad, self.params, self.views = grad, params, views
+        self.pointers = [p.data_ptr() for p in params]
+
+    @classmethod
+    def take_over(cls, opt: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> FlatBuffers | None:
+        grouped = [p for g in opt.param_groups for p in g["params"]]
+        if opt.state or {id(p) for p in grouped} != {id(p) for p in params} or len(grouped) != len(params):
+            return None
+        if not params or any(
+            p.device.type != "cpu"
+            or p.dtype != params[0].dtype
+            or p.is_sparse
+            or not p.is_contiguous()
+            or p._base is not None
+            for p in params
+        ):
+            return None
+        n = sum(p.numel() for p in grouped)
+        whole = torch.empty(n, dtype=params[0].dtype)
+        whole.grad = grad = torch.zeros_like(whole)
+        views, offset = [], 0
+        with torch.no_grad():
+            for group in opt.param_groups:
+                size = sum(p.numel() for p in group["params"])
+                flat = whole[offset : offset + size]  # this group's one tensor, its gradient a view too
+                flat.grad = grad[offset : offset + size]
+                for p in group["params"]:
+                    here = slice(offset, offset + p.numel())
+                    whole[here].copy_(p.view(-1))
+                    p.data = whole[here].view_as(p)
+                    views.append(grad[here].view_as(p))
+                    offset += p.numel()
+                group["params"] = [flat]
+        return cls(whole, grad, grouped, views)
+
+    def zero_grad(self) -> None:
+        """Zero the gradient buffer and point every parameter's .grad at its view again (a caller may have
+        set them to None); a parameter whose tensor was replaced since is an error, not a silent no-op."""
+        self.grad.zero_()
+        for p, view, pointer in zip(self.params, self.views, self.pointers):
+            if p.data_ptr() != pointer:
+                raise RuntimeError(
+                    "a parameter's tensor was replaced after its TrainStep was built: build another"
+                )
+            p.grad = view
+
+
+def fused_adamw_inputs(opt: torch.optim.Optimizer) -> list[tuple] | None:
+    """What fused_adamw_step hands the kernels, per parameter group: (group, parameters, gradients, exp_avg,
+    exp_avg_sq, step counts); None where the optimizer's own step must run: not the fused AdamW, its first
+    step (no state yet), a parameter without a gradient, mixed devices or dtypes in a group, AMSGrad,
+    maximize, a gradient scaler."""
     if type(opt) is not torch.optim.AdamW or not opt.defaults.get("fused") or hasattr(opt, "grad_scale"):
-        return False
-    ready = []
+        return None
+    inputs = []
     for group in opt.param_groups:
         if group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]:
-            return False
+            return None
         params = group["params"]
         grads = [p.grad for p in params]
         states: list[dict] = [opt.state.get(p) or {} for p in params]
         if any(g is None for g in grads) or not all(states) or len({(p.device, p.dtype) for p in params}) > 1:
-            return False
-        ready.append((group, params, grads, states))
+            return None
+        moments = [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states]
+        inputs.append((group, params, grads, *moments, [s["step"] for s in states]))
+    return inputs
+
+
+def fused_adamw_step(opt: torch.optim.Optimizer, inputs: list[tuple] | None = None) -> bool:
+    """torch.optim.AdamW(fused=True).step(), bit for bit: per parameter group, its two kernels (the step
+    counts' increment, then the fused update) called directly, on `inputs` (fused_adamw_inputs(opt) unless
+    given: TrainStep keeps the flat groups' once gathered). Why: the optimizer's Python around them (hooks,
+    gathering each group's state, grouping by device and dtype) cost 2-7% of a d_model-28 Transformer's
+    T=25 step at one thread (interleaved A/B). Returns False, having done nothing, where the optimizer's own
+    step must run (fused_adamw_inputs). tests/test_training_step.py checks the equality with the optimizer's
+    step."""
+    inputs = inputs or fused_adamw_inputs(opt)
+    if inputs is None:
+        return False
     with torch.no_grad():  # as the optimizer's step: in-place updates of leaves that require grad
-        for group, params, grads, states in ready:
-            steps = [s["step"] for s in states]
+        for group, params, grads, exp_avgs, exp_avg_sqs, steps in inputs:
             torch._foreach_add_(steps, 1)
             beta1, beta2 = group["betas"]
             torch._fused_adamw_(
                 params,
                 grads,
-                [s["exp_avg"] for s in states],
-                [s["exp_avg_sq"] for s in states],
+                exp_avgs,
+                exp_avg_sqs,
                 [],
                 steps,
                 amsgrad=False,
@@ -184,15 +276,23 @@ def fused_adamw_step(opt: torch.optim.Optimizer) -> bool:
     return True
 
 
-def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+def clip_grad_norm(params: Sequence[torch.Tensor], max_norm: float) -> torch.Tensor:
     """torch.nn.utils.clip_grad_norm_ (the 2-norm of all gradients; each gradient scaled by min(1, max_norm /
-    (norm + 1e-6))), bit for bit, in three foreach ops where every gradient has one device and dtype; the
-    library's function otherwise. Why: its grouping by device and dtype and its checks took more than the
-    arithmetic at our sizes (with clearing the gradients through the optimizer, 5% of a d_model-28
-    Transformer's T=25 step; tests/test_training_step.py checks the equality)."""
+    (norm + 1e-6))): bit for bit in three foreach ops where every gradient has one device and dtype; for one
+    CPU tensor (FlatBuffers' gradient buffer) its norm and, only where it clips, one multiply, the factor
+    computed in double (within float rounding of the library's); the library's function otherwise. Why: its
+    grouping by device and dtype and its checks took more than the arithmetic at our sizes (with clearing
+    the gradients through the optimizer, 5% of a d_model-28 Transformer's T=25 step;
+    tests/test_training_step.py checks the equality)."""
     grads = [p.grad for p in params if p.grad is not None]
     if not grads or len({(g.device, g.dtype) for g in grads}) > 1 or any(g.is_sparse for g in grads):
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    if len(grads) == 1 and grads[0].device.type == "cpu":  # one buffer (FlatBuffers): the norm, then a
+        norm = torch.linalg.vector_norm(grads[0])  # multiply only where it clips (the factor in double)
+        factor = max_norm / (float(norm) + 1e-6)
+        if not factor >= 1.0:  # NaN too, as the library (the divergence check stops the run)
+            grads[0].mul_(factor)
+        return norm
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, torch.clamp(max_norm / (norm + 1e-6), max=1.0))
     return norm

@@ -12,7 +12,7 @@ from suite.interfaces import Batch
 from suite.jobs import Job, Recipe
 from suite.measure import roofline
 from suite.measure.throughput import batch_throughput
-from suite.training_step import TrainStep, adamw, clip_grad_norm, fused_adamw_step
+from suite.training_step import FlatBuffers, TrainStep, adamw, clip_grad_norm, fused_adamw_step
 
 # a compiled or fused run against the plain one: float summation order only, over a few dozen steps
 TOLERANCE = 1e-3  # relative, on every metric; steps done and the stopping step are equal
@@ -178,9 +178,64 @@ def test_the_fused_optimizer_gives_the_for_loop_optimizers_run(registry, monkeyp
         foreach=False,
     )
     monkeypatch.setattr("suite.training_step.adamw", plain)
+    monkeypatch.setattr(FlatBuffers, "take_over", classmethod(lambda cls, opt, params: None))
     loop = run_job(_job(), run)
-    assert fused["step_mode"] == "eager, AdamW fused" and loop["step_mode"] == "eager, AdamW for-loop"
+    assert (
+        fused["step_mode"] == "eager, AdamW fused, flat buffers"
+        and loop["step_mode"] == "eager, AdamW for-loop"
+    )
     _same_run(fused, loop)
+
+
+def _apart(monkeypatch) -> None:
+    monkeypatch.setattr(FlatBuffers, "take_over", classmethod(lambda cls, opt, params: None))
+
+
+def test_flat_buffers_step_as_the_tensors_apart():
+    """The parameters and gradients as views of two buffers, one AdamW tensor per group: the same update
+    within float rounding (the norm's summation order, the clipping factor in double), over steps that clip
+    and steps that do not, both groups, a changing learning rate."""
+
+    def trained(flat: bool):
+        model, batch = _tiny()
+        norms: list[float] = []
+        scaled = lambda out, b: _mse(out, b) * (1e3 if len(norms) % 2 else 1.0)  # every other step clips
+        with pytest.MonkeyPatch.context() as mp:
+            if not flat:
+                _apart(mp)
+            step = TrainStep(model, scaled, Recipe(clip=2.0, weight_decay=0.1))
+        assert (step.flat is not None) == flat
+        for i in range(6):
+            norms.append(step(batch, 1e-2 / (i + 1)).grad_norm)
+        return model, norms
+
+    (flat_model, flat_norms), (apart_model, apart_norms) = trained(True), trained(False)
+    assert flat_norms == pytest.approx(apart_norms, rel=1e-5) and max(flat_norms) > 2.0 > min(flat_norms)
+    for a, b in zip(flat_model.parameters(), apart_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_flat_buffers_survive_a_caller_clearing_the_gradients_and_refuse_a_replaced_tensor():
+    model, batch = _tiny()
+    step = TrainStep(model, _mse, Recipe())
+    buffer = step.flat.whole[0]
+    storage = lambda t: t.untyped_storage().data_ptr()
+    assert all(storage(p) == storage(buffer) for p in model.parameters())
+    step(batch, 1e-3)
+    model.zero_grad(set_to_none=True)  # as the FLOP counter does
+    before = [p.detach().clone() for p in model.parameters()]
+    assert step(batch, 1e-3).grad_norm > 0
+    assert all(storage(p.grad) == storage(buffer.grad) for p in model.parameters())
+    assert all(not torch.equal(a, p) for a, p in zip(before, model.parameters()))
+    model[0].weight.data = torch.zeros_like(model[0].weight)  # no longer a view of the buffer
+    with pytest.raises(RuntimeError, match="replaced"):
+        step(batch, 1e-3)
+
+
+def test_parameters_that_cannot_share_a_buffer_stay_apart():
+    model, _ = _tiny()
+    model.double()[0].float()  # two dtypes
+    assert TrainStep(model, lambda out, b: _mse(out.float(), b), Recipe()).flat is None
 
 
 @pytest.mark.parametrize("lr", [3e-3, 1e6], ids=["trains", "diverges"])
@@ -260,7 +315,10 @@ def test_training_records_carry_the_whole_step_rate(registry):
     expected = rec["train_flops_per_token"] * rec["train_tokens_per_s_in_loop"]
     assert rec["step_flops_per_s"] == pytest.approx(expected)
     assert rec["step_share_of_gemm"] == pytest.approx(expected / rec["gemm_flops_per_s"])
-    assert rec["gemm_threads"] == torch.get_num_threads() and rec["step_mode"] == "eager, AdamW fused"
+    assert (
+        rec["gemm_threads"] == torch.get_num_threads()
+        and rec["step_mode"] == "eager, AdamW fused, flat buffers"
+    )
 
 
 def test_the_report_tabulates_the_whole_step_rate_per_model_and_step_mode():
