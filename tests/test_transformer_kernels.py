@@ -228,3 +228,29 @@ def test_ln_attention_residual_gradcheck(positions):
     assert torch.autograd.gradcheck(half, (x, *params))
     fused = transformer_fast.ln_attention_residual(x, attn, True)
     assert fused is not None and "LnAttentionFunction" in fused.grad_fn.name()
+
+
+@pytest.mark.parametrize(
+    "positions,causal", [("learned", True), ("alibi", True), ("rope", True), ("none", False)]
+)
+def test_the_backbone_op_gradcheck(positions, causal):
+    """Every block and the final LayerNorm as one op (one autograd node): gradcheck over its input and every
+    weight, two blocks so that a block's backward feeds the next."""
+    torch.manual_seed(0)
+    model = Transformer(8, 2, 2, max_len=8, positions=positions, causal=causal).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
+    halves = [half for block in model.blocks for half in (block.attn, block.mlp)]
+    weights = [t.detach().requires_grad_() for h in halves for t in (h.matrices, h.vectors)]
+    weights += [t.detach().requires_grad_() for t in (model.ln_f.weight, model.ln_f.bias)]
+    attn = model.blocks[0].attn
+    rotation = transformer_fast.rope_rotation(5, 4, torch.float64) if positions == "rope" else None
+    op = transformer_fast.extension().backbone
+
+    def backbone(x, *weights):
+        return op(x, list(weights), 2, attn.slopes, causal, 1e-5, rotation)
+
+    assert torch.autograd.gradcheck(backbone, (x, *weights))
+    y, _ = model(x)
+    assert "BackboneFunction" in y.grad_fn.name()
+    with torch.no_grad():  # evaluation: the same function, no node
+        assert torch.equal(model(x)[0], y.detach())

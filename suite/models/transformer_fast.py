@@ -9,6 +9,8 @@ first use and cached like the LSTMs' fast path (suite/models/lstm_fast.py's buil
                                                      projection, its LayerNorm), as one op
     ln_mlp_residual(x, mlp)                          x + W_2 GELU(W_1 LayerNorm(x) + b_1) + b_2 (GELU exact),
                                                      a block's second half, as one op
+    backbone(h, transformer)                         every block's two halves, then the final LayerNorm, as
+                                                     one op (what the Transformer's forward calls)
 
 attention is F.scaled_dot_product_attention's function (scale 1/√d_head, queries the last T of S positions
 when causal, ALiBi's −m_h·|i − j| when slopes are given) in the (B, T, heads, d_head) layout of the fused
@@ -17,15 +19,16 @@ than the library's ops: measured against SDPA in one pytest-benchmark run (bench
 and over the whole step (../shared/tools/step_time.py). That is float32 or float64 on the CPU, and for
 attention d_head ≤ MAX_HEAD_DIM and no dropout. Elsewhere, or with `fast` False (the FLOP counter's twin), or
 with LSTM_BENCH_TRANSFORMER_KERNELS=off, the library ops run; kernel_name() says which attention a call
-gets, and the model's backend() names both. LayerNorm and the two halves are autograd nodes written in C++
-(the extension's layer_norm, ln_mlp, ln_attention): a Python autograd.Function cost about 30 µs an op and a
-step in the interpreter.
+gets, and the model's backend() names both. LayerNorm, the two halves and the backbone are autograd nodes
+written in C++ (the extension's layer_norm, ln_mlp, ln_attention, backbone): a Python autograd.Function
+cost about 30 µs an op and a step in the interpreter.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -195,6 +198,7 @@ class HalfBlock(Protocol):
     vectors: nn.Parameter
     fast: bool
     training: bool
+    dropout: float  # on the branch's output (and, in attention, on its weights)
 
 
 def _applies(x: torch.Tensor, half: HalfBlock, dropout: float) -> bool:
@@ -233,7 +237,6 @@ class AttentionHalf(HalfBlock, Protocol):
     heads: int
     slopes: torch.Tensor | None
     use_rope: bool
-    dropout: float  # on the attention weights, and on the branch's output
 
 
 def ln_attention_residual(x: torch.Tensor, attn: AttentionHalf, causal: bool) -> torch.Tensor | None:
@@ -246,3 +249,21 @@ def ln_attention_residual(x: torch.Tensor, attn: AttentionHalf, causal: bool) ->
     rotation = rope_rotation(x.shape[1], d_head, x.dtype) if attn.use_rope else None
     op = extension().ln_attention  # the kernel cuts the views of attention_parts itself
     return op(x.contiguous(), attn.matrices, attn.vectors, attn.heads, attn.slopes, causal, EPS, rotation)
+
+
+def backbone(
+    h: torch.Tensor, blocks: Sequence[tuple[AttentionHalf, HalfBlock]], ln_f: nn.Module, causal: bool
+) -> torch.Tensor | None:
+    """Every block (its attention and MLP halves), then the final LayerNorm, as one compiled op (one autograd
+    node for the lot), or None where any part of it would not run its own op (dropout while training, wide
+    heads, a library-op twin, not the CPU): then the caller runs the blocks one by one."""
+    if not (isinstance(ln_f, LayerNorm) and ln_f.fast and ln_f.bias is not None and ln_f.eps == EPS):
+        return None
+    first = blocks[0][0]
+    d_head = first.matrices.shape[1] // first.heads
+    halves: list[HalfBlock] = [half for block in blocks for half in block]
+    if d_head > MAX_HEAD_DIM or not all(_applies(h, half, half.dropout) for half in halves):
+        return None
+    weights = [t for half in halves for t in (half.matrices, half.vectors)] + [ln_f.weight, ln_f.bias]
+    rotation = rope_rotation(h.shape[1], d_head, h.dtype) if first.use_rope else None
+    return extension().backbone(h, weights, first.heads, first.slopes, causal, EPS, rotation)
