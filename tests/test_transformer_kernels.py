@@ -171,7 +171,7 @@ def _matches_its_flop_twin(model: Transformer, batch: int) -> None:
         assert (a - b).abs().max() < 1e-9 * max(1.0, b.abs().max().item())
 
 
-@pytest.mark.parametrize("positions", ["learned", "rope", "alibi", "none"])
+@pytest.mark.parametrize("positions", ["learned", "sinusoidal", "rope", "alibi", "none"])
 @pytest.mark.parametrize("causal", [True, False])
 def test_model_matches_its_flop_twin(positions, causal):
     """The whole Transformer on its kernels against the same weights on the library ops."""
@@ -249,7 +249,7 @@ def test_the_backbone_op_gradcheck(positions, causal):
     def backbone(x, *weights):
         return op(x, list(weights), 2, attn.slopes, causal, 1e-5, rotation)
 
-    assert torch.autograd.gradcheck(backbone, (x, *weights))
+    assert torch.autograd.gradcheck(backbone, (x, *weights), fast_mode=True)  # a random projection
     y, _ = model(x)
     assert "BackboneFunction" in y.grad_fn.name()
     with torch.no_grad():  # evaluation: the same function, no node

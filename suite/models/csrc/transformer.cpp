@@ -1052,7 +1052,6 @@ struct BackboneFunction : public torch::autograd::Function<BackboneFunction> {
     inputs.push_back(slopes.value_or(at::Tensor()));
     inputs.push_back(rotation.value_or(at::Tensor()));
     ctx->save_for_backward(inputs);
-    ctx->saved_data["heads"] = heads;
     ctx->saved_data["causal"] = causal;
     return y;
   }
