@@ -1,6 +1,7 @@
 """Our own small Transformer: pre-LayerNorm blocks, multi-head attention, GELU MLP, positions learned /
 sinusoidal / rotary (RoPE) / ALiBi / none. On the CPU, attention (for heads up to 16 wide), LayerNorm and
-the MLP run compiled kernels with the library ops' functions (suite/models/transformer_fast.py); elsewhere
+the MLP run compiled kernels with the library ops' functions (suite/models/transformer_fast.py), every block
+and the final LayerNorm as one op where none of them has dropout to apply; elsewhere
 F.scaled_dot_product_attention, F.layer_norm, F.linear and F.gelu. Each half of a block holds its weights in
 two tensors, its matrices and its vectors (Attention, MLP), which the optimizer and the clipping see as two.
 

@@ -9,7 +9,7 @@ first use and cached like the LSTMs' fast path (suite/models/lstm_fast.py's buil
                                                      projection, its LayerNorm), as one op
     ln_mlp_residual(x, mlp)                          x + W_2 GELU(W_1 LayerNorm(x) + b_1) + b_2 (GELU exact),
                                                      a block's second half, as one op
-    backbone(h, transformer)                         every block's two halves, then the final LayerNorm, as
+    backbone(h, blocks, ln_f, causal)                every block's two halves, then the final LayerNorm, as
                                                      one op (what the Transformer's forward calls)
 
 attention is F.scaled_dot_product_attention's function (scale 1/√d_head, queries the last T of S positions
