@@ -144,8 +144,10 @@ class TrainStep:
         inputs = self.adamw_inputs or fused_adamw_inputs(self.opt)
         if self.flat:  # the flat groups' tensors stay the same once the state exists: gathered once
             self.adamw_inputs = inputs
-        if not fused_adamw_step(self.opt, inputs):
+        if inputs is None:
             self.opt.step()
+        else:
+            fused_adamw_step(self.opt, inputs)
 
     def __call__(self, batch: Batch, lr: float) -> StepOutcome:
         out = self.gradients(batch)

@@ -164,6 +164,10 @@ def _same_run(a: dict, b: dict) -> None:
             assert pb["train_loss"] == pytest.approx(pa["train_loss"], rel=TOLERANCE)
 
 
+def _apart(monkeypatch) -> None:
+    monkeypatch.setattr(FlatBuffers, "take_over", classmethod(lambda cls, opt, params: None))
+
+
 def test_the_fused_optimizer_gives_the_for_loop_optimizers_run(registry, monkeypatch):
     """AdamW's fused kernel against torch's plain per-tensor loop (the textbook algorithm)."""
     run = _context(registry)
@@ -178,17 +182,13 @@ def test_the_fused_optimizer_gives_the_for_loop_optimizers_run(registry, monkeyp
         foreach=False,
     )
     monkeypatch.setattr("suite.training_step.adamw", plain)
-    monkeypatch.setattr(FlatBuffers, "take_over", classmethod(lambda cls, opt, params: None))
+    _apart(monkeypatch)
     loop = run_job(_job(), run)
     assert (
         fused["step_mode"] == "eager, AdamW fused, flat buffers"
         and loop["step_mode"] == "eager, AdamW for-loop"
     )
     _same_run(fused, loop)
-
-
-def _apart(monkeypatch) -> None:
-    monkeypatch.setattr(FlatBuffers, "take_over", classmethod(lambda cls, opt, params: None))
 
 
 def test_flat_buffers_step_as_the_tensors_apart():

@@ -160,8 +160,12 @@ class LayerNorm(nn.LayerNorm):
 
     fast = True
 
+    def kernel_form(self) -> bool:
+        """Affine with a bias and the default ε: the function the compiled kernels compute."""
+        return self.weight is not None and self.bias is not None and self.eps == EPS
+
     def forward(self, x):
-        if self.weight is None or self.bias is None or self.eps != EPS:
+        if not self.kernel_form():
             return super().forward(x)
         return layer_norm(x, self.weight, self.bias, self.fast)
 
@@ -257,7 +261,7 @@ def backbone(
     """Every block (its attention and MLP halves), then the final LayerNorm, as one compiled op (one autograd
     node for the lot), or None where any part of it would not run its own op (dropout while training, wide
     heads, a library-op twin, not the CPU): then the caller runs the blocks one by one."""
-    if not (isinstance(ln_f, LayerNorm) and ln_f.fast and ln_f.bias is not None and ln_f.eps == EPS):
+    if not (isinstance(ln_f, LayerNorm) and ln_f.fast and ln_f.kernel_form()):
         return None
     first = blocks[0][0]
     d_head = first.matrices.shape[1] // first.heads

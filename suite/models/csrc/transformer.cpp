@@ -1114,9 +1114,9 @@ at::Tensor backbone(const at::Tensor& x, const std::vector<at::Tensor>& weights,
                     const c10::optional<at::Tensor>& rotation) {
   TORCH_CHECK(x.dim() == 3 && weights.size() >= 2 && (weights.size() - 2) % 4 == 0,
               "backbone: x (B, T, d_model) and 4 weights a block, then ln_f's two");
-  bool grad = at::GradMode::is_enabled() && x.requires_grad();
-  for (const auto& w : weights) grad = grad || (at::GradMode::is_enabled() && w.requires_grad());
-  if (grad) return BackboneFunction::apply(x, at::TensorList(weights), heads, slopes, causal, eps, rotation);
+  bool grad = x.requires_grad();
+  for (const auto& w : weights) grad = grad || w.requires_grad();
+  if (grad && at::GradMode::is_enabled()) return BackboneFunction::apply(x, at::TensorList(weights), heads, slopes, causal, eps, rotation);
   std::vector<at::Tensor> unused;  // evaluation: no node, nothing kept
   return BackboneFunction::run(x, weights, heads, slopes, causal, eps, rotation, false, unused);
 }
